@@ -1,0 +1,47 @@
+# m2fp-queue: every entry point a user or CI needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell scripts/find-python310.sh)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+CONSTRAINTS := -c requirements/constraints.txt
+STAMP := $(VENV)/.installed
+MODELS ?= models
+PYTEST_ARGS ?=
+
+.PHONY: help venv run test test-unit synthetic-model bench check-env clean-venv
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## create .venv with the pinned stack (first time: torch download + ~7 min mmcv-full build)
+
+$(STAMP): requirements/*.txt
+	@test -n "$(PYTHON)" || { echo "error: set PYTHON=/path/to/python3.10" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(CONSTRAINTS) -r requirements/torch.txt
+	MMCV_WITH_OPS=1 $(PIP) install $(CONSTRAINTS) --no-build-isolation mmcv-full==1.7.1
+	$(PIP) install $(CONSTRAINTS) -r requirements/dev.txt
+	$(PY) -m worker.selfcheck
+	touch $@
+
+check-env: $(STAMP) ## verify the inference stack and name the fix for each known failure
+	$(PY) -m worker.selfcheck
+
+synthetic-model: $(STAMP) ## write synthetic M2FP checkpoints (tiny + full-size) under models/
+	$(PY) -m worker.synthetic --out $(MODELS)/m2fp-synthetic-tiny --size tiny
+	$(PY) -m worker.synthetic --out $(MODELS)/m2fp-synthetic-full --size full
+
+run: $(STAMP) ## start Redis (embedded unless REDIS_URL), the API on 127.0.0.1:$${PORT:-8000} and $${WORKERS:-1} workers
+	$(PY) -m scripts.run_local
+
+test: $(STAMP) ## run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## seconds per image: stock pipeline vs worker path, and queue overhead (full-size synthetic model)
+	$(PY) -m scripts.bench
+
+clean-venv: ## remove the virtual environment
+	rm -rf $(VENV)

@@ -1,0 +1,87 @@
+"""All configuration, read once from environment variables into one typed object.
+
+Every process (API, worker, scripts) calls :func:`load_settings` at start-up and passes
+the result down; nothing else reads ``os.environ`` for configuration, so tests build a
+``Settings(...)`` of their own instead of patching globals.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "damo/cv_resnet101_image-multiple-human-parsing"
+DEFAULT_MODEL_REVISION = "v1.0.1"
+
+
+class Settings(BaseSettings):
+    """Service settings; each field maps to the upper-case environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # Queue and job records
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "m2fp.interactive"
+    job_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)
+    task_soft_time_limit: int = Field(240, gt=0)
+    task_time_limit: int = Field(300, gt=0)
+    # Seconds before an unacknowledged job (its worker died) is handed to another
+    # worker. Must exceed task_time_limit, or a slow job would run twice at once.
+    visibility_timeout: int = Field(3600, gt=0)
+    # Seconds between sweeps that hand such jobs on once their timeout has passed.
+    unacked_restore_interval: int = Field(10, gt=0)
+    max_attempts: int = Field(3, gt=0)
+    retry_backoff_max: int = Field(300, gt=0)
+
+    # Storage: a local directory unless an S3 endpoint is given
+    storage_backend: Optional[Literal["local", "s3"]] = None
+    local_store_dir: Path = Path("var/store")
+    s3_endpoint: Optional[str] = None
+    s3_public_endpoint: Optional[str] = None
+    s3_access_key: Optional[str] = None
+    s3_secret_key: Optional[str] = None
+    s3_bucket: str = "m2fp"
+    s3_region: str = "us-east-1"
+    s3_secure: bool = False
+    presign_seconds: int = Field(3600, gt=0)
+
+    # Input limits, checked by the API before a job exists
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(40_000_000, gt=0)
+    max_side: int = Field(10_000, gt=0)
+
+    # Inference
+    m2fp_model: str = DEFAULT_MODEL
+    m2fp_revision: str = DEFAULT_MODEL_REVISION
+    model_cache_dir: Path = Path("var/models")
+    inference_max_side: int = Field(1333, ge=64)
+    torch_threads: Optional[int] = Field(None, gt=0)
+    # Fault injection for tests: while this file exists a worker holds each job just
+    # before inference (after marking it running), so a test can kill it there.
+    hold_file: Optional[Path] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.storage_backend is None:
+            self.storage_backend = "s3" if self.s3_endpoint else "local"
+        if self.storage_backend == "s3" and not (
+            self.s3_endpoint and self.s3_access_key and self.s3_secret_key
+        ):
+            raise ValueError(
+                "STORAGE_BACKEND=s3 needs S3_ENDPOINT, S3_ACCESS_KEY and S3_SECRET_KEY"
+            )
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError("TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT")
+        if self.visibility_timeout <= self.task_time_limit:
+            raise ValueError(
+                "VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT, or a long job is "
+                "redelivered to a second worker while the first still runs it"
+            )
+        return self
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (call once per process)."""
+    return Settings()

