@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import urllib3
 from minio import Minio
-from minio.error import MinioException, S3Error
+from minio.error import InvalidResponseError, MinioException, S3Error
 
 from common.errors import ObjectNotFound, StorageUnavailable
 from common.settings import Settings
@@ -148,6 +148,11 @@ class S3Store(Storage):
             return response.read()
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise ObjectNotFound(f"no object {key!r}") from None
+            raise StorageUnavailable(f"S3 read of {key!r} failed: {exc}") from exc
+        except InvalidResponseError as exc:
+            # Some S3-compatible servers answer a missing key with a non-XML 404.
+            if getattr(exc, "_code", None) == 404:
                 raise ObjectNotFound(f"no object {key!r}") from None
             raise StorageUnavailable(f"S3 read of {key!r} failed: {exc}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:

@@ -6,6 +6,7 @@ Kept free of Celery so it can be read (and tested) as plain code; the Celery tas
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -29,7 +30,7 @@ def _hold(hold_file: Optional[Path], job_id: str) -> None:
     """Test fault injection: wait here while the hold file exists (see Settings.hold_file)."""
     if hold_file is None or not hold_file.exists():
         return
-    (hold_file.parent / f"holding-{job_id}").touch()
+    (hold_file.parent / f"holding-{job_id}").write_text(str(os.getpid()))
     while hold_file.exists():
         time.sleep(0.05)
 

@@ -1,0 +1,75 @@
+"""A running system for integration tests: the API under gunicorn and Celery workers,
+as separate processes started with the same commands as ``make run`` and compose."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import requests
+
+from scripts.processes import Process, api_command, free_port, wait_until, worker_command
+
+TERMINAL = {"succeeded", "failed"}
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    log_dir: Path
+    api: Process | None = None
+    api_url: str = ""
+    workers: list[Process] = field(default_factory=list)
+
+    def start_api(self) -> "Stack":
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        self.api = Process("api", api_command(port, workers=2), self.env, log_path=self.log_dir / "api.log")
+
+        def healthy() -> bool:
+            if not self.api.alive():
+                raise RuntimeError(f"API exited:\n{self.api.log_text()}")
+            try:
+                return requests.get(f"{self.api_url}/healthz", timeout=1).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_until(healthy, 60, "the API to answer /healthz")
+        return self
+
+    def start_worker(self, name: str = "w1", **env: str) -> Process:
+        worker = Process(name, worker_command(concurrency=1, name=f"{name}@%h"), {**self.env, **env},
+                         log_path=self.log_dir / f"{name}.log")
+        self.workers.append(worker)
+        return worker
+
+    def submit(self, data: bytes, filename: str = "photo.jpg") -> requests.Response:
+        return requests.post(f"{self.api_url}/v1/jobs", files={"image": (filename, data, "image/jpeg")}, timeout=30)
+
+    def job(self, job_id: str) -> dict:
+        response = requests.get(f"{self.api_url}/v1/jobs/{job_id}", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def wait_for(self, job_id: str, statuses: Iterable[str] = TERMINAL, timeout: float = 180) -> dict:
+        wanted = set(statuses)
+        seen: dict = {}
+
+        def reached() -> bool:
+            seen.update(self.job(job_id))
+            return seen["status"] in wanted
+
+        try:
+            wait_until(reached, timeout, f"job {job_id} to become {'/'.join(sorted(wanted))}", interval=0.1)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; last seen {seen}\n{self.logs()}") from None
+        return seen
+
+    def logs(self) -> str:
+        parts = [f"--- {p.name} log ---\n{p.log_text()[-4000:]}" for p in [self.api, *self.workers] if p]
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for process in [*self.workers, self.api]:
+            if process:
+                process.stop(20)

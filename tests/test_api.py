@@ -1,0 +1,126 @@
+"""The HTTP contract: status codes, error bodies, job views (real Redis and store)."""
+import numpy as np
+import pytest
+
+from api.app import create_app
+from common.jobs import JobStatus, input_key, output_key
+from common.storage import LocalStore
+from tests.imagegen import encode, photo_jpeg
+
+
+@pytest.fixture()
+def enqueued():
+    return []
+
+
+@pytest.fixture()
+def app(settings, job_store, enqueued):
+    settings = settings.model_copy(update={"max_upload_bytes": 200_000, "max_pixels": 1_000_000})
+    return create_app(settings, job_store=job_store, enqueue=enqueued.append)
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+def submit(client, data: bytes, filename: str = "photo.jpg"):
+    import io
+
+    return client.post("/v1/jobs", data={"image": (io.BytesIO(data), filename)},
+                       content_type="multipart/form-data")
+
+
+def assert_error(response, status: int, code: str):
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["error"]["code"] == code and body["error"]["message"]
+
+
+def test_submit_accepts_stores_and_enqueues(client, app, enqueued):
+    response = submit(client, photo_jpeg(120, 80), filename="../../etc/evil name.jpg")
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "queued" and response.headers["Location"] == f"/v1/jobs/{body['id']}"
+    assert body["input"] == {"width": 120, "height": 80, "format": "JPEG", "bytes": body["input"]["bytes"]}
+    assert enqueued == [body["id"]]
+    store = app.extensions["m2fp"].storage
+    assert store.get(input_key(body["id"]))[:2] == b"\xff\xd8"
+    stored = [p.relative_to(store.root).as_posix() for p in store.root.rglob("*") if p.is_file()]
+    assert stored == [input_key(body["id"])]  # the client's filename is never used
+
+
+def test_poll_shows_the_record(client):
+    job_id = submit(client, photo_jpeg(64, 64)).get_json()["id"]
+    body = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert body["id"] == job_id and body["status"] == "queued" and body["created_at"].endswith("Z")
+    assert "result" not in body and "error" not in body
+
+
+def test_succeeded_job_links_outputs_served_by_the_api(client, app):
+    deps = app.extensions["m2fp"]
+    job_id = submit(client, photo_jpeg(64, 64)).get_json()["id"]
+    deps.jobs.transition(job_id, JobStatus.RUNNING)
+    deps.storage.put(output_key(job_id, "colored.png"), b"\x89PNG...", "image/png")
+    deps.jobs.transition(job_id, JobStatus.SUCCEEDED, result={
+        "outputs": {"colored.png": output_key(job_id, "colored.png")}, "summary": {"persons": 1}})
+    body = client.get(f"/v1/jobs/{job_id}").get_json()
+    link = body["result"]["outputs"]["colored.png"]
+    assert link == f"http://localhost/v1/jobs/{job_id}/outputs/colored.png"
+    download = client.get(link)
+    assert download.status_code == 200 and download.data == b"\x89PNG..." and download.mimetype == "image/png"
+    assert_error(client.get(f"/v1/jobs/{job_id}/outputs/labels.png"), 404, "not_found")
+    assert_error(client.get(f"/v1/jobs/{job_id}/outputs/input"), 404, "not_found")
+
+
+def test_failed_job_shows_its_error(client, app):
+    deps = app.extensions["m2fp"]
+    job_id = submit(client, photo_jpeg(64, 64)).get_json()["id"]
+    deps.jobs.transition(job_id, JobStatus.FAILED, error={"code": "invalid_image", "message": "bad"})
+    body = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert body["status"] == "failed" and body["error"] == {"code": "invalid_image", "message": "bad"}
+
+
+@pytest.mark.parametrize("data, status, code", [
+    (b"", 422, "invalid_image"),
+    (b"%PDF-1.4 not an image", 422, "invalid_image"),
+    (photo_jpeg(64, 64)[:200], 422, "invalid_image"),
+    (encode(np.zeros((1100, 1000, 3), np.uint8), "PNG"), 413, "image_too_large"),
+    (np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes(), 413, "payload_too_large"),
+])
+def test_bad_uploads_get_a_4xx_and_no_job(client, enqueued, data, status, code):
+    assert_error(submit(client, data), status, code)
+    assert enqueued == []
+
+
+def test_request_errors_are_json(client):
+    assert_error(client.post("/v1/jobs", data={"file": "x"}), 400, "missing_image")
+    assert_error(client.post("/v1/jobs", json={"image": "x"}), 400, "missing_image")
+    assert_error(client.get("/v1/jobs/does-not-exist"), 404, "not_found")
+    assert_error(client.get("/v1/jobs/AAAAAAAAAAAAAAAAAAAAAA"), 404, "not_found")
+    assert_error(client.get("/nowhere"), 404, "not_found")
+    assert_error(client.delete("/v1/jobs"), 405, "method_not_allowed")
+
+
+def test_queue_down_is_503_and_leaves_nothing_behind(settings, job_store, tmp_path):
+    def broken_enqueue(job_id):
+        import kombu.exceptions
+
+        raise kombu.exceptions.OperationalError("connection refused")
+
+    store = LocalStore(tmp_path / "s")
+    client = create_app(settings, storage=store, job_store=job_store, enqueue=broken_enqueue).test_client()
+    assert_error(submit(client, photo_jpeg(64, 64)), 503, "queue_unavailable")
+    assert [p for p in store.root.rglob("*") if p.is_file()] == []
+    assert job_store.client.keys(job_store.prefix + "*") == []
+
+
+def test_health_and_readiness(client, settings, job_store, tmp_path):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"] == {"redis": "ok", "storage": "ok"}
+    from common.jobs import JobStore, redis_client
+
+    dead_redis = JobStore(redis_client("redis://127.0.0.1:9/0"), 60)
+    down = create_app(settings, job_store=dead_redis, enqueue=list().append).test_client().get("/readyz")
+    assert down.status_code == 503 and down.get_json()["checks"]["redis"].startswith("unavailable")

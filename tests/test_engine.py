@@ -1,0 +1,46 @@
+"""The M2FP engine on the tiny synthetic model, through modelscope's real code."""
+import json
+
+import numpy as np
+
+from common.labels import CIHP_CLASSES
+from tests.imagegen import photo
+from worker.synthetic import SIZES, configuration
+
+
+def test_synthetic_model_is_in_modelscope_format(tiny_model):
+    config = json.loads((tiny_model / "configuration.json").read_text())
+    assert config["model"]["type"] == "m2fp" and config["pipeline"]["type"] == "m2fp-image-human-parsing"
+    import torch
+
+    checkpoint = torch.load(tiny_model / "pytorch_model.pt", map_location="cpu")
+    assert set(checkpoint) == {"model"} and any(k.startswith("backbone.") for k in checkpoint["model"])
+
+
+def test_full_configuration_matches_the_official_cihp_r101():
+    model = configuration("full")["model"]
+    assert model["backbone"]["depth"] == 101 and model["backbone"]["stem_out_channels"] == 128
+    assert model["encoder"]["transformer_enc_layers"] == 6 and model["encoder"]["conv_dim"] == 256
+    assert model["decoder"]["num_queries"] == 100 and model["decoder"]["dec_layers"] == 9
+    assert model["classes"][:20] == list(CIHP_CLASSES) and model["classes"][20] == "Human"
+    assert SIZES["full"]["hidden"] == 256
+
+
+def test_synthetic_weights_parse_any_photo_into_parts_and_persons(tiny_engine):
+    for seed, (w, h) in enumerate([(320, 240), (150, 400), (97, 61)]):
+        parsing = tiny_engine.parse(photo(w, h, seed))
+        assert parsing.labels.dtype == np.uint8
+        assert parsing.labels.shape == (parsing.size[1], parsing.size[0])
+        assert max(parsing.size) <= 320
+        parts = set(np.unique(parsing.labels).tolist()) - {0}
+        assert len(parts) >= 3, parts
+        assert parsing.persons and parsing.persons >= 1
+        assert set(parsing.class_scores) == set(np.unique(parsing.labels).tolist())
+        assert all(0 <= s <= 1 for s in parsing.class_scores.values())
+
+
+def test_stock_pipeline_runs_on_the_same_model(tiny_engine):
+    output = tiny_engine.parse_stock(photo(120, 90))
+    assert len(output["labels"]) == len(output["masks"]) > 0
+    assert output["masks"][0].shape == (90, 120)  # stock masks come back at the original size
+    assert "Human" in output["labels"]

@@ -1,0 +1,83 @@
+"""One job through the runner: real Redis, real local store, the tiny model in-process."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.errors import StorageUnavailable
+from common.jobs import Job, JobStatus, input_key, new_job_id, output_key
+from common.labels import PALETTE
+from common.storage import LocalStore, S3Store
+from tests.imagegen import encode, photo, photo_jpeg
+from worker.context import WorkerContext
+from worker.job_runner import run_job
+
+
+@pytest.fixture()
+def ctx(settings, job_store, tiny_engine):
+    return WorkerContext(settings=settings, storage=LocalStore(settings.local_store_dir),
+                         jobs=job_store, engine=tiny_engine)
+
+
+def queue_job(ctx, data: bytes) -> str:
+    job_id = new_job_id()
+    ctx.storage.put(input_key(job_id), data, "application/octet-stream")
+    ctx.jobs.create(Job.new(job_id, {}))
+    return job_id
+
+
+def test_job_succeeds_with_outputs_at_input_size(ctx):
+    job_id = queue_job(ctx, photo_jpeg(300, 200))
+    job = run_job(ctx, job_id)
+    assert job.status is JobStatus.SUCCEEDED and job.attempts == 1
+    colored = np.asarray(Image.open(io.BytesIO(ctx.storage.get(output_key(job_id, "colored.png")))))
+    assert colored.shape == (200, 300, 3)
+    assert {tuple(c) for c in colored.reshape(-1, 3)} <= {tuple(c) for c in PALETTE}
+    summary = job.result["summary"]
+    assert summary["persons"] >= 1 and len(summary["classes"]) >= 3
+    assert job.result["outputs"]["labels.png"] == output_key(job_id, "labels.png")
+
+
+def test_rerun_of_a_finished_job_does_nothing(ctx):
+    job_id = queue_job(ctx, photo_jpeg(64, 64))
+    first = run_job(ctx, job_id)
+    ctx.storage.delete(output_key(job_id, "overlay.jpg"))
+    assert run_job(ctx, job_id) == first  # a redelivered message after success
+    with pytest.raises(Exception):
+        ctx.storage.get(output_key(job_id, "overlay.jpg"))
+
+
+def test_exif_rotated_input_gives_upright_outputs(ctx):
+    job_id = queue_job(ctx, encode(photo(80, 40), "JPEG", exif_orientation=8))
+    job = run_job(ctx, job_id)
+    assert (job.result["summary"]["width"], job.result["summary"]["height"]) == (40, 80)
+
+
+def test_undecodable_input_fails_with_a_code_and_no_retry(ctx):
+    job_id = queue_job(ctx, b"GIF89a broken")
+    job = run_job(ctx, job_id)
+    assert job.status is JobStatus.FAILED and job.error["code"] == "invalid_image"
+
+
+def test_job_found_running_is_counted_as_interrupted_and_rerun(ctx):
+    job_id = queue_job(ctx, photo_jpeg(64, 64))
+    ctx.jobs.transition(job_id, JobStatus.RUNNING, attempts=1)  # its worker died mid-job
+    job = run_job(ctx, job_id)
+    assert job.status is JobStatus.SUCCEEDED and (job.attempts, job.lost) == (2, 1)
+
+
+def test_a_job_that_kills_its_workers_fails_after_max_attempts(ctx):
+    job_id = queue_job(ctx, photo_jpeg(64, 64))
+    limit = ctx.settings.max_attempts
+    ctx.jobs.transition(job_id, JobStatus.RUNNING, attempts=limit, lost=limit - 1)
+    job = run_job(ctx, job_id)
+    assert job.status is JobStatus.FAILED and job.error["code"] == "worker_lost"
+
+
+def test_storage_outage_propagates_for_retry_and_leaves_the_job_open(ctx):
+    job_id = queue_job(ctx, photo_jpeg(64, 64))
+    ctx.storage = S3Store("http://127.0.0.1:9", "key", "secret-key", "bucket")  # nothing listens there
+    with pytest.raises(StorageUnavailable):
+        run_job(ctx, job_id)
+    assert ctx.jobs.get(job_id).status is JobStatus.RUNNING  # the task's retry requeues it

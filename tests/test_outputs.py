@@ -1,0 +1,65 @@
+"""Palette, compositing and the JSON summary."""
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+from common.labels import CIHP_CLASSES, PALETTE, legend, voc_colormap
+from worker.outputs import blend, colorize, render, summarize
+
+
+def test_palette_is_the_pascal_voc_colormap_used_for_cihp():
+    assert len(CIHP_CLASSES) == 20 and PALETTE.shape == (20, 3)
+    assert PALETTE[0].tolist() == [0, 0, 0]          # Background
+    assert PALETTE[1].tolist() == [128, 0, 0]        # Hat
+    assert PALETTE[2].tolist() == [0, 128, 0]        # Hair
+    assert PALETTE[5].tolist() == [128, 0, 128]      # UpperClothes
+    assert PALETTE[13].tolist() == [192, 0, 128]     # Face
+    assert PALETTE[19].tolist() == [128, 192, 0]     # Right-shoe
+    assert len({tuple(c) for c in PALETTE}) == 20    # one color per class
+    assert (voc_colormap(256)[:20] == PALETTE).all()
+
+
+def test_colorize_maps_each_class_to_its_color():
+    labels = np.array([[0, 1], [13, 19]], np.uint8)
+    colored = colorize(labels)
+    assert colored.shape == (2, 2, 3)
+    assert colored[1, 0].tolist() == PALETTE[13].tolist()
+
+
+def test_overlay_keeps_background_pixels_and_blends_parts():
+    image = np.full((2, 2, 3), 100, np.uint8)
+    labels = np.array([[0, 1], [0, 1]], np.uint8)
+    out = blend(image, colorize(labels), labels, alpha=0.5)
+    assert out[0, 0].tolist() == [100, 100, 100]
+    assert out[0, 1].tolist() == [114, 50, 50]  # halfway between 100 and (128, 0, 0)
+
+
+def test_summary_fractions_scores_and_legend():
+    labels = np.zeros((10, 10), np.uint8)
+    labels[:5, :] = 2
+    labels[9, 9] = 13
+    summary = summarize(labels, {0: 0.9, 2: 0.8, 13: 0.55}, persons=2)
+    by_name = {c["name"]: c for c in summary["classes"]}
+    assert set(by_name) == {"Background", "Hair", "Face"}
+    assert by_name["Hair"]["pixel_fraction"] == 0.5 and by_name["Face"]["pixel_fraction"] == 0.01
+    assert by_name["Face"]["score"] == 0.55
+    assert summary["persons"] == 2
+    assert summary["legend"] == legend() and len(summary["legend"]) == 20
+
+
+def test_render_builds_all_outputs_at_the_original_size():
+    image = np.zeros((30, 50, 3), np.uint8)
+    labels = np.array([[0, 5], [9, 14]], np.uint8)  # what a model saw at a smaller size
+    rendered = render(image, labels, {0: 1.0, 5: 1.0, 9: 1.0, 14: 1.0}, None, {"job_id": "x"})
+    assert set(rendered.files) == {"colored.png", "labels.png", "overlay.jpg", "result.json"}
+    colored = np.asarray(Image.open(io.BytesIO(rendered.files["colored.png"])))
+    assert colored.shape == (30, 50, 3)
+    label_png = Image.open(io.BytesIO(rendered.files["labels.png"]))
+    assert label_png.mode == "L" and label_png.size == (50, 30)
+    assert set(np.unique(np.asarray(label_png))) == {0, 5, 9, 14}
+    assert Image.open(io.BytesIO(rendered.files["overlay.jpg"])).size == (50, 30)
+    summary = json.loads(rendered.files["result.json"])
+    assert summary["job_id"] == "x" and summary["persons"] is None
+    assert {c["id"] for c in summary["classes"]} == {0, 5, 9, 14}

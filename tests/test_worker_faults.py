@@ -1,0 +1,87 @@
+"""Jobs survive dead workers; workers refuse to start without a model.
+
+Real processes throughout: the killed worker is SIGKILLed mid-job (held just before
+inference by the HOLD_FILE fault-injection setting, after the job shows ``running``).
+"""
+import os
+import signal
+
+import pytest
+
+from scripts.processes import wait_until
+from tests.imagegen import photo_jpeg
+from tests.stack import Stack
+
+
+@pytest.fixture()
+def fault_stack(redis_server, tiny_model, tmp_path):
+    hold = tmp_path / "hold"
+    env = {
+        "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/3",
+        "M2FP_MODEL": str(tiny_model),
+        "INFERENCE_MAX_SIDE": "320",
+        "TORCH_THREADS": "1",
+        "LOCAL_STORE_DIR": str(tmp_path / "store"),
+        "HOLD_FILE": str(hold),
+        # Short delivery timeouts so a lost job comes back within seconds in the test.
+        "TASK_SOFT_TIME_LIMIT": "20",
+        "TASK_TIME_LIMIT": "25",
+        "VISIBILITY_TIMEOUT": "30",
+        "UNACKED_RESTORE_INTERVAL": "1",
+    }
+    import redis
+
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+    running = Stack(env=env, log_dir=tmp_path).start_api()
+    yield running, hold
+    running.stop()
+
+
+def hold_a_job(stack: Stack, hold) -> tuple[str, int]:
+    """Submit a job and wait until a worker holds it, running; return its id and the pid."""
+    hold.touch()
+    job_id = stack.submit(photo_jpeg(160, 120)).json()["id"]
+    marker = hold.parent / f"holding-{job_id}"
+    wait_until(lambda: marker.exists() and marker.read_text(), 120, "a worker to take the job")
+    assert stack.job(job_id)["status"] == "running"
+    return job_id, int(marker.read_text())
+
+
+def test_job_survives_its_whole_worker_being_sigkilled(fault_stack):
+    stack, hold = fault_stack
+    first = stack.start_worker("doomed")
+    job_id, _ = hold_a_job(stack, hold)
+    first.kill()  # SIGKILL to the worker's whole process group: no ack, no cleanup
+    hold.unlink()
+    stack.start_worker("rescuer")
+    job = stack.wait_for(job_id)
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2
+    assert "rescuer" in stack.workers[1].log_text() and job_id in stack.workers[1].log_text()
+
+
+def test_job_survives_its_pool_process_being_sigkilled(fault_stack):
+    stack, hold = fault_stack
+    worker = stack.start_worker("w")
+    job_id, pool_pid = hold_a_job(stack, hold)
+    assert pool_pid != worker.pid
+    hold.unlink()
+    os.kill(pool_pid, signal.SIGKILL)  # the parent survives, sees the loss and requeues
+    job = stack.wait_for(job_id)
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2 and worker.alive()
+
+
+@pytest.mark.parametrize("model, message", [
+    ("/nonexistent/m2fp", "M2FP_MODEL=/nonexistent/m2fp is not a directory"),
+    ("damo/cv_resnet101_image-multiple-human-parsing", "Set M2FP_MODEL to a local model directory"),
+])
+def test_worker_without_a_model_stops_at_start_with_the_fix(fault_stack, tmp_path, model, message):
+    stack, _ = fault_stack
+    # The hub is pointed at a closed local port, so "offline" holds on any machine.
+    worker = stack.start_worker("nomodel", M2FP_MODEL=model, MODEL_CACHE_DIR=str(tmp_path / "cache"),
+                                MODELSCOPE_DOMAIN="127.0.0.1:9")
+    assert worker.popen.wait(timeout=120) != 0
+    log = worker.log_text()
+    assert message in log, log[-3000:]
+    assert "ready" not in log.split(message)[-1]
