@@ -6,12 +6,12 @@ PYTHON ?= $(shell scripts/find-python310.sh)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
-CONSTRAINTS := -c requirements/constraints.txt
+CONSTRAINTS := -c requirements/constraints.txt -c requirements/lock.txt
 STAMP := $(VENV)/.installed
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test test-unit synthetic-model bench check-env clean-venv
+.PHONY: help venv run test synthetic-model bench check-env lock clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -42,6 +42,12 @@ test: $(STAMP) ## run the whole test suite
 
 bench: $(STAMP) ## seconds per image: stock pipeline vs worker path, and queue overhead (full-size synthetic model)
 	$(PY) -m scripts.bench
+
+lock: $(STAMP) ## rewrite requirements/lock.txt from the working .venv (after changing a pin)
+	{ echo "# Full pin set of a working worker + dev environment (pip freeze of .venv), used as a"; \
+	  echo "# constraints file by every install step. Regenerate with: make lock"; \
+	  $(PIP) freeze | grep -v -E '^(-e|pkg_resources)'; } > requirements/lock.txt
+	touch $(STAMP)
 
 clean-venv: ## remove the virtual environment
 	rm -rf $(VENV)

@@ -19,7 +19,7 @@ DEFAULT_MODEL_REVISION = "v1.0.1"
 class Settings(BaseSettings):
     """Service settings; each field maps to the upper-case environment variable."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", env_ignore_empty=True)
 
     # Queue and job records
     redis_url: str = "redis://127.0.0.1:6379/0"

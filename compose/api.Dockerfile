@@ -1,0 +1,16 @@
+# The HTTP API: Flask under gunicorn. No torch in this image.
+FROM python:3.10-slim
+
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+COPY requirements/ requirements/
+RUN pip install --no-cache-dir -c requirements/constraints.txt -c requirements/lock.txt -r requirements/api.txt
+
+# worker/celery_app.py is the one Celery app; the API imports it to enqueue (no torch import).
+COPY common/ common/
+COPY api/ api/
+COPY worker/ worker/
+RUN useradd --system --uid 10001 app
+USER app
+EXPOSE 8000
+CMD ["gunicorn", "api.wsgi:app", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-", "--graceful-timeout", "10"]

@@ -1,0 +1,54 @@
+"""The compose files, checked as far as a machine without a Docker engine allows:
+structure, scalability, and that services start the entry points the tests start."""
+import re
+from pathlib import Path
+
+import yaml
+
+from scripts.processes import api_command, worker_command
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_production_shape():
+    services = COMPOSE["services"]
+    assert {"redis", "minio", "createbucket", "api", "worker"} <= set(services)
+    assert "--appendonly" in services["redis"]["command"]
+    assert "mc mb" in " ".join(services["createbucket"]["command"])
+    assert "model-cache:/models" in services["worker"]["volumes"]
+
+
+def test_worker_is_scalable():
+    worker = COMPOSE["services"]["worker"]
+    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N must work
+    assert "%h" in worker["command"]  # each replica gets its own Celery node name
+
+
+def _module_args(argv):
+    """The part after ``python -m`` in our own process commands."""
+    return argv[argv.index("-m") + 1:]
+
+
+def test_services_start_the_same_entry_points_as_the_tests():
+    api = COMPOSE["services"]["api"]["command"]
+    ours = _module_args(api_command(8000))
+    assert api[:2] == ours[:2] == ["gunicorn", "api.wsgi:app"]
+    worker = COMPOSE["services"]["worker"]["command"]
+    assert worker[:4] == _module_args(worker_command())[:4] == ["celery", "-A", "worker.celery_app", "worker"]
+
+
+def test_dockerfiles_copy_what_exists_and_run_the_compose_commands():
+    for service in ("api", "worker"):
+        build = COMPOSE["services"][service]["build"]
+        dockerfile = (REPO / build["context"] / build["dockerfile"]).read_text()
+        assert dockerfile.startswith("#") and "FROM python:3.10-slim" in dockerfile
+        for source in re.findall(r"^COPY (\S+) ", dockerfile, flags=re.M):
+            assert (REPO / source).exists(), f"{build['dockerfile']} copies missing {source}"
+        cmd = re.search(r"^CMD (\[.*\])$", dockerfile, flags=re.M).group(1)
+        assert yaml.safe_load(cmd) == COMPOSE["services"][service]["command"]
+    worker = (REPO / "compose/worker.Dockerfile").read_text()
+    assert "torch==1.13.1+cpu" in worker and "download.pytorch.org/whl/cpu" in worker
+    assert "mmcv-full==1.7.1" in worker and "download.openmmlab.com/mmcv/dist/cpu/torch1.13" in worker
+    assert "torch" not in (REPO / "requirements/api.txt").read_text()
+    assert "RUN python -m worker.selfcheck" in worker  # a broken stack fails the build, not a job
