@@ -16,12 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
 
 from common.images import encode_jpeg
-from scripts.processes import REPO, RedisServer, wait_until
-from tests.imagegen import photo
-from tests.stack import Stack
+from scripts.processes import REPO, RedisServer
+from scripts.imagegen import photo
+from scripts.stack import Stack
 
 SIZES = [(512, 384), (768, 576), (1024, 768)]
 

@@ -5,7 +5,7 @@ import pytest
 from api.app import create_app
 from common.jobs import JobStatus, input_key, output_key
 from common.storage import LocalStore
-from tests.imagegen import encode, photo_jpeg
+from scripts.imagegen import encode, photo_jpeg
 
 
 @pytest.fixture()

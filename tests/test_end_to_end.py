@@ -11,8 +11,8 @@ from PIL import Image
 
 from common.labels import PALETTE
 from tests.conftest import S3_KEYS
-from tests.imagegen import encode, photo, photo_jpeg
-from tests.stack import Stack
+from scripts.imagegen import encode, photo, photo_jpeg
+from scripts.stack import Stack
 
 PALETTE_COLORS = {tuple(c) for c in PALETTE.tolist()}
 

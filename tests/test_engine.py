@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from common.labels import CIHP_CLASSES
-from tests.imagegen import photo
+from scripts.imagegen import photo
 from worker.synthetic import SIZES, configuration
 
 

@@ -5,7 +5,7 @@ from PIL import Image
 
 from common.errors import ErrorCode, InvalidImage
 from common.images import ImageLimits, decode_rgb, inference_size, inspect_image, resize_labels
-from tests.imagegen import encode, photo, photo_jpeg
+from scripts.imagegen import encode, photo, photo_jpeg
 
 LIMITS = ImageLimits(max_pixels=4_000_000, max_side=4000)
 

@@ -9,7 +9,7 @@ from common.errors import StorageUnavailable
 from common.jobs import Job, JobStatus, input_key, new_job_id, output_key
 from common.labels import PALETTE
 from common.storage import LocalStore, S3Store
-from tests.imagegen import encode, photo, photo_jpeg
+from scripts.imagegen import encode, photo, photo_jpeg
 from worker.context import WorkerContext
 from worker.job_runner import run_job
 

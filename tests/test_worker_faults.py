@@ -9,8 +9,8 @@ import signal
 import pytest
 
 from scripts.processes import wait_until
-from tests.imagegen import photo_jpeg
-from tests.stack import Stack
+from scripts.imagegen import photo_jpeg
+from scripts.stack import Stack
 
 
 @pytest.fixture()
@@ -85,3 +85,14 @@ def test_worker_without_a_model_stops_at_start_with_the_fix(fault_stack, tmp_pat
     log = worker.log_text()
     assert message in log, log[-3000:]
     assert "ready" not in log.split(message)[-1]
+
+
+def test_job_over_its_time_limit_fails_and_the_worker_serves_on(fault_stack):
+    stack, hold = fault_stack
+    worker = stack.start_worker("slow", TASK_SOFT_TIME_LIMIT="2")
+    job_id, _ = hold_a_job(stack, hold)  # held past the soft limit: the limit fires inside the job
+    job = stack.wait_for(job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "inference_timeout", job
+    hold.unlink()
+    after = stack.submit(photo_jpeg(64, 64)).json()["id"]
+    assert stack.wait_for(after)["status"] == "succeeded" and worker.alive()

@@ -13,17 +13,17 @@ from typing import Optional
 
 from common.errors import ErrorCode, InvalidImage, ObjectNotFound
 from common.images import decode_rgb
-from common.jobs import OUTPUTS, Job, JobStatus, input_key, output_key, utcnow
+from common.jobs import OUTPUTS, Job, JobStatus, JobStore, input_key, output_key, utcnow
 from worker.context import WorkerContext
 from worker.outputs import render
 
 log = logging.getLogger(__name__)
 
 
-def fail(ctx: WorkerContext, job_id: str, code: ErrorCode, message: str) -> Job:
+def fail(jobs: JobStore, job_id: str, code: ErrorCode, message: str) -> Job:
     log.warning("job %s failed: %s: %s", job_id, code.value, message)
-    return ctx.jobs.transition(job_id, JobStatus.FAILED, finished_at=utcnow(),
-                               error={"code": code.value, "message": message})
+    return jobs.transition(job_id, JobStatus.FAILED, finished_at=utcnow(),
+                           error={"code": code.value, "message": message})
 
 
 def _hold(hold_file: Optional[Path], job_id: str) -> None:
@@ -51,7 +51,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> Optional[Job]:
         return job
     lost = job.lost + (job.status is JobStatus.RUNNING)  # still running: its worker died
     if lost >= ctx.settings.max_attempts:
-        return fail(ctx, job_id, ErrorCode.WORKER_LOST,
+        return fail(ctx.jobs, job_id, ErrorCode.WORKER_LOST,
                     f"the worker running this job died {lost} times (out of memory, or killed); "
                     "it will not be tried again")
     ctx.jobs.transition(job_id, JobStatus.RUNNING, started_at=utcnow(), attempts=job.attempts + 1,
@@ -61,9 +61,9 @@ def run_job(ctx: WorkerContext, job_id: str) -> Optional[Job]:
     try:
         image = decode_rgb(ctx.storage.get(input_key(job_id)), ctx.limits)
     except InvalidImage as exc:
-        return fail(ctx, job_id, exc.code, exc.message)
+        return fail(ctx.jobs, job_id, exc.code, exc.message)
     except ObjectNotFound:
-        return fail(ctx, job_id, ErrorCode.INVALID_IMAGE, "the job's input image is gone from storage")
+        return fail(ctx.jobs, job_id, ErrorCode.INVALID_IMAGE, "the job's input image is gone from storage")
 
     started = time.perf_counter()
     parsing = ctx.engine.parse(image)

@@ -1,38 +1,58 @@
 """The Celery task: thin, it maps the job runner's outcomes onto Celery's retries."""
 from __future__ import annotations
 
+import logging
 import random
 from typing import Optional
 
 import redis
-from celery.exceptions import SoftTimeLimitExceeded
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from common.errors import ErrorCode, StorageUnavailable
-from common.jobs import JobStatus
+from common.jobs import InvalidTransition, JobStatus, JobStore, redis_client
 from worker.celery_app import PARSE_TASK, app, settings
 from worker.context import get_context
 from worker.job_runner import fail, run_job
 
+log = logging.getLogger(__name__)
+
 
 def backoff_seconds(retries: int, cap: int) -> float:
-    """Exponential backoff with full jitter: 2, 4, 8 ... s, capped, randomised."""
+    """Exponential backoff with full jitter: up to 2, 4, 8 ... s, capped."""
     return random.uniform(1, min(cap, 2 ** (retries + 1)))
 
 
-@app.task(name=PARSE_TASK, bind=True, max_retries=None)
+class ParseTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        """A hard time limit kills the pool process; Celery reports it here, in the
+        main worker process, where the job must still be marked failed."""
+        if isinstance(exc, TimeLimitExceeded) and args:
+            try:
+                fail(JobStore(redis_client(settings.redis_url), settings.job_ttl_seconds), args[0],
+                     ErrorCode.INFERENCE_TIMEOUT, f"parsing was stopped after {settings.task_time_limit} s")
+            except (InvalidTransition, KeyError, redis.RedisError):
+                log.exception("could not mark job %s as timed out", args[0])
+
+
+@app.task(name=PARSE_TASK, bind=True, base=ParseTask, max_retries=None)
 def parse(self, job_id: str) -> Optional[str]:
     ctx = get_context()
     try:
         job = run_job(ctx, job_id)
     except SoftTimeLimitExceeded:
-        job = fail(ctx, job_id, ErrorCode.INFERENCE_TIMEOUT,
+        job = fail(ctx.jobs, job_id, ErrorCode.INFERENCE_TIMEOUT,
                    f"parsing took longer than {settings.task_soft_time_limit} s; try a smaller image")
     except (StorageUnavailable, redis.RedisError) as exc:
         # Transient: the job waits (queued) and runs again; it is never dropped.
+        code = ErrorCode.STORAGE_UNAVAILABLE if isinstance(exc, StorageUnavailable) else ErrorCode.QUEUE_UNAVAILABLE
         try:
-            code = ErrorCode.STORAGE_UNAVAILABLE if isinstance(exc, StorageUnavailable) else ErrorCode.QUEUE_UNAVAILABLE
             ctx.jobs.transition(job_id, JobStatus.QUEUED, last_error={"code": code.value, "message": str(exc)})
         except redis.RedisError:
             pass  # Redis itself is down: the retry below (or redelivery) still holds the job
         raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries, settings.retry_backoff_max))
+    except Exception:
+        # A bug or a model error on this input: fail the job, keep the worker serving.
+        log.exception("job %s failed unexpectedly", job_id)
+        job = fail(ctx.jobs, job_id, ErrorCode.INTERNAL_ERROR, "the worker failed on this job; see its log")
     return job.status.value if job else None

@@ -1,4 +1,4 @@
-"""A running system for integration tests: the API under gunicorn and Celery workers,
+"""A running system for tests and benchmarks: the API under gunicorn and Celery workers,
 as separate processes started with the same commands as ``make run`` and compose."""
 from __future__ import annotations
 

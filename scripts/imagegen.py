@@ -1,4 +1,4 @@
-"""Test images made on the fly: photo-like content, and the odd formats clients send."""
+"""Images made on the fly for tests and benchmarks: photo-like content, odd formats."""
 from __future__ import annotations
 
 import io
