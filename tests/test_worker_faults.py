@@ -96,3 +96,26 @@ def test_job_over_its_time_limit_fails_and_the_worker_serves_on(fault_stack):
     hold.unlink()
     after = stack.submit(photo_jpeg(64, 64)).json()["id"]
     assert stack.wait_for(after)["status"] == "succeeded" and worker.alive()
+
+
+def test_queued_job_survives_a_redis_restart(tiny_model, tmp_path):
+    """Redis persists its queue and job records (append-only file); a restart in
+    between submit and work only delays the job, and the API answers 503, not 500."""
+    from scripts.processes import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    env = {"REDIS_URL": server.url, "M2FP_MODEL": str(tiny_model), "INFERENCE_MAX_SIDE": "320",
+           "TORCH_THREADS": "1", "LOCAL_STORE_DIR": str(tmp_path / "store")}
+    stack = Stack(env=env, log_dir=tmp_path).start_api()
+    try:
+        job_id = stack.submit(photo_jpeg(96, 64)).json()["id"]
+        server.stop()
+        down = stack.submit(photo_jpeg(96, 64))
+        assert down.status_code == 503 and down.json()["error"]["code"] == "queue_unavailable"
+        server = RedisServer(tmp_path / "redis", port=server.port).start()
+        assert stack.job(job_id)["status"] == "queued"
+        stack.start_worker("after-restart")
+        assert stack.wait_for(job_id)["status"] == "succeeded"
+    finally:
+        stack.stop()
+        server.stop()
