@@ -34,7 +34,7 @@ synthetic-model: $(STAMP) ## write synthetic M2FP checkpoints (tiny + full-size)
 	$(PY) -m worker.synthetic --out $(MODELS)/m2fp-synthetic-tiny --size tiny
 	$(PY) -m worker.synthetic --out $(MODELS)/m2fp-synthetic-full --size full
 
-run: $(STAMP) ## start Redis (embedded unless REDIS_URL), the API on 127.0.0.1:$${PORT:-8000} and $${WORKERS:-1} workers
+run: $(STAMP) ## start Redis (embedded unless REDIS_URL), the API on 127.0.0.1:PORT (8000) and WORKERS (1) workers
 	$(PY) -m scripts.run_local
 
 test: $(STAMP) ## run the whole test suite
