@@ -4,10 +4,11 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+from flask import Flask
+
 from common.jobs import JobStore, redis_client
 from common.settings import Settings, load_settings
 from common.storage import Storage, create_storage
-from flask import Flask
 
 from api.deps import ApiDeps
 from api.errors import register_error_handlers
@@ -23,8 +24,10 @@ def _celery_enqueue(settings: Settings):
 
     celery = create_celery(settings)
 
-    def enqueue(job_id: str) -> None:
-        celery.send_task(PARSE_TASK, args=[job_id], queue=settings.queue_name,
+    queues = {"interactive": settings.queue_name, "backfill": settings.backfill_queue_name}
+
+    def enqueue(job_id: str, priority: str) -> None:
+        celery.send_task(PARSE_TASK, args=[job_id], queue=queues[priority],
                          retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
                                                    "interval_step": 0.5, "interval_max": 2})
 

@@ -17,7 +17,7 @@ class ApiDeps:
     settings: Settings
     storage: Storage
     jobs: JobStore
-    enqueue: Callable[[str], None]  # hand a job id to the workers
+    enqueue: Callable[[str, str], None]  # hand (job id, priority) to the workers
 
     @property
     def limits(self) -> ImageLimits:

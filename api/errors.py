@@ -23,6 +23,12 @@ _HTTP_CODES = {
     413: ErrorCode.PAYLOAD_TOO_LARGE,
 }
 _SERVICE_STATUS = {
+    ErrorCode.INVALID_SOURCE: 400,
+    ErrorCode.SOURCE_FORBIDDEN: 403,
+    ErrorCode.SOURCE_NOT_FOUND: 404,
+    ErrorCode.BATCH_TOO_LARGE: 413,
+    ErrorCode.QUEUE_FULL: 429,
+    ErrorCode.STORAGE_UNAVAILABLE: 503,
     ErrorCode.MISSING_IMAGE: 400,
     ErrorCode.INVALID_IMAGE: 422,
     ErrorCode.IMAGE_TOO_LARGE: 413,
@@ -34,6 +40,13 @@ _SERVICE_STATUS = {
 
 class ApiError(ServiceError):
     """Raised by views for a client error that has no richer exception type."""
+
+
+def status_for(exc: ServiceError) -> int:
+    """The HTTP status of a service error: 4xx for the client's mistakes, 503 for outages."""
+    if isinstance(exc, ObjectNotFound):
+        return 404
+    return _SERVICE_STATUS.get(exc.code, 400)
 
 
 def error_response(code: ErrorCode, message: str, status: int):
@@ -50,7 +63,10 @@ def register_error_handlers(app: Flask) -> None:
             return error_response(exc.code, "storage is unavailable; retry later", 503)
         if isinstance(exc, ObjectNotFound):
             return error_response(ErrorCode.NOT_FOUND, "no such object", 404)
-        return error_response(exc.code, exc.message, _SERVICE_STATUS.get(exc.code, 400))
+        response = error_response(exc.code, exc.message, status_for(exc))
+        if exc.code is ErrorCode.QUEUE_FULL:
+            response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

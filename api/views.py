@@ -18,7 +18,8 @@ def job_view(job: Job, deps: ApiDeps) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "attempts": job.attempts,
-        "input": job.input,
+        "priority": job.priority,
+        "input": {**job.input, **({"source": f"s3://{job.source['bucket']}/{job.source['key']}"} if job.source else {})},
         "links": {"self": url_for("jobs.get_job", job_id=job.id, _external=True)},
     }
     if job.status is JobStatus.SUCCEEDED and job.result:

@@ -16,6 +16,11 @@ class ErrorCode(str, Enum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     BAD_REQUEST = "bad_request"
+    INVALID_SOURCE = "invalid_source"
+    SOURCE_FORBIDDEN = "source_forbidden"
+    SOURCE_NOT_FOUND = "source_not_found"
+    BATCH_TOO_LARGE = "batch_too_large"
+    QUEUE_FULL = "queue_full"
     # The service's own faults (5xx, or a job that failed after retries)
     QUEUE_UNAVAILABLE = "queue_unavailable"
     STORAGE_UNAVAILABLE = "storage_unavailable"

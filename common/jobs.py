@@ -90,6 +90,9 @@ class Job:
     created_at: str
     updated_at: str
     input: dict[str, Any] = field(default_factory=dict)
+    source: Optional[dict[str, str]] = None  # {"bucket", "key"} when submitted by reference
+    priority: str = "interactive"
+    worker: Optional[str] = None  # Celery node that last started it
     attempts: int = 0  # times a worker started it
     lost: int = 0  # times its worker died mid-job (found still running at a restart)
     started_at: Optional[str] = None
@@ -99,9 +102,9 @@ class Job:
     last_error: Optional[dict[str, str]] = None  # a transient error it is waiting out
 
     @classmethod
-    def new(cls, job_id: str, input_info: dict[str, Any]) -> "Job":
+    def new(cls, job_id: str, input_info: dict[str, Any], **fields: Any) -> "Job":
         now = utcnow()
-        return cls(id=job_id, status=JobStatus.QUEUED, created_at=now, updated_at=now, input=input_info)
+        return cls(id=job_id, status=JobStatus.QUEUED, created_at=now, updated_at=now, input=input_info, **fields)
 
     def to_redis(self) -> dict[str, str]:
         values = asdict(self)
@@ -134,6 +137,7 @@ class JobStore:
         self.client = client
         self.ttl = ttl_seconds
         self.prefix = prefix
+        self.content_prefix = prefix.replace(":job:", ":content:")
 
     def _key(self, job_id: str) -> str:
         return self.prefix + job_id
@@ -150,6 +154,30 @@ class JobStore:
 
     def delete(self, job_id: str) -> None:
         self.client.delete(self._key(job_id))
+
+    def get_many(self, job_ids: list[str]) -> list[Optional[Job]]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self._key(job_id))
+            return [Job.from_redis(values) if values else None for values in pipe.execute()]
+
+    # The content index: sha256 of an input -> the job that parses it, so the same
+    # image submitted twice (a re-run backfill, a retrying client) is parsed once.
+
+    def job_for_content(self, digest: str) -> Optional[Job]:
+        """The live job for this content, or None if there is none or it failed."""
+        job_id = self.client.get(self.content_prefix + digest)
+        job = self.get(job_id.decode()) if job_id else None
+        return job if job and job.status is not JobStatus.FAILED else None
+
+    def claim_content(self, digest: str, job_id: str, replace: bool = False) -> bool:
+        """Point the content at ``job_id``; without ``replace``, only if nobody has."""
+        return bool(self.client.set(self.content_prefix + digest, job_id, ex=self.ttl, nx=not replace))
+
+    def release_content(self, digest: str, job_id: str) -> None:
+        key = self.content_prefix + digest
+        if self.client.get(key) == job_id.encode():
+            self.client.delete(key)
 
     def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job:
         """Move the job to ``to`` and apply ``changes``, atomically (WATCH/MULTI).

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     # Queue and job records
     redis_url: str = "redis://127.0.0.1:6379/0"
     queue_name: str = "m2fp.interactive"
+    # Bulk work (the backfill script) goes to its own queue; workers always take an
+    # interactive job first, so a backlog never starves a waiting user.
+    backfill_queue_name: str = "m2fp.backfill"
+    # Above this many waiting backfill jobs the API answers 429 queue_full to backfill
+    # submissions, so a bulk client cannot flood Redis.
+    backfill_max_queued: int = Field(500, gt=0)
     job_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)
     task_soft_time_limit: int = Field(240, gt=0)
     task_time_limit: int = Field(300, gt=0)
@@ -46,6 +52,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_secure: bool = False
     presign_seconds: int = Field(3600, gt=0)
+    # Buckets (besides S3_BUCKET) whose images may be submitted by reference, as a
+    # comma-separated list; references into any other bucket are refused.
+    source_buckets: str = ""
 
     # Input limits, checked by the API before a job exists
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
@@ -57,6 +66,9 @@ class Settings(BaseSettings):
     m2fp_revision: str = DEFAULT_MODEL_REVISION
     model_cache_dir: Path = Path("var/models")
     inference_max_side: int = Field(1333, ge=64)
+    # Model-holding processes per worker, and intra-op threads in each; derived from
+    # the CPUs this process may use (affinity, cgroup quota) unless set.
+    worker_concurrency: Optional[int] = Field(None, gt=0)
     torch_threads: Optional[int] = Field(None, gt=0)
     # Fault injection for tests: while this file exists a worker holds each job just
     # before inference (after marking it running), so a test can kill it there.
@@ -80,6 +92,13 @@ class Settings(BaseSettings):
                 "redelivered to a second worker while the first still runs it"
             )
         return self
+
+
+    @property
+    def readable_buckets(self) -> frozenset[str]:
+        """Buckets whose objects may be parsed by reference."""
+        extra = {b.strip() for b in self.source_buckets.split(",") if b.strip()}
+        return frozenset(extra | {self.s3_bucket})
 
 
 def load_settings() -> Settings:

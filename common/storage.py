@@ -13,14 +13,14 @@ import tempfile
 from abc import ABC, abstractmethod
 from datetime import timedelta
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 from urllib.parse import urlparse
 
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error
 
-from common.errors import ObjectNotFound, StorageUnavailable
+from common.errors import ErrorCode, ObjectNotFound, ServiceError, StorageUnavailable
 from common.settings import Settings
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*$")
@@ -56,6 +56,11 @@ class Storage(ABC):
         """A time-limited direct download URL, or None when the store cannot sign one
         (the API then serves the object itself)."""
         return None
+
+    def get_from(self, bucket: str, key: str) -> bytes:
+        """Read an object that someone else put in ``bucket`` (submission by reference)."""
+        raise ServiceError("submission by reference needs the S3 store (set S3_ENDPOINT)",
+                           ErrorCode.INVALID_SOURCE)
 
 
 class LocalStore(Storage):
@@ -142,18 +147,21 @@ class S3Store(Storage):
             raise StorageUnavailable(f"S3 write of {key!r} to bucket {self.bucket!r} failed: {exc}") from exc
 
     def get(self, key: str) -> bytes:
+        return self.get_from(self.bucket, check_key(key))
+
+    def get_from(self, bucket: str, key: str) -> bytes:
         response = None
         try:
-            response = self._client.get_object(self.bucket, check_key(key))
+            response = self._client.get_object(bucket, key)
             return response.read()
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject"):
-                raise ObjectNotFound(f"no object {key!r}") from None
+            if exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket"):
+                raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}") from None
             raise StorageUnavailable(f"S3 read of {key!r} failed: {exc}") from exc
         except InvalidResponseError as exc:
             # Some S3-compatible servers answer a missing key with a non-XML 404.
             if getattr(exc, "_code", None) == 404:
-                raise ObjectNotFound(f"no object {key!r}") from None
+                raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}") from None
             raise StorageUnavailable(f"S3 read of {key!r} failed: {exc}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"S3 read of {key!r} failed: {exc}") from exc
@@ -161,6 +169,15 @@ class S3Store(Storage):
             if response is not None:
                 response.close()
                 response.release_conn()
+
+    def iter_keys(self, prefix: str, bucket: Optional[str] = None) -> Iterator[tuple[str, int]]:
+        """``(key, size)`` of every object under ``prefix``, in key order."""
+        try:
+            for item in self._client.list_objects(bucket or self.bucket, prefix=prefix, recursive=True):
+                if not item.is_dir:
+                    yield item.object_name, item.size
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"S3 listing of {prefix!r} failed: {exc}") from exc
 
     def delete(self, key: str) -> None:
         try:

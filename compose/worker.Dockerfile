@@ -25,4 +25,4 @@ RUN useradd --system --uid 10001 app && mkdir -p /models && chown app /models
 USER app
 VOLUME /models
 # The same entry point as `make run` and the tests; scale with `docker compose up --scale worker=N`.
-CMD ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO", "--concurrency", "1", "--hostname", "worker@%h"]
+CMD ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO", "--hostname", "worker@%h"]

@@ -143,7 +143,7 @@ def api_command(port: int, workers: int = 2) -> list[str]:
                          "--workers", str(workers), "--access-logfile", "-", "--graceful-timeout", "10")
 
 
-def worker_command(concurrency: int = 1, name: str = "m2fp@%h", queues: Optional[str] = None) -> list[str]:
-    argv = python_module("celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-                         "--concurrency", str(concurrency), "--hostname", name)
-    return argv + (["--queues", queues] if queues else [])
+def worker_command(name: str = "m2fp@%h") -> list[str]:
+    """The worker; its process and thread counts come from WORKER_CONCURRENCY /
+    TORCH_THREADS or the usable CPUs (worker/resources.py)."""
+    return python_module("celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO", "--hostname", name)

@@ -18,8 +18,8 @@ from scripts.processes import REPO, Process, RedisServer, api_command, worker_co
 def main() -> int:
     settings = load_settings()  # fail here, with the message, on a bad configuration
     port = int(os.environ.get("PORT", "8000"))
-    workers = int(os.environ.get("WORKERS", "1"))
-    env: dict[str, str] = {}
+    workers = os.environ.get("WORKERS", "1")
+    env: dict[str, str] = {"WORKER_CONCURRENCY": workers}
     started: list = []
 
     if not os.environ.get("REDIS_URL"):
@@ -27,8 +27,6 @@ def main() -> int:
         started.append(redis)
         env["REDIS_URL"] = redis.url
         print(f"redis    {redis.url} (embedded, data in var/redis)")
-    cpus = len(os.sched_getaffinity(0))
-    env.setdefault("TORCH_THREADS", os.environ.get("TORCH_THREADS") or str(max(1, cpus // workers)))
 
     stopping = False
 
@@ -40,12 +38,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
 
     children = [
-        Process("worker", worker_command(concurrency=workers), env),
+        Process("worker", worker_command(), env),
         Process("api", api_command(port), env),
     ]
     started.extend(children)
     print(f"api      http://127.0.0.1:{port}  (try: curl -F image=@photo.jpg http://127.0.0.1:{port}/v1/jobs)")
-    print(f"workers  {workers} process(es), model {settings.m2fp_model}, {env['TORCH_THREADS']} torch threads each")
+    print(f"workers  {workers} model process(es), model {settings.m2fp_model} (threads: see the worker's CPU plan line)")
     print("Ctrl-C stops everything.")
     code = 0
     while not stopping:

@@ -38,7 +38,8 @@ class Stack:
         return self
 
     def start_worker(self, name: str = "w1", **env: str) -> Process:
-        worker = Process(name, worker_command(concurrency=1, name=f"{name}@%h"), {**self.env, **env},
+        env = {"WORKER_CONCURRENCY": "1", **env}
+        worker = Process(name, worker_command(name=f"{name}@%h"), {**self.env, **env},
                          log_path=self.log_dir / f"{name}.log")
         self.workers.append(worker)
         return worker

@@ -16,7 +16,7 @@ def enqueued():
 @pytest.fixture()
 def app(settings, job_store, enqueued):
     settings = settings.model_copy(update={"max_upload_bytes": 200_000, "max_pixels": 1_000_000})
-    return create_app(settings, job_store=job_store, enqueue=enqueued.append)
+    return create_app(settings, job_store=job_store, enqueue=lambda job_id, priority: enqueued.append(job_id))
 
 
 @pytest.fixture()
@@ -42,7 +42,7 @@ def test_submit_accepts_stores_and_enqueues(client, app, enqueued):
     assert response.status_code == 202
     body = response.get_json()
     assert body["status"] == "queued" and response.headers["Location"] == f"/v1/jobs/{body['id']}"
-    assert body["input"] == {"width": 120, "height": 80, "format": "JPEG", "bytes": body["input"]["bytes"]}
+    assert {k: body["input"][k] for k in ("width", "height", "format")} == {"width": 120, "height": 80, "format": "JPEG"}
     assert enqueued == [body["id"]]
     store = app.extensions["m2fp"].storage
     assert store.get(input_key(body["id"]))[:2] == b"\xff\xd8"
@@ -95,7 +95,7 @@ def test_bad_uploads_get_a_4xx_and_no_job(client, enqueued, data, status, code):
 
 def test_request_errors_are_json(client):
     assert_error(client.post("/v1/jobs", data={"file": "x"}), 400, "missing_image")
-    assert_error(client.post("/v1/jobs", json={"image": "x"}), 400, "missing_image")
+    assert_error(client.post("/v1/jobs", json={"image": "x"}), 400, "invalid_source")
     assert_error(client.get("/v1/jobs/does-not-exist"), 404, "not_found")
     assert_error(client.get("/v1/jobs/AAAAAAAAAAAAAAAAAAAAAA"), 404, "not_found")
     assert_error(client.get("/nowhere"), 404, "not_found")
@@ -103,7 +103,7 @@ def test_request_errors_are_json(client):
 
 
 def test_queue_down_is_503_and_leaves_nothing_behind(settings, job_store, tmp_path):
-    def broken_enqueue(job_id):
+    def broken_enqueue(job_id, priority):
         import kombu.exceptions
 
         raise kombu.exceptions.OperationalError("connection refused")
@@ -122,5 +122,5 @@ def test_health_and_readiness(client, settings, job_store, tmp_path):
     from common.jobs import JobStore, redis_client
 
     dead_redis = JobStore(redis_client("redis://127.0.0.1:9/0"), 60)
-    down = create_app(settings, job_store=dead_redis, enqueue=list().append).test_client().get("/readyz")
+    down = create_app(settings, job_store=dead_redis, enqueue=lambda *_: None).test_client().get("/readyz")
     assert down.status_code == 503 and down.get_json()["checks"]["redis"].startswith("unavailable")

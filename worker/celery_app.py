@@ -6,8 +6,10 @@ in no torch, so the API image stays free of it.
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Queue
 
 from common.settings import Settings, load_settings
+from worker.resources import apply_thread_limits, plan_cpus
 
 PARSE_TASK = "m2fp.parse"
 
@@ -22,7 +24,8 @@ def create_celery(settings: Settings) -> Celery:
         result_serializer="json",
         task_ignore_result=True,  # job state lives in our own record (common.jobs)
         task_default_queue=settings.queue_name,
-        task_routes={PARSE_TASK: {"queue": settings.queue_name}},
+        # Consumed in this order ("priority" below): interactive jobs always first.
+        task_queues=[Queue(settings.queue_name), Queue(settings.backfill_queue_name)],
         # A job is acknowledged only once it finished; a worker killed mid-job leaves
         # it unacknowledged, and Redis hands it to another worker after the
         # visibility timeout (which must exceed the hard time limit).
@@ -34,6 +37,7 @@ def create_celery(settings: Settings) -> Celery:
             "unacked_restore_interval": settings.unacked_restore_interval,
             "unacked_restore_throttle": 1,  # kombu 5.7 scans only every 10th sweep by default
             "socket_connect_timeout": 5,
+            "queue_order_strategy": "priority",
         },
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
@@ -46,6 +50,9 @@ def create_celery(settings: Settings) -> Celery:
 
 
 settings = load_settings()
+cpu_plan = plan_cpus(settings)
+apply_thread_limits(cpu_plan)  # before anything imports torch in this process
 app = create_celery(settings)
+app.conf.worker_concurrency = cpu_plan.concurrency  # `--concurrency` on the command line wins
 
 import worker.startup  # noqa: E402,F401  (connects the start-up signals of worker processes)

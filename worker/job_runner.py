@@ -35,7 +35,14 @@ def _hold(hold_file: Optional[Path], job_id: str) -> None:
         time.sleep(0.05)
 
 
-def run_job(ctx: WorkerContext, job_id: str) -> Optional[Job]:
+def read_input(ctx: WorkerContext, job: Job) -> bytes:
+    """The job's image: its uploaded copy, or the object it references."""
+    if job.source:
+        return ctx.storage.get_from(job.source["bucket"], job.source["key"])
+    return ctx.storage.get(input_key(job.id))
+
+
+def run_job(ctx: WorkerContext, job_id: str, worker: Optional[str] = None) -> Optional[Job]:
     """Run ``job_id`` and return its final record (None if the record expired).
 
     Safe to run again for the same job: a terminal job is left alone, and outputs
@@ -54,12 +61,12 @@ def run_job(ctx: WorkerContext, job_id: str) -> Optional[Job]:
         return fail(ctx.jobs, job_id, ErrorCode.WORKER_LOST,
                     f"the worker running this job died {lost} times (out of memory, or killed); "
                     "it will not be tried again")
-    ctx.jobs.transition(job_id, JobStatus.RUNNING, started_at=utcnow(), attempts=job.attempts + 1,
-                        lost=lost, last_error=None)
+    job = ctx.jobs.transition(job_id, JobStatus.RUNNING, started_at=utcnow(), attempts=job.attempts + 1,
+                              lost=lost, last_error=None, worker=worker)
     _hold(ctx.settings.hold_file, job_id)
 
     try:
-        image = decode_rgb(ctx.storage.get(input_key(job_id)), ctx.limits)
+        image = decode_rgb(read_input(ctx, job), ctx.limits)
     except InvalidImage as exc:
         return fail(ctx.jobs, job_id, exc.code, exc.message)
     except ObjectNotFound:

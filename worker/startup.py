@@ -23,15 +23,21 @@ log = logging.getLogger("worker.startup")
 _model_dir: Optional[Path] = None
 
 
-def _settings():
-    from worker.celery_app import settings
+def _config():
+    """The worker's settings and CPU plan (imported late: celery_app imports this module)."""
+    from worker import celery_app
 
-    return settings
+    return celery_app.settings, celery_app.cpu_plan
 
 
 @worker_init.connect
-def check_environment_and_model(**_: Any) -> None:
+def check_environment_and_model(sender: Any = None, **_: Any) -> None:
     from worker.selfcheck import run_checks
+
+    settings, cpu_plan = _config()
+    concurrency = getattr(sender, "concurrency", cpu_plan.concurrency)
+    log.info("CPU plan: %s; running %d process(es) (WORKER_CONCURRENCY / TORCH_THREADS override)",
+             cpu_plan.describe(), concurrency)
 
     problems = run_checks()
     if problems:
@@ -39,7 +45,7 @@ def check_environment_and_model(**_: Any) -> None:
                          + "\n  - ".join(problems))
     global _model_dir
     try:
-        _model_dir = resolve_model_dir(_settings())
+        _model_dir = resolve_model_dir(settings)
     except ModelUnavailable as exc:
         raise SystemExit(f"m2fp worker cannot start: {exc}") from None
     log.info("self-check OK; model directory %s", _model_dir)
@@ -52,9 +58,8 @@ def load_engine(**_: Any) -> None:
     from worker.context import WorkerContext, set_context
     from worker.engine import M2FPEngine
 
-    settings = _settings()
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    settings, cpu_plan = _config()
+    torch.set_num_threads(cpu_plan.threads)
     started = time.perf_counter()
     try:
         assert _model_dir is not None, "worker_init did not run"

@@ -1,0 +1,125 @@
+"""What bulk clients rely on: dedupe by content, submission by reference, batches,
+polling many, and backpressure on the backfill queue (real Redis, real S3 endpoint)."""
+import io
+
+import pytest
+
+from api.app import create_app
+from common.jobs import JobStatus
+from common.settings import Settings
+from scripts.imagegen import photo_jpeg
+from tests.conftest import S3_KEYS
+
+
+@pytest.fixture()
+def enqueued():
+    return []
+
+
+@pytest.fixture()
+def s3_app(settings, s3_endpoint, s3_store, job_store, enqueued):
+    settings = Settings(**{**settings.model_dump(), "s3_endpoint": s3_endpoint, "s3_bucket": s3_store.bucket,
+                           "s3_access_key": S3_KEYS["access_key"], "s3_secret_key": S3_KEYS["secret_key"],
+                           "storage_backend": "s3", "source_buckets": "archive-bucket, other",
+                           "backfill_max_queued": 3})
+    return create_app(settings, storage=s3_store, job_store=job_store,
+                      enqueue=lambda job_id, priority: enqueued.append((job_id, priority)))
+
+
+@pytest.fixture()
+def client(s3_app):
+    return s3_app.test_client()
+
+
+def upload(client, data, **form):
+    return client.post("/v1/jobs", data={"image": (io.BytesIO(data), "a.jpg"), **form},
+                       content_type="multipart/form-data")
+
+
+def test_same_content_twice_is_one_job(client, enqueued):
+    data = photo_jpeg(64, 48, seed=1)
+    first, second = upload(client, data), upload(client, data)
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert first.json["id"] == second.json["id"]
+    assert (first.json["deduplicated"], second.json["deduplicated"]) == (False, True)
+    assert len(enqueued) == 1
+    assert upload(client, photo_jpeg(64, 48, seed=2)).json["id"] != first.json["id"]
+
+
+def test_content_of_a_failed_job_can_be_submitted_again(client, s3_app, enqueued):
+    data = photo_jpeg(64, 48, seed=3)
+    job_id = upload(client, data).json["id"]
+    s3_app.extensions["m2fp"].jobs.transition(job_id, JobStatus.FAILED, error={"code": "x", "message": "y"})
+    again = upload(client, data)
+    assert again.status_code == 202 and again.json["id"] != job_id
+
+
+def test_reference_submission_reads_in_place(client, s3_store, enqueued):
+    s3_store.put("archive/2024/a.jpg", photo_jpeg(80, 60, seed=4), "image/jpeg")
+    response = client.post("/v1/jobs", json={"source": f"s3://{s3_store.bucket}/archive/2024/a.jpg",
+                                             "priority": "backfill"})
+    assert response.status_code == 202, response.json
+    job = response.json
+    assert job["input"]["source"] == f"s3://{s3_store.bucket}/archive/2024/a.jpg" and job["priority"] == "backfill"
+    assert enqueued == [(job["id"], "backfill")]
+    assert list(s3_store.iter_keys("jobs/")) == []  # nothing was copied
+
+
+@pytest.mark.parametrize("source, status, code", [
+    ("s3://not-configured/a.jpg", 403, "source_forbidden"),
+    ({"bucket": "archive-bucket"}, 400, "invalid_source"),
+    ("http://example.org/a.jpg", 400, "invalid_source"),
+    ("s3://{own}/jobs/AAAAAAAAAAAAAAAAAAAAAA/input", 403, "source_forbidden"),
+    ("s3://{own}/archive/missing.jpg", 404, "source_not_found"),
+])
+def test_bad_references_are_refused(client, s3_store, source, status, code):
+    if isinstance(source, str):
+        source = source.replace("{own}", s3_store.bucket)
+    response = client.post("/v1/jobs", json={"source": source})
+    assert response.status_code == status and response.json["error"]["code"] == code
+
+
+def test_json_batch_answers_each_item(client, s3_store, enqueued):
+    s3_store.put("archive/ok.jpg", photo_jpeg(50, 40, seed=5), "image/jpeg")
+    s3_store.put("archive/broken.jpg", b"\xff\xd8 not really", "image/jpeg")
+    items = [{"source": f"s3://{s3_store.bucket}/archive/ok.jpg", "ref": "ok"},
+             {"source": f"s3://{s3_store.bucket}/archive/broken.jpg", "ref": "broken"},
+             {"source": "s3://elsewhere/x.jpg", "ref": "forbidden"},
+             {"source": f"s3://{s3_store.bucket}/archive/ok.jpg", "ref": "ok-again"}]
+    response = client.post("/v1/jobs/batch", json={"items": items})
+    assert response.status_code == 200
+    results = {r["ref"]: r for r in response.json["items"]}
+    assert [results[r]["status"] for r in ("ok", "broken", "forbidden", "ok-again")] == [202, 422, 403, 200]
+    assert results["ok"]["job"]["id"] == results["ok-again"]["job"]["id"]
+    assert results["broken"]["error"]["code"] == "invalid_image"
+    assert enqueued == [(results["ok"]["job"]["id"], "backfill")]
+
+
+def test_multipart_batch_and_batch_limit(client):
+    files = [(io.BytesIO(photo_jpeg(40, 30, seed=s)), f"img{s}.jpg") for s in range(2)]
+    files.append((io.BytesIO(b"junk"), "junk.jpg"))
+    response = client.post("/v1/jobs/batch", data={"image": files}, content_type="multipart/form-data")
+    assert [r["status"] for r in response.json["items"]] == [202, 202, 422]
+    assert [r["ref"] for r in response.json["items"]] == ["img0.jpg", "img1.jpg", "junk.jpg"]
+    too_many = client.post("/v1/jobs/batch", json={"items": [{"source": "s3://x/y"}] * 101})
+    assert too_many.status_code == 413 and too_many.json["error"]["code"] == "batch_too_large"
+
+
+def test_poll_many_jobs_at_once(client):
+    ids = [upload(client, photo_jpeg(32, 32, seed=s)).json["id"] for s in range(3)]
+    response = client.get("/v1/jobs?ids=" + ",".join(ids + ["AAAAAAAAAAAAAAAAAAAAAA", "../x"]))
+    jobs = response.json["jobs"]
+    assert [j["id"] for j in jobs[:3]] == ids and {j["status"] for j in jobs[:3]} == {"queued"}
+    assert [j["status"] for j in jobs[3:]] == ["not_found", "not_found"]
+    assert client.get("/v1/jobs").status_code == 400
+
+
+def test_full_backfill_queue_refuses_backfill_but_never_interactive(client, s3_app):
+    deps = s3_app.extensions["m2fp"]
+    deps.jobs.client.rpush(deps.settings.backfill_queue_name, "m1", "m2", "m3")  # 3 waiting messages
+    refused = upload(client, photo_jpeg(32, 32, seed=10), priority="backfill")
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "queue_full"
+    assert refused.headers["Retry-After"] == "5"
+    assert client.post("/v1/jobs/batch", json={"items": []}).status_code == 429
+    assert upload(client, photo_jpeg(32, 32, seed=11)).status_code == 202
+    assert upload(client, photo_jpeg(32, 32, seed=12), priority="urgent").json["error"]["code"] == "bad_request"
