@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test synthetic-model bench check-env lock clean-venv
+.PHONY: help venv run test synthetic-model bench bench-scale backfill check-env lock clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -51,3 +51,9 @@ lock: $(STAMP) ## rewrite requirements/lock.txt from the working .venv (after ch
 
 clean-venv: ## remove the virtual environment
 	rm -rf $(VENV)
+
+API_URL ?= http://127.0.0.1:8000
+BACKFILL_ARGS ?=
+backfill: $(STAMP) ## parse every image of SRC=<folder or s3://bucket/prefix> once through the API at API_URL
+	@test -n "$(SRC)" || { echo "usage: make backfill SRC=<folder or s3://bucket/prefix> [API_URL=...] [BACKFILL_ARGS=...]" >&2; exit 2; }
+	$(PY) -m scripts.backfill "$(SRC)" --api-url "$(API_URL)" $(BACKFILL_ARGS)

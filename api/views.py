@@ -19,12 +19,14 @@ def job_view(job: Job, deps: ApiDeps) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "attempts": job.attempts,
         "priority": job.priority,
+        "worker": job.worker,
         "input": {**job.input, **({"source": f"s3://{job.source['bucket']}/{job.source['key']}"} if job.source else {})},
         "links": {"self": url_for("jobs.get_job", job_id=job.id, _external=True)},
     }
     if job.status is JobStatus.SUCCEEDED and job.result:
         body["result"] = {
             "outputs": {name: _link(job.id, name, key, deps) for name, key in job.result["outputs"].items()},
+            "keys": job.result["outputs"],  # where each output lives in the store
             "summary": job.result["summary"],
         }
     if job.status is JobStatus.FAILED and job.error:

@@ -66,6 +66,12 @@ class Stack:
             raise AssertionError(f"{exc}; last seen {seen}\n{self.logs()}") from None
         return seen
 
+    @staticmethod
+    def env_os() -> dict[str, str]:
+        import os
+
+        return dict(os.environ)
+
     def logs(self) -> str:
         parts = [f"--- {p.name} log ---\n{p.log_text()[-4000:]}" for p in [self.api, *self.workers] if p]
         return "\n".join(parts)

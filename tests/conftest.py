@@ -4,6 +4,7 @@ Everything runs on 127.0.0.1; nothing here is a mock of Redis, S3 or Celery.
 """
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -17,6 +18,7 @@ from scripts.processes import RedisServer, free_port
 
 # Worker subprocesses and in-process engines share the two cores politely.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the moto server logs every request
 
 S3_KEYS = {"access_key": "test-access", "secret_key": "test-secret-key"}
 

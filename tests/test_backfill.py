@@ -1,0 +1,173 @@
+"""Backfill and scaling through real processes: gunicorn API, Redis, Celery workers
+with the tiny synthetic model, a moto S3 endpoint, and the backfill script itself."""
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+
+import pytest
+import redis
+import requests
+
+from common.storage import S3Store
+from scripts.imagegen import photo_jpeg
+from scripts.processes import REPO, wait_until
+from scripts.stack import Stack
+from tests.conftest import S3_KEYS
+
+IMAGES = 200
+
+
+@pytest.fixture()
+def stack(redis_server, tiny_model, s3_endpoint, tmp_path):
+    name = f"backfill-{uuid.uuid4().hex[:12]}"
+    bucket = S3Store(s3_endpoint, S3_KEYS["access_key"], S3_KEYS["secret_key"], name)
+    bucket.ensure_bucket()
+    env = {
+        "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/4",
+        "M2FP_MODEL": str(tiny_model), "INFERENCE_MAX_SIDE": "64", "TORCH_THREADS": "1",
+        "S3_ENDPOINT": s3_endpoint, "S3_ACCESS_KEY": S3_KEYS["access_key"],
+        "S3_SECRET_KEY": S3_KEYS["secret_key"], "S3_BUCKET": name,
+        "HOLD_FILE": str(tmp_path / "hold"),
+    }
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+    running = Stack(env=env, log_dir=tmp_path).start_api()
+    running.store = bucket
+    running.redis = redis.Redis.from_url(env["REDIS_URL"])
+    yield running
+    running.stop()
+
+
+def backfill_command(stack: Stack, src: str, tmp_path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "scripts.backfill", src, "--api-url", stack.api_url,
+            "--state", str(tmp_path / "state.sqlite"), "--report", str(tmp_path / "report.jsonl"),
+            "--poll-interval", "0.2", *args]
+
+
+def run_backfill(stack: Stack, src: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(backfill_command(stack, src, tmp_path, *args), cwd=REPO, env={**stack.env_os(), **stack.env},
+                          capture_output=True, text=True, timeout=600)
+
+
+def report(tmp_path) -> tuple[list[dict], dict]:
+    lines = [json.loads(line) for line in (tmp_path / "report.jsonl").read_text().splitlines()]
+    return lines[:-1], lines[-1]["summary"]
+
+
+def job_records(stack: Stack) -> list[dict]:
+    ids = [key.decode().rsplit(":", 1)[1] for key in stack.redis.keys("m2fp:job:*")]
+    return [stack.job(job_id) for job_id in ids]
+
+
+def submitted_count(state_path) -> int:
+    if not state_path.exists():
+        return 0
+    with sqlite3.connect(state_path) as db:
+        return db.execute("SELECT COUNT(*) FROM items WHERE job_id IS NOT NULL").fetchone()[0]
+
+
+def test_local_folder_backfill_survives_an_interrupt_and_parses_each_image_once(stack, tmp_path):
+    folder = tmp_path / "archive"
+    (folder / "nested").mkdir(parents=True)
+    for i in range(IMAGES):
+        (folder / ("nested" if i % 3 else ".") / f"img{i:03d}.jpg").write_bytes(photo_jpeg(32, 32, seed=i))
+    (folder / "copy-of-img000.jpg").write_bytes((folder / "img000.jpg").read_bytes())  # same content
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    (folder / "notes.txt").write_text("not an image")
+
+    hold = tmp_path / "hold"
+    hold.touch()  # the worker holds its first job: the script fills its in-flight window and waits
+    stack.start_worker("w1")
+    first = subprocess.Popen(backfill_command(stack, str(folder), tmp_path, "--in-flight", "24", "--batch-size", "8"),
+                             cwd=REPO, env={**stack.env_os(), **stack.env},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_until(lambda: submitted_count(tmp_path / "state.sqlite") >= 24, 120, "24 submitted images")
+    first.send_signal(signal.SIGINT)
+    output, _ = first.communicate(timeout=60)
+    assert first.returncode == 130, output
+    assert "run the same command again to resume" in output
+    assert submitted_count(tmp_path / "state.sqlite") < IMAGES + 2
+
+    hold.unlink()
+    second = run_backfill(stack, str(folder), tmp_path, "--in-flight", "24", "--batch-size", "8")
+    assert second.returncode == 1, second.stderr[-3000:]  # one image is broken
+    rows, summary = report(tmp_path)
+    assert len(rows) == IMAGES + 2 and summary["images"] == IMAGES + 2
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["broken.jpg"]["status"] == "failed" and by_name["broken.jpg"]["error"]["code"] == "invalid_image"
+    assert all(row["status"] == "succeeded" for name, row in by_name.items() if name != "broken.jpg")
+    assert by_name["copy-of-img000.jpg"]["job_id"] == by_name["img000.jpg"]["job_id"]
+    assert set(by_name["img000.jpg"]["outputs"]) == {"colored.png", "labels.png", "overlay.jpg", "result.json"}
+    records = job_records(stack)
+    assert len(records) == IMAGES  # 200 distinct images, one job each: nothing submitted twice
+    assert {r["attempts"] for r in records} == {1}  # and nothing parsed twice
+
+
+def test_s3_prefix_backfill_submits_by_reference(stack, tmp_path):
+    for i in range(120):
+        stack.store.put(f"archive/2024/{i:03d}.jpg", photo_jpeg(32, 32, seed=1000 + i), "image/jpeg")
+    stack.store.put("archive/2024/skip-me.jpg", photo_jpeg(32, 32, seed=5), "image/jpeg")
+    stack.store.put("archive/readme.txt", b"text", "text/plain")
+    stack.store.put("elsewhere/x.jpg", photo_jpeg(32, 32, seed=6), "image/jpeg")
+    src = f"s3://{stack.store.bucket}/archive/"
+
+    dry = run_backfill(stack, src, tmp_path, "--dry-run", "--exclude", "*skip*")
+    assert dry.returncode == 0 and len(dry.stdout.split()) == 120 and "archive/2024/000.jpg" in dry.stdout
+    assert stack.redis.keys("m2fp:job:*") == []
+
+    stack.start_worker("w1")
+    done = run_backfill(stack, src, tmp_path, "--exclude", "*skip*", "--in-flight", "40")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows, summary = report(tmp_path)
+    assert len(rows) == 120 and summary["by_status"] == {"succeeded": 120}
+    records = job_records(stack)
+    assert len(records) == 120
+    assert {r["input"]["source"].rsplit("/", 1)[0] for r in records} == {f"s3://{stack.store.bucket}/archive/2024"}
+    assert {r["priority"] for r in records} == {"backfill"}
+    assert [k for k, _ in stack.store.iter_keys("jobs/") if k.endswith("/input")] == []  # never copied
+
+    again = run_backfill(stack, src, tmp_path, "--exclude", "*skip*")
+    assert again.returncode == 0 and len(job_records(stack)) == 120  # a finished backfill submits nothing
+
+
+def hold_markers(tmp_path) -> dict[str, int]:
+    return {p.name: int(p.read_text()) for p in tmp_path.glob("holding-*") if p.read_text()}
+
+
+def test_two_workers_share_the_queue_and_no_job_runs_twice(stack, tmp_path):
+    hold = tmp_path / "hold"
+    hold.touch()
+    stack.start_worker("alpha")
+    stack.start_worker("beta")
+    ids = [stack.submit(photo_jpeg(32, 32, seed=2000 + i)).json()["id"] for i in range(30)]
+    # Each worker holds one job: both took work from the one queue.
+    wait_until(lambda: len(set(hold_markers(tmp_path).values())) == 2, 120, "both workers to hold a job")
+    hold.unlink()
+    jobs = [stack.wait_for(job_id) for job_id in ids]
+    assert {j["status"] for j in jobs} == {"succeeded"} and {j["attempts"] for j in jobs} == {1}
+    records = {r["id"]: r for r in job_records(stack)}
+    nodes = {records[j]["worker"].split("@")[0] for j in ids}
+    assert nodes == {"alpha", "beta"}
+
+
+def test_interactive_job_jumps_a_backfill_backlog(stack, tmp_path):
+    hold = tmp_path / "hold"
+    hold.touch()
+    stack.start_worker("only")
+    backfill_ids = []
+    for start in range(0, 300, 100):  # 300 backfill jobs waiting
+        files = [("image", (f"b{i}.jpg", photo_jpeg(32, 32, seed=3000 + i), "image/jpeg"))
+                 for i in range(start, start + 100)]
+        response = requests.post(f"{stack.api_url}/v1/jobs/batch", files=files, timeout=60)
+        backfill_ids += [item["job"]["id"] for item in response.json()["items"]]
+    wait_until(lambda: hold_markers(tmp_path), 120, "the worker to hold its first backfill job")
+    interactive = stack.submit(photo_jpeg(48, 48, seed=1)).json()["id"]
+    hold.unlink()
+    assert stack.wait_for(interactive)["status"] == "succeeded"
+    started = sorted((job["started_at"], job["id"]) for job in job_records(stack) if job["started_at"])
+    assert started[1][1] == interactive  # the next job after the one in hand
+    assert len(backfill_ids) == 300 and started[0][1] in backfill_ids
