@@ -152,6 +152,8 @@ def test_two_workers_share_the_queue_and_no_job_runs_twice(stack, tmp_path):
     records = {r["id"]: r for r in job_records(stack)}
     nodes = {records[j]["worker"].split("@")[0] for j in ids}
     assert nodes == {"alpha", "beta"}
+    for worker in stack.workers:  # each logged how it sized itself
+        assert "CPU plan: " in worker.log_text() and "running 1 process(es)" in worker.log_text()
 
 
 def test_interactive_job_jumps_a_backfill_backlog(stack, tmp_path):
@@ -165,6 +167,7 @@ def test_interactive_job_jumps_a_backfill_backlog(stack, tmp_path):
         response = requests.post(f"{stack.api_url}/v1/jobs/batch", files=files, timeout=60)
         backfill_ids += [item["job"]["id"] for item in response.json()["items"]]
     wait_until(lambda: hold_markers(tmp_path), 120, "the worker to hold its first backfill job")
+    assert stack.redis.llen("m2fp.backfill") == 299  # the queue the API's backpressure counts
     interactive = stack.submit(photo_jpeg(48, 48, seed=1)).json()["id"]
     hold.unlink()
     assert stack.wait_for(interactive)["status"] == "succeeded"

@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from celery.signals import worker_init, worker_process_init
+from celery.signals import celeryd_after_setup, worker_init, worker_process_init
 
 from worker.model_source import ModelUnavailable, resolve_model_dir
 
 log = logging.getLogger("worker.startup")
 _model_dir: Optional[Path] = None
+_startup_notes: list[str] = []  # worker_init runs before Celery sets up logging
 
 
 def _config():
@@ -36,8 +37,8 @@ def check_environment_and_model(sender: Any = None, **_: Any) -> None:
 
     settings, cpu_plan = _config()
     concurrency = getattr(sender, "concurrency", cpu_plan.concurrency)
-    log.info("CPU plan: %s; running %d process(es) (WORKER_CONCURRENCY / TORCH_THREADS override)",
-             cpu_plan.describe(), concurrency)
+    _startup_notes.append(f"CPU plan: {cpu_plan.describe()}; running {concurrency} process(es) "
+                          "(WORKER_CONCURRENCY / TORCH_THREADS override)")
 
     problems = run_checks()
     if problems:
@@ -48,7 +49,13 @@ def check_environment_and_model(sender: Any = None, **_: Any) -> None:
         _model_dir = resolve_model_dir(settings)
     except ModelUnavailable as exc:
         raise SystemExit(f"m2fp worker cannot start: {exc}") from None
-    log.info("self-check OK; model directory %s", _model_dir)
+    _startup_notes.append(f"self-check OK; model directory {_model_dir}")
+
+
+@celeryd_after_setup.connect
+def report_startup(**_: Any) -> None:
+    for note in _startup_notes:
+        log.info(note)
 
 
 @worker_process_init.connect

@@ -1,0 +1,87 @@
+"""``make bench-scale``: jobs per minute through 1 and 2 worker processes (and more
+where there are more cores), the same batch each time, full-size synthetic M2FP.
+
+Each configuration is a fresh system (Redis, API, one Celery worker with
+WORKER_CONCURRENCY model processes of TORCH_THREADS threads each); the batch is
+submitted at once and timed from submission to the last job's end.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from common.images import encode_jpeg
+from scripts.bench import machine
+from scripts.imagegen import photo
+from scripts.processes import REPO, RedisServer, wait_until
+from scripts.stack import Stack
+from worker.resources import usable_cpus
+
+
+def configurations(cpus: int) -> list[tuple[int, int]]:
+    """(processes, threads each): one process with all threads, one per core, and 1 x 1."""
+    configs = [(1, 1), (1, cpus), (cpus, 1)]
+    if cpus >= 4:
+        configs.append((cpus // 2, 2))
+    return sorted(set(configs))
+
+
+def run(model: Path, processes: int, threads: int, images: list[bytes]) -> float:
+    """Seconds to parse ``images`` with this worker configuration."""
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisServer(Path(tmp) / "redis").start()
+        env = {"REDIS_URL": redis.url, "M2FP_MODEL": str(model), "LOCAL_STORE_DIR": f"{tmp}/store",
+               "TORCH_THREADS": str(threads)}
+        stack = Stack(env=env, log_dir=Path(tmp)).start_api()
+        try:
+            worker = stack.start_worker("scale", WORKER_CONCURRENCY=str(processes))
+            wait_until(lambda: len(re.findall(r"worker process \d+ ready", worker.log_text())) == processes,
+                       300, f"{processes} model processes to load")
+            warm = [stack.submit(encode_jpeg(photo(320, 240, seed=900 + i))).json()["id"] for i in range(processes)]
+            for job_id in warm:
+                stack.wait_for(job_id, timeout=600)
+            started = time.perf_counter()
+            files = [("image", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(images)]
+            items = requests.post(f"{stack.api_url}/v1/jobs/batch", files=files, timeout=120).json()["items"]
+            for item in items:
+                assert stack.wait_for(item["job"]["id"], timeout=1800)["status"] == "succeeded"
+            return time.perf_counter() - started
+        finally:
+            stack.stop()
+            redis.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "m2fp-synthetic-full")
+    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--size", default="768x576")
+    args = parser.parse_args()
+    if not (args.model / "pytorch_model.pt").exists():
+        from worker.synthetic import write_model
+
+        write_model(args.model, "full")
+    width, height = (int(v) for v in args.size.split("x"))
+    images = [encode_jpeg(photo(width, height, seed=i)) for i in range(args.jobs)]  # distinct: no dedupe
+    cpus = usable_cpus()
+    rows = []
+    for processes, threads in configurations(cpus):
+        seconds = run(args.model, processes, threads, images)
+        rows.append((processes, threads, seconds))
+        print(f"{processes} process(es) x {threads} thread(s): {args.jobs} jobs in {seconds:.1f} s "
+              f"= {args.jobs / seconds * 60:.1f} jobs/min", flush=True)
+    print(f"\nMachine: {machine()}\nBatch: {args.jobs} distinct {args.size} JPEGs submitted at once, "
+          f"full-size synthetic M2FP\n")
+    print("| worker processes | torch threads each | seconds for the batch | jobs per minute |")
+    print("|---|---|---|---|")
+    for processes, threads, seconds in rows:
+        print(f"| {processes} | {threads} | {seconds:.1f} | {args.jobs / seconds * 60:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
