@@ -18,9 +18,9 @@ from pathlib import Path
 
 
 from common.images import encode_jpeg
-from scripts.processes import REPO, RedisServer
 from scripts.imagegen import photo
-from scripts.stack import Stack
+from scripts.processes import REPO
+from scripts.stack import local_system
 
 SIZES = [(512, 384), (768, 576), (1024, 768)]
 
@@ -69,27 +69,28 @@ def bench_inference(model: Path, repeats: int) -> list[tuple[str, float, float, 
 
 def bench_queue(model: Path, jobs: int) -> list[tuple[float, float]]:
     """Submit one job at a time; return (end-to-end seconds, inference seconds) per job."""
-    with tempfile.TemporaryDirectory() as tmp:
-        redis = RedisServer(Path(tmp) / "redis").start()
-        env = {"REDIS_URL": redis.url, "M2FP_MODEL": str(model), "LOCAL_STORE_DIR": f"{tmp}/store"}
-        stack = Stack(env=env, log_dir=Path(tmp)).start_api()
-        try:
-            stack.start_worker("bench")
-            warm = stack.submit(encode_jpeg(photo(320, 240)))
-            stack.wait_for(warm.json()["id"], timeout=600)
-            results = []
-            data = encode_jpeg(photo(768, 576, seed=3))
-            for _ in range(jobs):
-                started = time.perf_counter()
-                job_id = stack.submit(data).json()["id"]
-                job = stack.wait_for(job_id, timeout=600)
-                elapsed = time.perf_counter() - started
-                assert job["status"] == "succeeded", job
-                results.append((elapsed, job["result"]["summary"]["inference_seconds"]))
-            return results
-        finally:
-            stack.stop()
-            redis.stop()
+    with tempfile.TemporaryDirectory() as tmp, local_system(Path(tmp), M2FP_MODEL=str(model)) as stack:
+        stack.start_worker("bench")
+        warm = stack.submit(encode_jpeg(photo(320, 240)))
+        stack.wait_for(warm.json()["id"], timeout=600)
+        results = []
+        for seed in range(jobs):
+            data = encode_jpeg(photo(768, 576, seed=seed))  # distinct: the same bytes would be deduplicated
+            started = time.perf_counter()
+            job_id = stack.submit(data).json()["id"]
+            job = stack.wait_for(job_id, timeout=600)
+            elapsed = time.perf_counter() - started
+            assert job["status"] == "succeeded", job
+            results.append((elapsed, job["result"]["summary"]["inference_seconds"]))
+        return results
+
+
+def ensure_full_model(path: Path) -> None:
+    if not (path / "pytorch_model.pt").exists():
+        from worker.synthetic import write_model
+
+        print(f"writing the full-size synthetic model to {path}")
+        write_model(path, "full")
 
 
 def main() -> None:
@@ -98,11 +99,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=5)
     args = parser.parse_args()
-    if not (args.model / "pytorch_model.pt").exists():
-        from worker.synthetic import write_model
-
-        print(f"writing the full-size synthetic model to {args.model}")
-        write_model(args.model, "full")
+    ensure_full_model(args.model)
     rows = bench_inference(args.model, args.repeats)
     queue = bench_queue(args.model, args.jobs)
     overhead = [total - inference for total, inference in queue]

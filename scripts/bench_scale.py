@@ -16,10 +16,10 @@ from pathlib import Path
 import requests
 
 from common.images import encode_jpeg
-from scripts.bench import machine
+from scripts.bench import ensure_full_model, machine
 from scripts.imagegen import photo
-from scripts.processes import REPO, RedisServer, wait_until
-from scripts.stack import Stack
+from scripts.processes import REPO, wait_until
+from scripts.stack import local_system
 from worker.resources import usable_cpus
 
 
@@ -33,27 +33,20 @@ def configurations(cpus: int) -> list[tuple[int, int]]:
 
 def run(model: Path, processes: int, threads: int, images: list[bytes]) -> float:
     """Seconds to parse ``images`` with this worker configuration."""
-    with tempfile.TemporaryDirectory() as tmp:
-        redis = RedisServer(Path(tmp) / "redis").start()
-        env = {"REDIS_URL": redis.url, "M2FP_MODEL": str(model), "LOCAL_STORE_DIR": f"{tmp}/store",
-               "TORCH_THREADS": str(threads)}
-        stack = Stack(env=env, log_dir=Path(tmp)).start_api()
-        try:
-            worker = stack.start_worker("scale", WORKER_CONCURRENCY=str(processes))
-            wait_until(lambda: len(re.findall(r"worker process \d+ ready", worker.log_text())) == processes,
-                       300, f"{processes} model processes to load")
-            warm = [stack.submit(encode_jpeg(photo(320, 240, seed=900 + i))).json()["id"] for i in range(processes)]
-            for job_id in warm:
-                stack.wait_for(job_id, timeout=600)
-            started = time.perf_counter()
-            files = [("image", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(images)]
-            items = requests.post(f"{stack.api_url}/v1/jobs/batch", files=files, timeout=120).json()["items"]
-            for item in items:
-                assert stack.wait_for(item["job"]["id"], timeout=1800)["status"] == "succeeded"
-            return time.perf_counter() - started
-        finally:
-            stack.stop()
-            redis.stop()
+    with tempfile.TemporaryDirectory() as tmp, \
+            local_system(Path(tmp), M2FP_MODEL=str(model), TORCH_THREADS=str(threads)) as stack:
+        worker = stack.start_worker("scale", WORKER_CONCURRENCY=str(processes))
+        wait_until(lambda: len(re.findall(r"worker process \d+ ready", worker.log_text())) == processes,
+                   300, f"{processes} model processes to load")
+        warm = [stack.submit(encode_jpeg(photo(320, 240, seed=900 + i))).json()["id"] for i in range(processes)]
+        for job_id in warm:
+            stack.wait_for(job_id, timeout=600)
+        started = time.perf_counter()
+        files = [("image", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(images)]
+        items = requests.post(f"{stack.api_url}/v1/jobs/batch", files=files, timeout=120).json()["items"]
+        for item in items:
+            assert stack.wait_for(item["job"]["id"], timeout=1800)["status"] == "succeeded"
+        return time.perf_counter() - started
 
 
 def main() -> None:
@@ -62,10 +55,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--size", default="768x576")
     args = parser.parse_args()
-    if not (args.model / "pytorch_model.pt").exists():
-        from worker.synthetic import write_model
-
-        write_model(args.model, "full")
+    ensure_full_model(args.model)
     width, height = (int(v) for v in args.size.split("x"))
     images = [encode_jpeg(photo(width, height, seed=i)) for i in range(args.jobs)]  # distinct: no dedupe
     cpus = usable_cpus()

@@ -2,13 +2,14 @@
 as separate processes started with the same commands as ``make run`` and compose."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import requests
 
-from scripts.processes import Process, api_command, free_port, wait_until, worker_command
+from scripts.processes import Process, RedisServer, api_command, free_port, wait_until, worker_command
 
 TERMINAL = {"succeeded", "failed"}
 
@@ -80,3 +81,16 @@ class Stack:
         for process in [*self.workers, self.api]:
             if process:
                 process.stop(20)
+
+
+@contextmanager
+def local_system(base: Path, **env: str) -> Iterator[Stack]:
+    """A throwaway system under ``base``: its own Redis, local store and API (no
+    workers yet); everything is stopped on exit."""
+    redis = RedisServer(base / "redis").start()
+    stack = Stack(env={"REDIS_URL": redis.url, "LOCAL_STORE_DIR": str(base / "store"), **env}, log_dir=base)
+    try:
+        yield stack.start_api()
+    finally:
+        stack.stop()
+        redis.stop()
