@@ -160,10 +160,13 @@ class Busy(Exception):
 
 
 class ApiClient:
+    UPLOAD_ATTEMPTS = 3
+
     def __init__(self, base_url: str, timeout: float = 120) -> None:
         self.base = base_url.rstrip("/")
         self.http = requests.Session()
         self.timeout = timeout
+        self.failed_uploads: dict[str, int] = {}
 
     def _checked(self, response: requests.Response) -> dict:
         if response.status_code in (429, 503):
@@ -182,8 +185,17 @@ class ApiClient:
                 response = self.http.post(f"{self.base}/v1/jobs/batch", files=files,
                                           data={"priority": "backfill"}, timeout=self.timeout)
         except requests.ConnectionError as exc:
+            if len(names) == 1 and source.root:
+                # A server may cut off an upload it refuses (too large) mid-send; after a
+                # few tries, fail this one file instead of retrying it forever.
+                tries = self.failed_uploads[names[0]] = self.failed_uploads.get(names[0], 0) + 1
+                if tries >= self.UPLOAD_ATTEMPTS:
+                    return [{"ref": names[0], "status": 0,
+                             "error": {"code": "upload_failed", "message": str(exc)}}]
             log.warning("API unreachable (%s); backing off", exc)
             raise Busy(2.0) from None
+        if response.status_code == 413 and len(names) == 1:  # one file above the upload limit
+            return [{"ref": names[0], "status": 413, "error": response.json()["error"]}]
         return self._checked(response)["items"]
 
     def poll(self, job_ids: list[str]) -> list[dict]:

@@ -32,7 +32,7 @@ class Stack:
                 raise RuntimeError(f"API exited:\n{self.api.log_text()}")
             try:
                 return requests.get(f"{self.api_url}/healthz", timeout=1).ok
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still booting
                 return False
 
         wait_until(healthy, 60, "the API to answer /healthz")

@@ -174,3 +174,25 @@ def test_interactive_job_jumps_a_backfill_backlog(stack, tmp_path):
     started = sorted((job["started_at"], job["id"]) for job in job_records(stack) if job["started_at"])
     assert started[1][1] == interactive  # the next job after the one in hand
     assert len(backfill_ids) == 300 and started[0][1] in backfill_ids
+
+
+def test_an_oversized_file_fails_alone(stack, tmp_path):
+    import numpy as np
+
+    from scripts.imagegen import encode
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "small.jpg").write_bytes(photo_jpeg(32, 32, seed=77))
+    noise = np.random.default_rng(0).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)
+    (folder / "huge.png").write_bytes(encode(noise, "PNG"))  # ~12 MB, above a 4 MB upload limit
+    stack.api.stop()
+    stack.env["MAX_UPLOAD_BYTES"] = str(4 * 1024 * 1024)
+    stack.start_api()
+    stack.start_worker("w1")
+    done = run_backfill(stack, str(folder), tmp_path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    rows, summary = report(tmp_path)
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["small.jpg"]["status"] == "succeeded"
+    assert by_name["huge.png"]["status"] == "failed" and by_name["huge.png"]["error"]["code"] == "payload_too_large"
