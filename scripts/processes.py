@@ -77,9 +77,10 @@ class Process:
             pass
 
     def stop(self, timeout: float = 30.0) -> Optional[int]:
-        """SIGTERM the group (warm shutdown), SIGKILL what is left after ``timeout``."""
+        """SIGTERM the leader only (Celery and gunicorn then stop their own children
+        gracefully; a job in hand finishes), SIGKILL the group after ``timeout``."""
         if self.alive():
-            self.signal_group(signal.SIGTERM)
+            self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -35,7 +35,11 @@ class Stack:
             except requests.RequestException:  # not listening yet, or still booting
                 return False
 
-        wait_until(healthy, 60, "the API to answer /healthz")
+        try:
+            wait_until(healthy, 60, "the API to answer /healthz")
+        except BaseException:
+            self.api.stop(5)  # never leave a half-started server behind
+            raise
         return self
 
     def start_worker(self, name: str = "w1", **env: str) -> Process:

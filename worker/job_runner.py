@@ -70,7 +70,8 @@ def run_job(ctx: WorkerContext, job_id: str, worker: Optional[str] = None) -> Op
     except InvalidImage as exc:
         return fail(ctx.jobs, job_id, exc.code, exc.message)
     except ObjectNotFound:
-        return fail(ctx.jobs, job_id, ErrorCode.INVALID_IMAGE, "the job's input image is gone from storage")
+        code = ErrorCode.SOURCE_NOT_FOUND if job.source else ErrorCode.INVALID_IMAGE
+        return fail(ctx.jobs, job_id, code, "the job's input image is gone from storage")
 
     started = time.perf_counter()
     parsing = ctx.engine.parse(image)
