@@ -70,7 +70,9 @@ def bench_inference(model: Path, repeats: int) -> list[tuple[str, float, float, 
 def bench_queue(model: Path, jobs: int) -> list[tuple[float, float]]:
     """Submit one job at a time; return (end-to-end seconds, inference seconds) per job."""
     with tempfile.TemporaryDirectory() as tmp, local_system(Path(tmp), M2FP_MODEL=str(model)) as stack:
-        stack.start_worker("bench")
+        # One model process with all cores: the lowest latency for one job at a time,
+        # and the same threads as the in-process timings above.
+        stack.start_worker("bench", WORKER_CONCURRENCY="1", TORCH_THREADS=str(len(os.sched_getaffinity(0))))
         warm = stack.submit(encode_jpeg(photo(320, 240)))
         stack.wait_for(warm.json()["id"], timeout=600)
         results = []
