@@ -67,7 +67,7 @@ def submitted_count(state_path) -> int:
     if not state_path.exists():
         return 0
     with sqlite3.connect(state_path) as db:
-        return db.execute("SELECT COUNT(*) FROM items WHERE job_id IS NOT NULL").fetchone()[0]
+        return db.execute("SELECT COUNT(DISTINCT job_id) FROM items WHERE job_id IS NOT NULL").fetchone()[0]
 
 
 def test_local_folder_backfill_survives_an_interrupt_and_parses_each_image_once(stack, tmp_path):
@@ -90,7 +90,7 @@ def test_local_folder_backfill_survives_an_interrupt_and_parses_each_image_once(
     output, _ = first.communicate(timeout=60)
     assert first.returncode == 130, output
     assert "run the same command again to resume" in output
-    assert submitted_count(tmp_path / "state.sqlite") < IMAGES + 2
+    assert submitted_count(tmp_path / "state.sqlite") == 24  # the in-flight bound held while jobs waited
 
     hold.unlink()
     second = run_backfill(stack, str(folder), tmp_path, "--in-flight", "24", "--batch-size", "8")
@@ -108,7 +108,7 @@ def test_local_folder_backfill_survives_an_interrupt_and_parses_each_image_once(
 
 
 def test_s3_prefix_backfill_submits_by_reference(stack, tmp_path):
-    for i in range(120):
+    for i in range(IMAGES):
         stack.store.put(f"archive/2024/{i:03d}.jpg", photo_jpeg(32, 32, seed=1000 + i), "image/jpeg")
     stack.store.put("archive/2024/skip-me.jpg", photo_jpeg(32, 32, seed=5), "image/jpeg")
     stack.store.put("archive/readme.txt", b"text", "text/plain")
@@ -116,22 +116,22 @@ def test_s3_prefix_backfill_submits_by_reference(stack, tmp_path):
     src = f"s3://{stack.store.bucket}/archive/"
 
     dry = run_backfill(stack, src, tmp_path, "--dry-run", "--exclude", "*skip*")
-    assert dry.returncode == 0 and len(dry.stdout.split()) == 120 and "archive/2024/000.jpg" in dry.stdout
+    assert dry.returncode == 0 and len(dry.stdout.split()) == IMAGES and "archive/2024/000.jpg" in dry.stdout
     assert stack.redis.keys("m2fp:job:*") == []
 
     stack.start_worker("w1")
     done = run_backfill(stack, src, tmp_path, "--exclude", "*skip*", "--in-flight", "40")
     assert done.returncode == 0, done.stderr[-3000:]
     rows, summary = report(tmp_path)
-    assert len(rows) == 120 and summary["by_status"] == {"succeeded": 120}
+    assert len(rows) == IMAGES and summary["by_status"] == {"succeeded": IMAGES}
     records = job_records(stack)
-    assert len(records) == 120
+    assert len(records) == IMAGES
     assert {r["input"]["source"].rsplit("/", 1)[0] for r in records} == {f"s3://{stack.store.bucket}/archive/2024"}
     assert {r["priority"] for r in records} == {"backfill"}
     assert [k for k, _ in stack.store.iter_keys("jobs/") if k.endswith("/input")] == []  # never copied
 
     again = run_backfill(stack, src, tmp_path, "--exclude", "*skip*")
-    assert again.returncode == 0 and len(job_records(stack)) == 120  # a finished backfill submits nothing
+    assert again.returncode == 0 and len(job_records(stack)) == IMAGES  # a finished backfill submits nothing
 
 
 def hold_markers(tmp_path) -> dict[str, int]:
