@@ -2,6 +2,7 @@
 as separate processes started with the same commands as ``make run`` and compose."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,11 +72,9 @@ class Stack:
             raise AssertionError(f"{exc}; last seen {seen}\n{self.logs()}") from None
         return seen
 
-    @staticmethod
-    def env_os() -> dict[str, str]:
-        import os
-
-        return dict(os.environ)
+    def process_env(self) -> dict[str, str]:
+        """This process's environment plus the system's settings, for client subprocesses."""
+        return {**os.environ, **self.env}
 
     def logs(self) -> str:
         parts = [f"--- {p.name} log ---\n{p.log_text()[-4000:]}" for p in [self.api, *self.workers] if p]

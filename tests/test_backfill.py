@@ -49,7 +49,7 @@ def backfill_command(stack: Stack, src: str, tmp_path, *args: str) -> list[str]:
 
 
 def run_backfill(stack: Stack, src: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(backfill_command(stack, src, tmp_path, *args), cwd=REPO, env={**stack.env_os(), **stack.env},
+    return subprocess.run(backfill_command(stack, src, tmp_path, *args), cwd=REPO, env=stack.process_env(),
                           capture_output=True, text=True, timeout=600)
 
 
@@ -83,7 +83,7 @@ def test_local_folder_backfill_survives_an_interrupt_and_parses_each_image_once(
     hold.touch()  # the worker holds its first job: the script fills its in-flight window and waits
     stack.start_worker("w1")
     first = subprocess.Popen(backfill_command(stack, str(folder), tmp_path, "--in-flight", "24", "--batch-size", "8"),
-                             cwd=REPO, env={**stack.env_os(), **stack.env},
+                             cwd=REPO, env=stack.process_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_until(lambda: submitted_count(tmp_path / "state.sqlite") >= 24, 120, "24 submitted images")
     first.send_signal(signal.SIGINT)
