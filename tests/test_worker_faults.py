@@ -119,3 +119,23 @@ def test_queued_job_survives_a_redis_restart(tiny_model, tmp_path):
     finally:
         stack.stop()
         server.stop()
+
+
+def test_running_worker_reconnects_after_a_redis_restart(tiny_model, tmp_path):
+    from scripts.processes import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    env = {"REDIS_URL": server.url, "M2FP_MODEL": str(tiny_model), "INFERENCE_MAX_SIDE": "64",
+           "TORCH_THREADS": "1", "LOCAL_STORE_DIR": str(tmp_path / "store")}
+    stack = Stack(env=env, log_dir=tmp_path).start_api()
+    try:
+        worker = stack.start_worker("steady")
+        assert stack.wait_for(stack.submit(photo_jpeg(64, 64, seed=1)).json()["id"])["status"] == "succeeded"
+        server.stop()
+        server = RedisServer(tmp_path / "redis", port=server.port).start()
+        after = stack.submit(photo_jpeg(64, 64, seed=2)).json()["id"]
+        assert stack.wait_for(after, timeout=120)["status"] == "succeeded"
+        assert worker.alive()
+    finally:
+        stack.stop()
+        server.stop()
