@@ -6,7 +6,6 @@ from typing import Callable
 
 from flask import current_app
 
-from common.images import ImageLimits
 from common.jobs import JobStore
 from common.settings import Settings
 from common.storage import Storage
@@ -18,10 +17,6 @@ class ApiDeps:
     storage: Storage
     jobs: JobStore
     enqueue: Callable[[str, str], None]  # hand (job id, priority) to the workers
-
-    @property
-    def limits(self) -> ImageLimits:
-        return ImageLimits(self.settings.max_pixels, self.settings.max_side)
 
 
 def deps() -> ApiDeps:

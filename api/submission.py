@@ -87,7 +87,7 @@ def submit_reference(deps: ApiDeps, source: SourceRef, priority: str = "interact
 
 
 def _accept(deps: ApiDeps, data: bytes, source: Optional[SourceRef], priority: str) -> Accepted:
-    info = inspect_image(data, deps.limits)
+    info = inspect_image(data, deps.settings.image_limits)
     digest = hashlib.sha256(data).hexdigest()
     existing = deps.jobs.job_for_content(digest)
     if existing:

@@ -12,6 +12,8 @@ from typing import Literal, Optional
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.images import ImageLimits
+
 DEFAULT_MODEL = "damo/cv_resnet101_image-multiple-human-parsing"
 DEFAULT_MODEL_REVISION = "v1.0.1"
 
@@ -93,6 +95,11 @@ class Settings(BaseSettings):
             )
         return self
 
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        """The input limits the API checks and the worker applies again."""
+        return ImageLimits(self.max_pixels, self.max_side)
 
     @property
     def readable_buckets(self) -> frozenset[str]:

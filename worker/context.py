@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from common.images import ImageLimits
 from common.jobs import JobStore, redis_client
 from common.settings import Settings
 from common.storage import Storage, create_storage
@@ -17,10 +16,6 @@ class WorkerContext:
     storage: Storage
     jobs: JobStore
     engine: ParsingEngine
-
-    @property
-    def limits(self) -> ImageLimits:
-        return ImageLimits(self.settings.max_pixels, self.settings.max_side)
 
     @classmethod
     def create(cls, settings: Settings, engine: ParsingEngine) -> "WorkerContext":

@@ -66,7 +66,7 @@ def run_job(ctx: WorkerContext, job_id: str, worker: Optional[str] = None) -> Op
     _hold(ctx.settings.hold_file, job_id)
 
     try:
-        image = decode_rgb(read_input(ctx, job), ctx.limits)
+        image = decode_rgb(read_input(ctx, job), ctx.settings.image_limits)
     except InvalidImage as exc:
         return fail(ctx.jobs, job_id, exc.code, exc.message)
     except ObjectNotFound:
