@@ -1,15 +1,19 @@
 """The one Celery application: ``celery -A worker.celery_app worker`` starts a worker.
 
-The API imports :func:`create_celery` from here too (to enqueue); this module pulls
-in no torch, so the API image stays free of it.
+The API imports :func:`create_celery` from here too (to enqueue). Importing this
+module does nothing else: the worker's own set-up (settings, CPU plan, thread limits,
+start-up signals) happens when ``app`` is first looked up, which only a worker does.
 """
 from __future__ import annotations
+
+import functools
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
 
 from common.settings import Settings, load_settings
-from worker.resources import apply_thread_limits, plan_cpus
+from worker.resources import CpuPlan, apply_thread_limits, plan_cpus
 
 PARSE_TASK = "m2fp.parse"
 
@@ -49,10 +53,20 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-settings = load_settings()
-cpu_plan = plan_cpus(settings)
-apply_thread_limits(cpu_plan)  # before anything imports torch in this process
-app = create_celery(settings)
-app.conf.worker_concurrency = cpu_plan.concurrency  # `--concurrency` on the command line wins
+@functools.cache
+def _worker() -> dict[str, Any]:
+    settings = load_settings()
+    cpu_plan: CpuPlan = plan_cpus(settings)
+    apply_thread_limits(cpu_plan)  # before anything imports torch in this process
+    app = create_celery(settings)
+    app.conf.worker_concurrency = cpu_plan.concurrency  # `--concurrency` on the command line wins
+    import worker.startup  # noqa: F401  (connects the start-up signals of worker processes)
 
-import worker.startup  # noqa: E402,F401  (connects the start-up signals of worker processes)
+    return {"settings": settings, "cpu_plan": cpu_plan, "app": app}
+
+
+def __getattr__(name: str) -> Any:
+    """``app``, ``settings`` and ``cpu_plan`` of the worker process, built on first use."""
+    if name in ("app", "settings", "cpu_plan"):
+        return _worker()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
