@@ -63,6 +63,12 @@ def job_records(stack: Stack) -> list[dict]:
     return [stack.job(job_id) for job_id in ids]
 
 
+def like_a_terminal() -> None:
+    """Give the child the SIGINT a terminal would: a shell starting the test run in the
+    background (`make test &`) leaves SIGINT ignored, and Python keeps it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def submitted_count(state_path) -> int:
     if not state_path.exists():
         return 0
@@ -84,7 +90,8 @@ def test_local_folder_backfill_survives_an_interrupt_and_parses_each_image_once(
     stack.start_worker("w1")
     first = subprocess.Popen(backfill_command(stack, str(folder), tmp_path, "--in-flight", "24", "--batch-size", "8"),
                              cwd=REPO, env=stack.process_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=like_a_terminal)
     wait_until(lambda: submitted_count(tmp_path / "state.sqlite") >= 24, 120, "24 submitted images")
     first.send_signal(signal.SIGINT)
     output, _ = first.communicate(timeout=60)
