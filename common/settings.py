@@ -73,7 +73,9 @@ class Settings(BaseSettings):
     worker_concurrency: Optional[int] = Field(None, gt=0)
     torch_threads: Optional[int] = Field(None, gt=0)
     # Fault injection for tests: while this file exists a worker holds each job just
-    # before inference (after marking it running), so a test can kill it there.
+    # before inference (after marking it running), so a test can kill it there. A file
+    # that says "deaf" also blocks the soft time limit's signal while holding, as native
+    # code that never returns to Python would, so that the hard limit has to act.
     hold_file: Optional[Path] = None
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ Real processes throughout: the killed worker is SIGKILLed mid-job (held just bef
 inference by the HOLD_FILE fault-injection setting, after the job shows ``running``).
 """
 import os
+import re
 import signal
 
 import pytest
@@ -96,6 +97,24 @@ def test_job_over_its_time_limit_fails_and_the_worker_serves_on(fault_stack):
     hold.unlink()
     after = stack.submit(photo_jpeg(64, 64)).json()["id"]
     assert stack.wait_for(after)["status"] == "succeeded" and worker.alive()
+
+
+def test_job_over_its_hard_time_limit_fails_and_a_fresh_process_serves_on(fault_stack):
+    """Stuck where the soft limit cannot reach it (native code), the job's pool process
+    is killed at the hard limit; the job ends failed, and the worker replaces the process."""
+    stack, hold = fault_stack
+    worker = stack.start_worker("stuck", TASK_SOFT_TIME_LIMIT="2", TASK_TIME_LIMIT="4")
+    hold.write_text("deaf")
+    job_id, pool_pid = hold_a_job(stack, hold)
+    job = stack.wait_for(job_id)
+    assert job["status"] == "failed" and job["error"]["code"] == "inference_timeout", job
+    assert "stopped after 4 s" in job["error"]["message"]
+    hold.unlink()
+    after = stack.submit(photo_jpeg(64, 64)).json()["id"]
+    done = stack.wait_for(after)
+    assert done["status"] == "succeeded" and worker.alive()
+    ready = re.findall(r"worker process (\d+) ready", worker.log_text())
+    assert len(ready) == 2 and int(ready[0]) == pool_pid != int(ready[1]), ready
 
 
 def test_queued_job_survives_a_redis_restart(tiny_model, tmp_path):

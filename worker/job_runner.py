@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Optional
@@ -30,9 +31,16 @@ def _hold(hold_file: Optional[Path], job_id: str) -> None:
     """Test fault injection: wait here while the hold file exists (see Settings.hold_file)."""
     if hold_file is None or not hold_file.exists():
         return
+    deaf = hold_file.read_text().strip() == "deaf"
+    if deaf:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # Celery's soft time limit
     (hold_file.parent / f"holding-{job_id}").write_text(str(os.getpid()))
-    while hold_file.exists():
-        time.sleep(0.05)
+    try:
+        while hold_file.exists():
+            time.sleep(0.05)
+    finally:
+        if deaf:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
 
 
 def read_input(ctx: WorkerContext, job: Job) -> bytes:
