@@ -3,7 +3,9 @@ where there are more cores), the same batch each time, full-size synthetic M2FP.
 
 Each configuration is a fresh system (Redis, API, one Celery worker with
 WORKER_CONCURRENCY model processes of TORCH_THREADS threads each); the batch is
-submitted at once and timed from submission to the last job's end.
+submitted at once and timed from submission to the last job's end. Memory is read
+from /proc after the batch: each model process's peak resident set (the figure to
+size a container by: processes x peak + the main process).
 """
 from __future__ import annotations
 
@@ -31,8 +33,17 @@ def configurations(cpus: int) -> list[tuple[int, int]]:
     return sorted(set(configs))
 
 
-def run(model: Path, processes: int, threads: int, images: list[bytes]) -> float:
-    """Seconds to parse ``images`` with this worker configuration."""
+def memory_mib(pid: int, field: str) -> float:
+    """A memory figure of a live process from /proc (VmHWM: peak resident set; VmRSS: now)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def run(model: Path, processes: int, threads: int, images: list[bytes]) -> tuple[float, float, float]:
+    """Seconds to parse ``images`` with this worker configuration, the largest peak
+    resident memory of its model processes, and the main worker process's memory (MiB)."""
     with tempfile.TemporaryDirectory() as tmp, \
             local_system(Path(tmp), M2FP_MODEL=str(model), TORCH_THREADS=str(threads)) as stack:
         worker = stack.start_worker("scale", WORKER_CONCURRENCY=str(processes))
@@ -46,7 +57,9 @@ def run(model: Path, processes: int, threads: int, images: list[bytes]) -> float
         items = requests.post(f"{stack.api_url}/v1/jobs/batch", files=files, timeout=120).json()["items"]
         for item in items:
             assert stack.wait_for(item["job"]["id"], timeout=1800)["status"] == "succeeded"
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        pool = [int(pid) for pid in re.findall(r"worker process (\d+) ready", worker.log_text())]
+        return seconds, max(memory_mib(pid, "VmHWM") for pid in pool), memory_mib(worker.pid, "VmRSS")
 
 
 def main() -> None:
@@ -61,16 +74,19 @@ def main() -> None:
     cpus = usable_cpus()
     rows = []
     for processes, threads in configurations(cpus):
-        seconds = run(args.model, processes, threads, images)
-        rows.append((processes, threads, seconds))
+        seconds, model_process_mib, main_mib = run(args.model, processes, threads, images)
+        rows.append((processes, threads, seconds, model_process_mib, main_mib))
         print(f"{processes} process(es) x {threads} thread(s): {args.jobs} jobs in {seconds:.1f} s "
-              f"= {args.jobs / seconds * 60:.1f} jobs/min", flush=True)
+              f"= {args.jobs / seconds * 60:.1f} jobs/min; peak memory per model process "
+              f"{model_process_mib:.0f} MiB, main worker process {main_mib:.0f} MiB", flush=True)
     print(f"\nMachine: {machine()}\nBatch: {args.jobs} distinct {args.size} JPEGs submitted at once, "
-          f"full-size synthetic M2FP\n")
-    print("| worker processes | torch threads each | seconds for the batch | jobs per minute |")
-    print("|---|---|---|---|")
-    for processes, threads, seconds in rows:
-        print(f"| {processes} | {threads} | {seconds:.1f} | {args.jobs / seconds * 60:.1f} |")
+          f"model {args.model.name}\n")
+    print("| worker processes | torch threads each | seconds for the batch | jobs per minute "
+          "| peak RSS per model process, MiB | main process RSS, MiB |")
+    print("|---|---|---|---|---|---|")
+    for processes, threads, seconds, model_process_mib, main_mib in rows:
+        print(f"| {processes} | {threads} | {seconds:.1f} | {args.jobs / seconds * 60:.1f} "
+              f"| {model_process_mib:.0f} | {main_mib:.0f} |")
 
 
 if __name__ == "__main__":
