@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # the CPUs this process may use (affinity, cgroup quota) unless set.
     worker_concurrency: Optional[int] = Field(None, gt=0)
     torch_threads: Optional[int] = Field(None, gt=0)
+    # Peak memory one model process may reach (the full-size model peaked at 2.4 to 3.2
+    # GiB, see README "Scaling"); the derived concurrency fits the memory limit with it.
+    model_process_memory_mb: int = Field(3500, gt=0)
     # Fault injection for tests: while this file exists a worker holds each job just
     # before inference (after marking it running), so a test can kill it there. A file
     # that says "deaf" also blocks the soft time limit's signal while holding, as native

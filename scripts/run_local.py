@@ -43,7 +43,7 @@ def main() -> int:
     ]
     started.extend(children)
     print(f"api      http://127.0.0.1:{port}  (try: curl -F image=@photo.jpg http://127.0.0.1:{port}/v1/jobs)")
-    print(f"workers  {workers} model process(es), model {settings.m2fp_model} (threads: see the worker's CPU plan line)")
+    print(f"workers  {workers} model process(es), model {settings.m2fp_model} (threads: see the worker's resource plan line)")
     print("Ctrl-C stops everything.")
     code = 0
     while not stopping:

@@ -160,7 +160,7 @@ def test_two_workers_share_the_queue_and_no_job_runs_twice(stack, tmp_path):
     nodes = {records[j]["worker"].split("@")[0] for j in ids}
     assert nodes == {"alpha", "beta"}
     for worker in stack.workers:  # each logged how it sized itself
-        assert "CPU plan: " in worker.log_text() and "running 1 process(es)" in worker.log_text()
+        assert "Resource plan: " in worker.log_text() and "running 1 process(es)" in worker.log_text()
 
 
 def test_interactive_job_jumps_a_backfill_backlog(stack, tmp_path):

@@ -1,8 +1,11 @@
-"""Sizing workers from the CPUs they may use (affinity, cgroup v1/v2 quota)."""
+"""Sizing workers from the CPUs and memory they may use (affinity, cgroup v1/v2 limits)."""
 import os
 
 from common.settings import Settings
-from worker.resources import apply_thread_limits, cgroup_cpu_limit, plan_cpus, usable_cpus
+from worker.resources import (MIB, apply_thread_limits, cgroup_cpu_limit, cgroup_memory_limit, plan_resources,
+                              usable_cpus, usable_memory)
+
+GIB = 1024 * MIB
 
 
 def test_cgroup_v2_quota(tmp_path):
@@ -26,21 +29,54 @@ def test_usable_cpus_never_exceeds_the_affinity_mask():
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
 
 
+def test_cgroup_memory_limits(tmp_path):
+    (tmp_path / "memory.max").write_text("8589934592\n")
+    assert cgroup_memory_limit(tmp_path) == 8 * GIB
+    (tmp_path / "memory.max").write_text("max\n")
+    assert cgroup_memory_limit(tmp_path) is None
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("4294967296")
+    assert cgroup_memory_limit(v1) == 4 * GIB
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712")  # v1's "unlimited"
+    assert cgroup_memory_limit(v1) is None
+    assert cgroup_memory_limit(tmp_path / "nothing-here") is None
+
+
+def test_usable_memory_is_at_most_the_machines_ram():
+    ram = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal:"))
+    assert 0 < usable_memory() <= ram
+
+
 def test_plan_defaults_to_one_single_threaded_process_per_cpu():
-    plan = plan_cpus(Settings(), cpus=4)
+    plan = plan_resources(Settings(), cpus=4, memory=64 * GIB)
     assert (plan.concurrency, plan.threads) == (4, 1)
-    assert "4 model process(es) x 1 thread(s)" in plan.describe()
+    assert "4 usable CPU(s), 64.0 GiB memory: 4 model process(es) x 1 thread(s)" == plan.describe()
+
+
+def test_plan_fits_the_memory_with_fewer_processes_and_more_threads():
+    plan = plan_resources(Settings(), cpus=16, memory=8 * GIB)  # (8192 - 512) // 3500 = 2
+    assert (plan.concurrency, plan.threads) == (2, 8)
+    assert "memory-bound" in plan.describe()
+    assert plan_resources(Settings(), cpus=4, memory=2 * GIB).concurrency == 1  # never zero
+    assert plan_resources(Settings(model_process_memory_mb=1000), cpus=16, memory=8 * GIB).concurrency == 7
+
+
+def test_an_override_beyond_the_memory_is_kept_but_warned_about():
+    plan = plan_resources(Settings(worker_concurrency=4), cpus=4, memory=8 * GIB)
+    assert plan.concurrency == 4
+    assert "WARNING" in plan.describe() and "holds only 2 model process(es)" in plan.describe()
 
 
 def test_plan_overrides():
-    assert plan_cpus(Settings(worker_concurrency=2), cpus=8).threads == 4
-    assert plan_cpus(Settings(worker_concurrency=1), cpus=2).threads == 2
-    plan = plan_cpus(Settings(worker_concurrency=3, torch_threads=5), cpus=2)
+    assert plan_resources(Settings(worker_concurrency=2), cpus=8, memory=64 * GIB).threads == 4
+    assert plan_resources(Settings(worker_concurrency=1), cpus=2, memory=64 * GIB).threads == 2
+    plan = plan_resources(Settings(worker_concurrency=3, torch_threads=5), cpus=2, memory=64 * GIB)
     assert (plan.concurrency, plan.threads) == (3, 5)
 
 
 def test_thread_limits_are_exported_for_openmp_mkl_and_openblas(monkeypatch):
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
-    apply_thread_limits(plan_cpus(Settings(worker_concurrency=1), cpus=3))
+    apply_thread_limits(plan_resources(Settings(worker_concurrency=1), cpus=3, memory=64 * GIB))
     assert [os.environ[n] for n in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")] == ["3"] * 3

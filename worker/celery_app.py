@@ -1,7 +1,7 @@
 """The one Celery application: ``celery -A worker.celery_app worker`` starts a worker.
 
 The API imports :func:`create_celery` from here too (to enqueue). Importing this
-module does nothing else: the worker's own set-up (settings, CPU plan, thread limits,
+module does nothing else: the worker's own set-up (settings, resource plan, thread limits,
 start-up signals) happens when ``app`` is first looked up, which only a worker does.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from celery import Celery
 from kombu import Queue
 
 from common.settings import Settings, load_settings
-from worker.resources import CpuPlan, apply_thread_limits, plan_cpus
+from worker.resources import ResourcePlan, apply_thread_limits, plan_resources
 
 PARSE_TASK = "m2fp.parse"
 
@@ -56,17 +56,17 @@ def create_celery(settings: Settings) -> Celery:
 @functools.cache
 def _worker() -> dict[str, Any]:
     settings = load_settings()
-    cpu_plan: CpuPlan = plan_cpus(settings)
-    apply_thread_limits(cpu_plan)  # before anything imports torch in this process
+    resource_plan: ResourcePlan = plan_resources(settings)
+    apply_thread_limits(resource_plan)  # before anything imports torch in this process
     app = create_celery(settings)
-    app.conf.worker_concurrency = cpu_plan.concurrency  # `--concurrency` on the command line wins
+    app.conf.worker_concurrency = resource_plan.concurrency  # `--concurrency` on the command line wins
     import worker.startup  # noqa: F401  (connects the start-up signals of worker processes)
 
-    return {"settings": settings, "cpu_plan": cpu_plan, "app": app}
+    return {"settings": settings, "resource_plan": resource_plan, "app": app}
 
 
 def __getattr__(name: str) -> Any:
-    """``app``, ``settings`` and ``cpu_plan`` of the worker process, built on first use."""
-    if name in ("app", "settings", "cpu_plan"):
+    """``app``, ``settings`` and ``resource_plan`` of the worker process, built on first use."""
+    if name in ("app", "settings", "resource_plan"):
         return _worker()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,12 @@
-"""How many model processes and threads a worker runs, from the CPUs it may use.
+"""How many model processes and threads a worker runs, from the CPUs and memory it may use.
 
 Several worker containers on one host each see all of the host's cores in
 ``os.cpu_count()``; their real share is the CPU affinity mask and the cgroup quota
 (``docker run --cpus``, compose ``cpus:``, Kubernetes limits). Sizing from that share
-keeps N containers from oversubscribing the cores.
+keeps N containers from oversubscribing the cores. Each model process also holds
+its own model and peaks at a few GiB while parsing, so the process count is capped
+by the memory limit (cgroup ``memory.max``, else the machine's RAM): a 16-core host
+with 8 GiB would otherwise start 16 processes and have them killed for memory.
 """
 from __future__ import annotations
 
@@ -33,6 +36,30 @@ def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[float]:
         return None
 
 
+def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[int]:
+    """Bytes allowed by the cgroup (v2 ``memory.max`` or v1 ``limit_in_bytes``), None if unlimited."""
+    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return None
+        try:
+            limit = int(text)
+        except ValueError:
+            return None
+        return None if limit >= 1 << 60 else limit  # v1 writes "unlimited" as a huge number
+    return None
+
+
+def usable_memory() -> int:
+    """Bytes this process's cgroup may use: its limit, capped by the machine's RAM."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limit = cgroup_memory_limit()
+    return total if limit is None else min(total, limit)
+
+
 def usable_cpus() -> int:
     """Whole CPUs this process may use: the affinity mask, capped by the cgroup quota."""
     cpus = len(os.sched_getaffinity(0))
@@ -42,27 +69,44 @@ def usable_cpus() -> int:
     return max(1, cpus)
 
 
+# What the main worker process itself holds (Celery, torch and modelscope imported,
+# no model): measured at about 420 MiB.
+MAIN_PROCESS_MEMORY_MB = 512
+MIB = 1024 * 1024
+
+
 @dataclass(frozen=True)
-class CpuPlan:
+class ResourcePlan:
     cpus: int
+    memory_mb: int  # what the worker may use in all
     concurrency: int  # model-holding pool processes
     threads: int  # torch / OpenMP / MKL threads in each
+    fits_memory: int  # model processes the memory holds at MODEL_PROCESS_MEMORY_MB each
 
     def describe(self) -> str:
-        return (f"{self.cpus} usable CPU(s): {self.concurrency} model process(es) x "
-                f"{self.threads} thread(s)")
+        text = (f"{self.cpus} usable CPU(s), {self.memory_mb / 1024:.1f} GiB memory: "
+                f"{self.concurrency} model process(es) x {self.threads} thread(s)")
+        if self.concurrency > self.fits_memory:
+            text += (f"; WARNING: the memory holds only {self.fits_memory} model process(es) at "
+                     "MODEL_PROCESS_MEMORY_MB each, expect out-of-memory kills (lower WORKER_CONCURRENCY)")
+        elif self.concurrency < self.cpus and self.concurrency == self.fits_memory:
+            text += " (memory-bound: give the worker more memory for more processes)"
+        return text
 
 
-def plan_cpus(settings: Settings, cpus: Optional[int] = None) -> CpuPlan:
+def plan_resources(settings: Settings, cpus: Optional[int] = None, memory: Optional[int] = None) -> ResourcePlan:
     """One single-threaded model process per CPU by default (see README, "Scaling"):
-    processes parallelise the whole job, threads only parts of the forward pass."""
+    processes parallelise the whole job, threads only parts of the forward pass. Fewer
+    processes, with more threads each, when the memory cannot hold one per CPU."""
     cpus = cpus or usable_cpus()
-    concurrency = settings.worker_concurrency or cpus
+    memory_mb = (memory or usable_memory()) // MIB
+    fits = max(1, (memory_mb - MAIN_PROCESS_MEMORY_MB) // settings.model_process_memory_mb)
+    concurrency = settings.worker_concurrency or min(cpus, fits)
     threads = settings.torch_threads or max(1, cpus // concurrency)
-    return CpuPlan(cpus=cpus, concurrency=concurrency, threads=threads)
+    return ResourcePlan(cpus=cpus, memory_mb=memory_mb, concurrency=concurrency, threads=threads, fits_memory=fits)
 
 
-def apply_thread_limits(plan: CpuPlan) -> None:
+def apply_thread_limits(plan: ResourcePlan) -> None:
     """Export the thread count for OpenMP/MKL/OpenBLAS; must run before torch is imported."""
     for name in THREAD_VARIABLES:
         os.environ[name] = str(plan.threads)

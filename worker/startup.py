@@ -25,19 +25,19 @@ _startup_notes: list[str] = []  # worker_init runs before Celery sets up logging
 
 
 def _config():
-    """The worker's settings and CPU plan (imported late: celery_app imports this module)."""
+    """The worker's settings and resource plan (imported late: celery_app imports this module)."""
     from worker import celery_app
 
-    return celery_app.settings, celery_app.cpu_plan
+    return celery_app.settings, celery_app.resource_plan
 
 
 @worker_init.connect
 def check_environment_and_model(sender: Any = None, **_: Any) -> None:
     from worker.selfcheck import run_checks
 
-    settings, cpu_plan = _config()
-    concurrency = getattr(sender, "concurrency", cpu_plan.concurrency)
-    _startup_notes.append(f"CPU plan: {cpu_plan.describe()}; running {concurrency} process(es) "
+    settings, resource_plan = _config()
+    concurrency = getattr(sender, "concurrency", resource_plan.concurrency)
+    _startup_notes.append(f"Resource plan: {resource_plan.describe()}; running {concurrency} process(es) "
                           "(WORKER_CONCURRENCY / TORCH_THREADS override)")
 
     problems = run_checks()
@@ -65,8 +65,8 @@ def load_engine(**_: Any) -> None:
     from worker.context import WorkerContext, set_context
     from worker.engine import M2FPEngine
 
-    settings, cpu_plan = _config()
-    torch.set_num_threads(cpu_plan.threads)
+    settings, resource_plan = _config()
+    torch.set_num_threads(resource_plan.threads)
     started = time.perf_counter()
     try:
         assert _model_dir is not None, "worker_init did not run"
