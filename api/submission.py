@@ -80,7 +80,7 @@ def submit_upload(deps: ApiDeps, data: bytes, priority: str = "interactive") -> 
 def submit_reference(deps: ApiDeps, source: SourceRef, priority: str = "interactive") -> Accepted:
     """Accept an object already in a readable bucket; the worker reads it from there."""
     try:
-        data = deps.storage.get_from(source.bucket, source.key)
+        data = deps.storage.get_from(source.bucket, source.key, max_bytes=deps.settings.max_upload_bytes)
     except ObjectNotFound:
         raise ServiceError(f"no object {source.uri()}", ErrorCode.SOURCE_NOT_FOUND) from None
     return _accept(deps, data, source, priority)

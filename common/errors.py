@@ -19,6 +19,7 @@ class ErrorCode(str, Enum):
     INVALID_SOURCE = "invalid_source"
     SOURCE_FORBIDDEN = "source_forbidden"
     SOURCE_NOT_FOUND = "source_not_found"
+    SOURCE_CHANGED = "source_changed"
     BATCH_TOO_LARGE = "batch_too_large"
     QUEUE_FULL = "queue_full"
     # The service's own faults (5xx, or a job that failed after retries)

@@ -20,7 +20,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error
 
-from common.errors import ErrorCode, ObjectNotFound, ServiceError, StorageUnavailable
+from common.errors import ErrorCode, InvalidImage, ObjectNotFound, ServiceError, StorageUnavailable
 from common.settings import Settings
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*$")
@@ -57,8 +57,10 @@ class Storage(ABC):
         (the API then serves the object itself)."""
         return None
 
-    def get_from(self, bucket: str, key: str) -> bytes:
-        """Read an object that someone else put in ``bucket`` (submission by reference)."""
+    def get_from(self, bucket: str, key: str, max_bytes: Optional[int] = None) -> bytes:
+        """Read an object that someone else put in ``bucket`` (submission by reference),
+        refusing one above ``max_bytes`` without reading it all (InvalidImage,
+        payload_too_large): nobody vetted its size before it got there."""
         raise ServiceError("submission by reference needs the S3 store (set S3_ENDPOINT)",
                            ErrorCode.INVALID_SOURCE)
 
@@ -149,11 +151,17 @@ class S3Store(Storage):
     def get(self, key: str) -> bytes:
         return self.get_from(self.bucket, check_key(key))
 
-    def get_from(self, bucket: str, key: str) -> bytes:
+    def get_from(self, bucket: str, key: str, max_bytes: Optional[int] = None) -> bytes:
         response = None
         try:
             response = self._client.get_object(bucket, key)
-            return response.read()
+            if max_bytes is None:
+                return response.read()
+            data = response.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise InvalidImage(f"s3://{bucket}/{key} is larger than {max_bytes} bytes",
+                                   ErrorCode.PAYLOAD_TOO_LARGE)
+            return data
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket"):
                 raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}") from None

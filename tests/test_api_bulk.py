@@ -65,6 +65,15 @@ def test_reference_submission_reads_in_place(client, s3_store, enqueued):
     assert list(s3_store.iter_keys("jobs/")) == []  # nothing was copied
 
 
+def test_a_referenced_object_above_the_upload_limit_is_refused_unread(client, s3_app, s3_store, enqueued):
+    limit = s3_app.extensions["m2fp"].settings.max_upload_bytes
+    data = photo_jpeg(64, 48, seed=5)
+    s3_store.put("archive/huge.jpg", data + b"\0" * (limit + 1 - len(data)), "image/jpeg")
+    response = client.post("/v1/jobs", json={"source": f"s3://{s3_store.bucket}/archive/huge.jpg"})
+    assert response.status_code == 413 and response.json["error"]["code"] == "payload_too_large"
+    assert enqueued == []
+
+
 @pytest.mark.parametrize("source, status, code", [
     ("s3://not-configured/a.jpg", 403, "source_forbidden"),
     ({"bucket": "archive-bucket"}, 400, "invalid_source"),

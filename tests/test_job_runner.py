@@ -1,4 +1,6 @@
 """One job through the runner: real Redis, real local store, the tiny model in-process."""
+import dataclasses
+import hashlib
 import io
 
 import numpy as np
@@ -81,3 +83,19 @@ def test_storage_outage_propagates_for_retry_and_leaves_the_job_open(ctx):
     with pytest.raises(StorageUnavailable):
         run_job(ctx, job_id)
     assert ctx.jobs.get(job_id).status is JobStatus.RUNNING  # the task's retry requeues it
+
+
+def test_a_referenced_object_replaced_after_submission_fails_its_job(ctx, s3_store):
+    ctx = dataclasses.replace(ctx, storage=s3_store)
+    source = {"bucket": s3_store.bucket, "key": "archive/replaced.jpg"}
+    submitted = photo_jpeg(64, 48, seed=11)
+    jobs = []
+    for _ in range(2):
+        job_id = new_job_id()
+        ctx.jobs.create(Job.new(job_id, {"sha256": hashlib.sha256(submitted).hexdigest()}, source=source))
+        jobs.append(job_id)
+    s3_store.put(source["key"], submitted, "image/jpeg")
+    assert run_job(ctx, jobs[0]).status is JobStatus.SUCCEEDED
+    s3_store.put(source["key"], photo_jpeg(64, 48, seed=12), "image/jpeg")
+    job = run_job(ctx, jobs[1])
+    assert job.status is JobStatus.FAILED and job.error["code"] == "source_changed", job

@@ -5,6 +5,7 @@ Kept free of Celery so it can be read (and tested) as plain code; the Celery tas
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -44,10 +45,19 @@ def _hold(hold_file: Optional[Path], job_id: str) -> None:
 
 
 def read_input(ctx: WorkerContext, job: Job) -> bytes:
-    """The job's image: its uploaded copy, or the object it references."""
-    if job.source:
-        return ctx.storage.get_from(job.source["bucket"], job.source["key"])
-    return ctx.storage.get(input_key(job.id))
+    """The job's image: its uploaded copy, or the object it references.
+
+    A referenced object may have been replaced since the API validated and hashed it;
+    parsing the new bytes would file them under the old content hash, so that fails
+    the job (source_changed) instead.
+    """
+    if not job.source:
+        return ctx.storage.get(input_key(job.id))
+    data = ctx.storage.get_from(job.source["bucket"], job.source["key"], max_bytes=ctx.settings.max_upload_bytes)
+    if hashlib.sha256(data).hexdigest() != job.input.get("sha256"):
+        raise InvalidImage(f"s3://{job.source['bucket']}/{job.source['key']} changed after it was submitted; "
+                           "submit it again", ErrorCode.SOURCE_CHANGED)
+    return data
 
 
 def run_job(ctx: WorkerContext, job_id: str, worker: Optional[str] = None) -> Optional[Job]:
