@@ -37,6 +37,7 @@ from tqdm import tqdm
 log = logging.getLogger("backfill")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 TERMINAL = {"succeeded", "failed"}
+UPLOAD_FAILED = "upload_failed"  # cut off in transit: submitted again by the next run
 MAX_BATCH = 100
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 
@@ -116,6 +117,12 @@ class State:
         open_names = {row[0] for row in self.db.execute("SELECT name FROM items WHERE status IS NULL")}
         return [n for n in names if n in open_names]
 
+    def retry_cut_off_uploads(self) -> None:
+        """Uploads cut off in transit on an earlier run are not the image's fault: try again."""
+        self.db.execute("UPDATE items SET status = NULL, error_code = NULL, error_message = NULL "
+                        "WHERE error_code = ? AND job_id IS NULL", (UPLOAD_FAILED,))
+        self.db.commit()
+
     def in_flight(self) -> dict[str, list[str]]:
         """job id → the names waiting on it (identical files share one job)."""
         waiting: dict[str, list[str]] = {}
@@ -176,27 +183,51 @@ class ApiClient:
         return response.json()
 
     def submit(self, source: Source, names: list[str]) -> list[dict]:
+        """One answer per name, in order. A batch the server refuses as too large (413,
+        or an upload cut off mid-send while the API is up) is split until each file
+        stands alone; a file still refused alone fails, and only that file."""
         try:
-            if source.bucket:
-                items = [{"source": {"bucket": source.bucket, "key": n}, "ref": n} for n in names]
-                response = self.http.post(f"{self.base}/v1/jobs/batch", json={"items": items}, timeout=self.timeout)
-            else:
-                files = [("image", (n, (source.root / n).read_bytes(), "application/octet-stream")) for n in names]
-                response = self.http.post(f"{self.base}/v1/jobs/batch", files=files,
-                                          data={"priority": "backfill"}, timeout=self.timeout)
+            response = self._post_batch(source, names)
         except requests.ConnectionError as exc:
-            if len(names) == 1 and source.root:
-                # A server may cut off an upload it refuses (too large) mid-send; after a
-                # few tries, fail this one file instead of retrying it forever.
-                tries = self.failed_uploads[names[0]] = self.failed_uploads.get(names[0], 0) + 1
-                if tries >= self.UPLOAD_ATTEMPTS:
-                    return [{"ref": names[0], "status": 0,
-                             "error": {"code": "upload_failed", "message": str(exc)}}]
-            log.warning("API unreachable (%s); backing off", exc)
-            raise Busy(2.0) from None
-        if response.status_code == 413 and len(names) == 1:  # one file above the upload limit
-            return [{"ref": names[0], "status": 413, "error": response.json()["error"]}]
-        return self._checked(response)["items"]
+            if not (source.root and self._reachable()):
+                log.warning("API unreachable (%s); backing off", exc)
+                raise Busy(2.0) from None
+            if len(names) > 1:
+                return self._split(source, names)
+            tries = self.failed_uploads[names[0]] = self.failed_uploads.get(names[0], 0) + 1
+            if tries < self.UPLOAD_ATTEMPTS:
+                raise Busy(2.0) from None
+            return [{"status": 0, "error": {"code": UPLOAD_FAILED, "message": f"the API cut off the upload: {exc}"}}]
+        if response.status_code == 413:
+            if len(names) > 1:
+                return self._split(source, names)
+            try:
+                error = response.json()["error"]
+            except (ValueError, KeyError, TypeError):  # a proxy's own 413 page
+                error = {"code": "payload_too_large", "message": response.text[:500]}
+            return [{"status": 413, "error": error}]
+        items = self._checked(response)["items"]
+        if len(items) != len(names):
+            raise SystemExit(f"error: the API answered {len(items)} items for a batch of {len(names)}")
+        return items
+
+    def _post_batch(self, source: Source, names: list[str]) -> requests.Response:
+        if source.bucket:
+            items = [{"source": {"bucket": source.bucket, "key": n}, "ref": n} for n in names]
+            return self.http.post(f"{self.base}/v1/jobs/batch", json={"items": items}, timeout=self.timeout)
+        files = [("image", (n, (source.root / n).read_bytes(), "application/octet-stream")) for n in names]
+        return self.http.post(f"{self.base}/v1/jobs/batch", files=files, data={"priority": "backfill"},
+                              timeout=self.timeout)
+
+    def _split(self, source: Source, names: list[str]) -> list[dict]:
+        half = len(names) // 2
+        return self.submit(source, names[:half]) + self.submit(source, names[half:])
+
+    def _reachable(self) -> bool:
+        try:
+            return self.http.get(f"{self.base}/healthz", timeout=5).ok
+        except requests.RequestException:
+            return False
 
     def poll(self, job_ids: list[str]) -> list[dict]:
         jobs: list[dict] = []
@@ -231,18 +262,21 @@ class Backfill:
         self.source, self.names, self.state, self.api = source, names, state, api
         self.limit, self.batch_size, self.poll_interval = in_flight, batch_size, poll_interval
         self.backoff = 0.0
+        self.finished = sum(1 for row in state.rows(names) if row["status"] in TERMINAL)
 
-    def _record_submissions(self, results: list[dict]) -> int:
-        """Store each item's job (or refusal); return how many are already finished."""
+    def _record_submissions(self, batch: list[str], results: list[dict]) -> int:
+        """Store each item's job (or refusal); return how many are already finished.
+        Answers come in the order of the batch (the refs the API echoes are the upload's
+        file name as the multipart parser saw it, not always the path sent)."""
         finished = 0
-        for result in results:
+        for name, result in zip(batch, results):
             if "job" in result:
                 job = result["job"]
-                self.state.update(result["ref"], job["status"], job_id=job["id"],
+                self.state.update(name, job["status"], job_id=job["id"],
                                   outputs=(job.get("result") or {}).get("keys"), error=job.get("error"))
                 finished += job["status"] in TERMINAL  # the same content was parsed before
             else:  # refused at submission: this image's own fault (invalid, too large, ...)
-                self.state.update(result["ref"], "failed", error=result["error"])
+                self.state.update(name, "failed", error=result["error"])
                 finished += 1
         self.state.commit()
         return finished
@@ -261,6 +295,10 @@ class Backfill:
         self.state.commit()
         return finished
 
+    def _advance(self, progress: tqdm, finished: int) -> None:
+        self.finished += finished
+        progress.update(finished)  # a no-op without a terminal: logs use self.finished
+
     def step(self, progress: tqdm) -> bool:
         """Submit up to the in-flight limit, poll what waits; False when all is done."""
         waiting = self.state.in_flight()
@@ -271,12 +309,12 @@ class Backfill:
         try:
             capacity = self.limit - len(waiting)
             for batch in batches(self.source, todo[:max(0, capacity)], self.batch_size):
-                progress.update(self._record_submissions(self.api.submit(self.source, batch)))
+                self._advance(progress, self._record_submissions(batch, self.api.submit(self.source, batch)))
                 progressed = True
             waiting = self.state.in_flight()
             if waiting:
                 done = self._record_polls(waiting, self.api.poll(list(waiting)))
-                progress.update(done)
+                self._advance(progress, done)
                 progressed = progressed or done > 0
             self.backoff = 0.0
         except Busy as busy:
@@ -336,6 +374,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     report_path = args.report or state_path.with_name(state_path.stem.replace("state", "report") + ".jsonl")
     state = State(state_path)
     state.add(names)
+    state.retry_cut_off_uploads()
     api = ApiClient(args.api_url)
     run = Backfill(source, names, state, api, args.in_flight, min(args.batch_size, MAX_BATCH), args.poll_interval)
 
@@ -343,21 +382,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
-    already = sum(1 for row in state.rows(names) if row["status"] in TERMINAL)
     started = time.monotonic()
     log.info("backfill of %d image(s) from %s, %d already finished; state %s", len(names),
-             source.describe(), already, state_path)
-    with tqdm(total=len(names), initial=already, unit="img", disable=None, dynamic_ncols=True) as progress:
+             source.describe(), run.finished, state_path)
+    with tqdm(total=len(names), initial=run.finished, unit="img", disable=None, dynamic_ncols=True) as progress:
         last_log = 0.0
         try:
             while run.step(progress):
                 if progress.disable and time.monotonic() - last_log > 10:
                     last_log = time.monotonic()
-                    log.info("%d/%d finished, %d in flight", progress.n, len(names), sum(
+                    log.info("%d/%d finished, %d in flight", run.finished, len(names), sum(
                         len(v) for v in state.in_flight().values()))
         except KeyboardInterrupt:
             state.commit()
-            log.warning("interrupted: %d/%d finished; run the same command again to resume", progress.n, len(names))
+            log.warning("interrupted: %d/%d finished; run the same command again to resume", run.finished, len(names))
             return 130
     rows = state.rows(names)
     summary = write_report(report_path, source, rows, time.monotonic() - started)

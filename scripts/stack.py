@@ -6,7 +6,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 import requests
 
@@ -23,8 +23,8 @@ class Stack:
     api_url: str = ""
     workers: list[Process] = field(default_factory=list)
 
-    def start_api(self) -> "Stack":
-        port = free_port()
+    def start_api(self, port: Optional[int] = None) -> "Stack":
+        port = port or free_port()
         self.api_url = f"http://127.0.0.1:{port}"
         self.api = Process("api", api_command(port, workers=2), self.env, log_path=self.log_dir / "api.log")
 

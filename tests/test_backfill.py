@@ -92,9 +92,12 @@ def test_local_folder_backfill_survives_an_interrupt_and_parses_each_image_once(
                              cwd=REPO, env=stack.process_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              preexec_fn=like_a_terminal)
-    wait_until(lambda: submitted_count(tmp_path / "state.sqlite") >= 24, 120, "24 submitted images")
-    first.send_signal(signal.SIGINT)
-    output, _ = first.communicate(timeout=60)
+    try:
+        wait_until(lambda: submitted_count(tmp_path / "state.sqlite") >= 24, 120, "24 submitted images")
+        first.send_signal(signal.SIGINT)
+        output, _ = first.communicate(timeout=60)
+    finally:
+        first.kill()
     assert first.returncode == 130, output
     assert "run the same command again to resume" in output
     assert submitted_count(tmp_path / "state.sqlite") == 24  # the in-flight bound held while jobs waited
@@ -191,8 +194,13 @@ def test_an_oversized_file_fails_alone(stack, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     (folder / "small.jpg").write_bytes(photo_jpeg(32, 32, seed=77))
-    noise = np.random.default_rng(0).integers(0, 256, (2000, 2000, 3), dtype=np.uint8)
-    (folder / "huge.png").write_bytes(encode(noise, "PNG"))  # ~12 MB, above a 4 MB upload limit
+    rng = np.random.default_rng(0)
+    (folder / "huge.png").write_bytes(encode(rng.integers(0, 256, (2000, 2000, 3), dtype=np.uint8), "PNG"))  # ~12 MB
+    # Three files that fit the 4 MiB limit alone but not together in one batch request,
+    # under names a multipart parser does not echo back unchanged.
+    big = ["50%22off.png", "back\\slash.png", "plain.png"]
+    for name in big:
+        (folder / name).write_bytes(encode(rng.integers(0, 256, (700, 700, 3), dtype=np.uint8), "PNG"))  # ~1.5 MB
     stack.api.stop()
     stack.env["MAX_UPLOAD_BYTES"] = str(4 * 1024 * 1024)
     stack.start_api()
@@ -203,3 +211,26 @@ def test_an_oversized_file_fails_alone(stack, tmp_path):
     by_name = {row["name"]: row for row in rows}
     assert by_name["small.jpg"]["status"] == "succeeded"
     assert by_name["huge.png"]["status"] == "failed" and by_name["huge.png"]["error"]["code"] == "payload_too_large"
+    assert all(by_name[name]["status"] == "succeeded" for name in big), rows
+    assert summary["jobs"] == 4 and len(job_records(stack)) == 4  # huge.png never became a job
+
+
+def test_backfill_started_while_the_api_is_down_waits_for_it(stack, tmp_path):
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.jpg").write_bytes(photo_jpeg(32, 32, seed=4000 + i))
+    stack.api.stop()
+    log = tmp_path / "backfill.log"
+    with log.open("w") as out:
+        script = subprocess.Popen(backfill_command(stack, str(folder), tmp_path, "--batch-size", "1"),
+                                  cwd=REPO, env=stack.process_env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "API unreachable" in log.read_text(), 60, "the script to find the API down")
+        stack.start_api(port=int(stack.api_url.rsplit(":", 1)[1]))  # where the script keeps knocking
+        stack.start_worker("w1")
+        assert script.wait(timeout=300) == 0, log.read_text()
+    finally:
+        script.kill()
+    rows, summary = report(tmp_path)
+    assert summary["by_status"] == {"succeeded": 3}
