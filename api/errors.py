@@ -22,7 +22,10 @@ _HTTP_CODES = {
     405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
 }
+# Every code the API can answer with; anything else is the service's own fault (500).
 _SERVICE_STATUS = {
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.QUEUE_UNAVAILABLE: 503,
     ErrorCode.INVALID_SOURCE: 400,
     ErrorCode.SOURCE_FORBIDDEN: 403,
     ErrorCode.SOURCE_NOT_FOUND: 404,
@@ -46,7 +49,7 @@ def status_for(exc: ServiceError) -> int:
     """The HTTP status of a service error: 4xx for the client's mistakes, 503 for outages."""
     if isinstance(exc, ObjectNotFound):
         return 404
-    return _SERVICE_STATUS.get(exc.code, 400)
+    return _SERVICE_STATUS.get(exc.code, 500)
 
 
 def error_response(code: ErrorCode, message: str, status: int):
@@ -63,7 +66,10 @@ def register_error_handlers(app: Flask) -> None:
             return error_response(exc.code, "storage is unavailable; retry later", 503)
         if isinstance(exc, ObjectNotFound):
             return error_response(ErrorCode.NOT_FOUND, "no such object", 404)
-        response = error_response(exc.code, exc.message, status_for(exc))
+        status = status_for(exc)
+        if status >= 500:
+            log.error("service error %s: %s", exc.code.value, exc.message)
+        response = error_response(exc.code, exc.message, status)
         if exc.code is ErrorCode.QUEUE_FULL:
             response.headers["Retry-After"] = "5"
         return response

@@ -42,7 +42,14 @@ class ServiceError(Exception):
             self.code = code
 
 
-class InvalidImage(ServiceError):
+class InputRejected(ServiceError):
+    """The job's input cannot be used, and asking again will not change that: the
+    API answers 4xx, a worker fails the job without retrying."""
+
+    code = ErrorCode.INVALID_SOURCE
+
+
+class InvalidImage(InputRejected):
     """The bytes are not an image we can parse, or exceed the limits."""
 
     code = ErrorCode.INVALID_IMAGE

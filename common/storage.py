@@ -20,7 +20,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error
 
-from common.errors import ErrorCode, InvalidImage, ObjectNotFound, ServiceError, StorageUnavailable
+from common.errors import ErrorCode, InputRejected, ObjectNotFound, ServiceError, StorageUnavailable
 from common.settings import Settings
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*$")
@@ -58,9 +58,13 @@ class Storage(ABC):
         return None
 
     def get_from(self, bucket: str, key: str, max_bytes: Optional[int] = None) -> bytes:
-        """Read an object that someone else put in ``bucket`` (submission by reference),
-        refusing one above ``max_bytes`` without reading it all (InvalidImage,
-        payload_too_large): nobody vetted its size before it got there."""
+        """Read an object that someone else put in ``bucket`` (submission by reference).
+
+        Unlike the service's own objects, a reference can be the client's mistake, and
+        then :class:`InputRejected` says so: above ``max_bytes`` (refused without
+        reading it all: nobody vetted its size), unreadable with the service's
+        credentials, or a key S3 refuses. Outages stay :class:`StorageUnavailable`.
+        """
         raise ServiceError("submission by reference needs the S3 store (set S3_ENDPOINT)",
                            ErrorCode.INVALID_SOURCE)
 
@@ -149,9 +153,13 @@ class S3Store(Storage):
             raise StorageUnavailable(f"S3 write of {key!r} to bucket {self.bucket!r} failed: {exc}") from exc
 
     def get(self, key: str) -> bytes:
-        return self.get_from(self.bucket, check_key(key))
+        return self._read(self.bucket, check_key(key), None, reference=False)
 
     def get_from(self, bucket: str, key: str, max_bytes: Optional[int] = None) -> bytes:
+        return self._read(bucket, key, max_bytes, reference=True)
+
+    def _read(self, bucket: str, key: str, max_bytes: Optional[int], reference: bool) -> bytes:
+        uri = f"s3://{bucket}/{key}"
         response = None
         try:
             response = self._client.get_object(bucket, key)
@@ -159,12 +167,20 @@ class S3Store(Storage):
                 return response.read()
             data = response.read(max_bytes + 1)
             if len(data) > max_bytes:
-                raise InvalidImage(f"s3://{bucket}/{key} is larger than {max_bytes} bytes",
-                                   ErrorCode.PAYLOAD_TOO_LARGE)
+                raise InputRejected(f"{uri} is larger than {max_bytes} bytes", ErrorCode.PAYLOAD_TOO_LARGE)
             return data
+        except ValueError as exc:  # the SDK's own check of the key ("." or ".." segments, blank)
+            raise InputRejected(f"{uri}: {exc}", ErrorCode.INVALID_SOURCE) from None
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket"):
                 raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}") from None
+            status = exc.response.status if exc.response is not None else 500
+            if reference and exc.code == "AccessDenied":
+                raise InputRejected(f"the service's S3 credentials may not read {uri}; grant them read access "
+                                    "to the bucket", ErrorCode.SOURCE_FORBIDDEN) from None
+            if reference and 400 <= status < 500:
+                raise InputRejected(f"S3 refused {uri}: {exc.code}: {exc.message}", ErrorCode.INVALID_SOURCE) from None
+            # The service's own objects: a refusal is a misconfiguration an operator fixes; retry meanwhile.
             raise StorageUnavailable(f"S3 read of {key!r} failed: {exc}") from exc
         except InvalidResponseError as exc:
             # Some S3-compatible servers answer a missing key with a non-XML 404.

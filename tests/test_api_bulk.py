@@ -80,10 +80,15 @@ def test_a_referenced_object_above_the_upload_limit_is_refused_unread(client, s3
     ("http://example.org/a.jpg", 400, "invalid_source"),
     ("s3://{own}/jobs/AAAAAAAAAAAAAAAAAAAAAA/input", 403, "source_forbidden"),
     ("s3://{own}/archive/missing.jpg", 404, "source_not_found"),
+    ("s3://{own}/archive/../a.jpg", 400, "invalid_source"),
+    ({"bucket": "{own}", "key": "./a.jpg"}, 400, "invalid_source"),
+    ({"bucket": "{own}", "key": " "}, 400, "invalid_source"),
 ])
 def test_bad_references_are_refused(client, s3_store, source, status, code):
     if isinstance(source, str):
         source = source.replace("{own}", s3_store.bucket)
+    elif source.get("bucket") == "{own}":
+        source = {**source, "bucket": s3_store.bucket}
     response = client.post("/v1/jobs", json={"source": source})
     assert response.status_code == status and response.json["error"]["code"] == code
 
@@ -94,11 +99,13 @@ def test_json_batch_answers_each_item(client, s3_store, enqueued):
     items = [{"source": f"s3://{s3_store.bucket}/archive/ok.jpg", "ref": "ok"},
              {"source": f"s3://{s3_store.bucket}/archive/broken.jpg", "ref": "broken"},
              {"source": "s3://elsewhere/x.jpg", "ref": "forbidden"},
+             {"source": f"s3://{s3_store.bucket}/archive/../ok.jpg", "ref": "dot-dot"},
              {"source": f"s3://{s3_store.bucket}/archive/ok.jpg", "ref": "ok-again"}]
     response = client.post("/v1/jobs/batch", json={"items": items})
     assert response.status_code == 200
     results = {r["ref"]: r for r in response.json["items"]}
-    assert [results[r]["status"] for r in ("ok", "broken", "forbidden", "ok-again")] == [202, 422, 403, 200]
+    assert [results[r]["status"] for r in ("ok", "broken", "forbidden", "dot-dot", "ok-again")] == [
+        202, 422, 403, 400, 200]
     assert results["ok"]["job"]["id"] == results["ok-again"]["job"]["id"]
     assert results["broken"]["error"]["code"] == "invalid_image"
     assert enqueued == [(results["ok"]["job"]["id"], "backfill")]

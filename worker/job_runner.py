@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from common.errors import ErrorCode, InvalidImage, ObjectNotFound
+from common.errors import ErrorCode, InputRejected, ObjectNotFound
 from common.images import decode_rgb
 from common.jobs import OUTPUTS, Job, JobStatus, JobStore, input_key, output_key, utcnow
 from worker.context import WorkerContext
@@ -55,7 +55,7 @@ def read_input(ctx: WorkerContext, job: Job) -> bytes:
         return ctx.storage.get(input_key(job.id))
     data = ctx.storage.get_from(job.source["bucket"], job.source["key"], max_bytes=ctx.settings.max_upload_bytes)
     if hashlib.sha256(data).hexdigest() != job.input.get("sha256"):
-        raise InvalidImage(f"s3://{job.source['bucket']}/{job.source['key']} changed after it was submitted; "
+        raise InputRejected(f"s3://{job.source['bucket']}/{job.source['key']} changed after it was submitted; "
                            "submit it again", ErrorCode.SOURCE_CHANGED)
     return data
 
@@ -85,7 +85,7 @@ def run_job(ctx: WorkerContext, job_id: str, worker: Optional[str] = None) -> Op
 
     try:
         image = decode_rgb(read_input(ctx, job), ctx.settings.image_limits)
-    except InvalidImage as exc:
+    except InputRejected as exc:
         return fail(ctx.jobs, job_id, exc.code, exc.message)
     except ObjectNotFound:
         code = ErrorCode.SOURCE_NOT_FOUND if job.source else ErrorCode.INVALID_IMAGE
