@@ -17,12 +17,19 @@ from api.routes import jobs
 
 # Headroom for the multipart envelope around the image itself.
 MULTIPART_OVERHEAD = 64 * 1024
+# Redis time budget of one request: a 2 s socket timeout, tried 3 times for job records
+# and 4 times for the enqueue, stays well inside gunicorn's default 30 s worker timeout.
+REDIS_SOCKET_TIMEOUT = 2
+REDIS_RETRIES = 2
 
 
 def _celery_enqueue(settings: Settings):
     from worker.celery_app import PARSE_TASK, create_celery
 
     celery = create_celery(settings)
+    celery.conf.broker_transport_options = {**celery.conf.broker_transport_options,
+                                            "socket_timeout": REDIS_SOCKET_TIMEOUT,
+                                            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT}
 
     queues = {"interactive": settings.queue_name, "backfill": settings.backfill_queue_name}
 
@@ -44,7 +51,8 @@ def create_app(settings: Optional[Settings] = None, *, storage: Optional[Storage
     app.extensions["m2fp"] = ApiDeps(
         settings=settings,
         storage=storage or create_storage(settings),
-        jobs=job_store or JobStore(redis_client(settings.redis_url), settings.job_ttl_seconds),
+        jobs=job_store or JobStore(redis_client(settings.redis_url, REDIS_SOCKET_TIMEOUT, REDIS_RETRIES),
+                                   settings.job_ttl_seconds),
         enqueue=enqueue or _celery_enqueue(settings),
     )
     app.register_blueprint(jobs)

@@ -140,6 +140,32 @@ def test_queued_job_survives_a_redis_restart(tiny_model, tmp_path):
         server.stop()
 
 
+def test_a_hung_redis_gets_clients_a_503_not_a_dropped_connection(tiny_model, tmp_path):
+    """A Redis that accepts connections but never answers (overloaded, stopped with
+    SIGSTOP, a dead proxy) must not hold API requests past gunicorn's worker timeout."""
+    import socket
+
+    import requests
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)  # the kernel completes handshakes; nobody ever reads or answers
+    env = {"REDIS_URL": f"redis://127.0.0.1:{hung.getsockname()[1]}/0", "M2FP_MODEL": str(tiny_model),
+           "LOCAL_STORE_DIR": str(tmp_path / "store")}
+    stack = Stack(env=env, log_dir=tmp_path)
+    try:
+        stack.start_api()
+        ready = requests.get(f"{stack.api_url}/readyz", timeout=60)
+        assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("unavailable")
+        poll = requests.get(f"{stack.api_url}/v1/jobs/AAAAAAAAAAAAAAAAAAAAAA", timeout=60)
+        assert poll.status_code == 503 and poll.json()["error"]["code"] == "queue_unavailable"
+        submit = stack.submit(photo_jpeg(64, 48))
+        assert submit.status_code == 503 and submit.json()["error"]["code"] == "queue_unavailable"
+    finally:
+        stack.stop()
+        hung.close()
+
+
 def test_running_worker_reconnects_after_a_redis_restart(tiny_model, tmp_path):
     from scripts.processes import RedisServer
 
