@@ -63,7 +63,9 @@ class Stack:
         seen: dict = {}
 
         def reached() -> bool:
-            seen.update(self.job(job_id))
+            job = self.job(job_id)
+            seen.clear()
+            seen.update(job)  # the latest answer only: fields come and go with the status
             return seen["status"] in wanted
 
         try:

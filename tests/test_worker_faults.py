@@ -73,6 +73,21 @@ def test_job_survives_its_pool_process_being_sigkilled(fault_stack):
     assert job["attempts"] == 2 and worker.alive()
 
 
+def test_a_storage_fault_puts_the_job_back_and_a_retry_finishes_it(fault_stack, tmp_path):
+    stack, hold = fault_stack
+    worker = stack.start_worker("w")
+    job_id, _ = hold_a_job(stack, hold)
+    blocker = tmp_path / "store" / "jobs" / job_id / "colored.png"
+    blocker.mkdir(parents=True)  # a directory where the output goes: every write of it fails
+    hold.unlink()
+    waiting = stack.wait_for(job_id, statuses={"queued", "succeeded", "failed"})
+    assert waiting["status"] == "queued" and waiting["last_error"]["code"] == "storage_unavailable", waiting
+    blocker.rmdir()
+    job = stack.wait_for(job_id)
+    assert job["status"] == "succeeded" and job["attempts"] >= 2 and job.get("last_error") is None, job
+    assert worker.alive()
+
+
 @pytest.mark.parametrize("model, message", [
     ("/nonexistent/m2fp", "M2FP_MODEL=/nonexistent/m2fp is not a directory"),
     ("damo/cv_resnet101_image-multiple-human-parsing", "Set M2FP_MODEL to a local model directory"),

@@ -7,7 +7,7 @@ from typing import Optional
 
 import redis
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
 from common.errors import ErrorCode, StorageUnavailable
 from common.jobs import InvalidTransition, JobStatus, JobStore, redis_client
@@ -48,9 +48,14 @@ def parse(self, job_id: str) -> Optional[str]:
         code = ErrorCode.STORAGE_UNAVAILABLE if isinstance(exc, StorageUnavailable) else ErrorCode.QUEUE_UNAVAILABLE
         try:
             ctx.jobs.transition(job_id, JobStatus.QUEUED, last_error={"code": code.value, "message": str(exc)})
-        except redis.RedisError:
-            pass  # Redis itself is down: the retry below (or redelivery) still holds the job
-        raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries, settings.retry_backoff_max))
+        except (redis.RedisError, InvalidTransition):
+            pass  # Redis is down (the message still holds the job), or the record never left "queued"
+        try:
+            raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries, settings.retry_backoff_max))
+        except Reject:
+            # Celery could not publish the retry (Redis is down) and would drop this message;
+            # hand it back instead: requeued now, or redelivered after the visibility timeout.
+            raise Reject(exc, requeue=True) from None
     except Exception:
         # A bug or a model error on this input: fail the job, keep the worker serving.
         log.exception("job %s failed unexpectedly", job_id)
