@@ -25,6 +25,7 @@ class ErrorCode(str, Enum):
     # The service's own faults (5xx, or a job that failed after retries)
     QUEUE_UNAVAILABLE = "queue_unavailable"
     STORAGE_UNAVAILABLE = "storage_unavailable"
+    INPUT_MISSING = "input_missing"
     INFERENCE_TIMEOUT = "inference_timeout"
     WORKER_LOST = "worker_lost"
     INTERNAL_ERROR = "internal_error"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.errors import StorageUnavailable
+from common.errors import ObjectNotFound, StorageUnavailable
 from common.jobs import Job, JobStatus, input_key, new_job_id, output_key
 from common.labels import PALETTE
 from common.storage import LocalStore, S3Store
@@ -46,8 +46,15 @@ def test_rerun_of_a_finished_job_does_nothing(ctx):
     first = run_job(ctx, job_id)
     ctx.storage.delete(output_key(job_id, "overlay.jpg"))
     assert run_job(ctx, job_id) == first  # a redelivered message after success
-    with pytest.raises(Exception):
+    with pytest.raises(ObjectNotFound):
         ctx.storage.get(output_key(job_id, "overlay.jpg"))
+
+
+def test_an_input_deleted_before_the_job_ran_fails_it_as_the_services_loss(ctx):
+    job_id = queue_job(ctx, photo_jpeg(64, 64))
+    ctx.storage.delete(input_key(job_id))
+    job = run_job(ctx, job_id)
+    assert job.status is JobStatus.FAILED and job.error["code"] == "input_missing", job
 
 
 def test_exif_rotated_input_gives_upright_outputs(ctx):

@@ -16,6 +16,15 @@ def test_directory_without_weights_names_what_is_missing(tmp_path):
         resolve_model_dir(Settings(m2fp_model=str(tmp_path)))
 
 
+def test_a_mistyped_local_directory_is_named_not_looked_up_on_the_hub(tmp_path, monkeypatch):
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MODELSCOPE_DOMAIN", "127.0.0.1:9")
+    with pytest.raises(ModelUnavailable, match="M2FP_MODEL=models/m2fp-synthetic-tyni is not a directory") as raised:
+        resolve_model_dir(Settings(m2fp_model="models/m2fp-synthetic-tyni", model_cache_dir=tmp_path / "cache"))
+    assert "make synthetic-model" in str(raised.value) and "download" not in str(raised.value)
+
+
 def test_offline_hub_download_says_what_to_set(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELSCOPE_DOMAIN", "127.0.0.1:9")  # nothing listens: offline
     settings = Settings(model_cache_dir=tmp_path / "cache")

@@ -88,8 +88,10 @@ def run_job(ctx: WorkerContext, job_id: str, worker: Optional[str] = None) -> Op
     except InputRejected as exc:
         return fail(ctx.jobs, job_id, exc.code, exc.message)
     except ObjectNotFound:
-        code = ErrorCode.SOURCE_NOT_FOUND if job.source else ErrorCode.INVALID_IMAGE
-        return fail(ctx.jobs, job_id, code, "the job's input image is gone from storage")
+        if job.source:
+            return fail(ctx.jobs, job_id, ErrorCode.SOURCE_NOT_FOUND, "the referenced object is gone")
+        return fail(ctx.jobs, job_id, ErrorCode.INPUT_MISSING, "the job's uploaded input is gone from storage "
+                    "(deleted, or expired by a lifecycle rule before the job ran); submit the image again")
 
     started = time.perf_counter()
     parsing = ctx.engine.parse(image)

@@ -20,7 +20,11 @@ class ModelUnavailable(RuntimeError):
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") != 1
+    """A hub id is ``owner/name``; anything else, or ``dir/name`` whose ``dir`` exists
+    here (``models/m2fp-synthetic-tyni``), is meant as a local directory."""
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") != 1:
+        return True
+    return Path(name).parent.is_dir()
 
 
 def check_model_dir(path: Path) -> Path:
@@ -41,7 +45,11 @@ def resolve_model_dir(settings: Settings) -> Path:
     if local.is_dir():
         return check_model_dir(local.resolve())
     if _looks_like_path(name):
-        raise ModelUnavailable(f"M2FP_MODEL={name} is not a directory")
+        raise ModelUnavailable(
+            f"M2FP_MODEL={name} is not a directory. Set it to a local model directory "
+            "(`make synthetic-model` writes models/m2fp-synthetic-tiny and -full) or to a "
+            "ModelScope hub id such as damo/cv_resnet101_image-multiple-human-parsing"
+        )
     try:
         from modelscope.hub.snapshot_download import snapshot_download
 
