@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from common.errors import ErrorCode, ObjectNotFound, ServiceError
 from common.images import inspect_image
-from common.jobs import Job, input_key, new_job_id
+from common.jobs import Job, JobStatus, input_key, new_job_id
 from api.deps import ApiDeps
 
 log = logging.getLogger(__name__)
@@ -91,12 +91,12 @@ def _accept(deps: ApiDeps, data: bytes, source: Optional[SourceRef], priority: s
     digest = hashlib.sha256(data).hexdigest()
     existing = deps.jobs.job_for_content(digest)
     if existing:
-        return Accepted(existing, created=False)
+        return Accepted(_with_priority(deps, existing, priority), created=False)
     job_id = new_job_id()
     if not deps.jobs.claim_content(digest, job_id):
         existing = deps.jobs.job_for_content(digest)  # a concurrent submission of the same bytes won
         if existing:
-            return Accepted(existing, created=False)
+            return Accepted(_with_priority(deps, existing, priority), created=False)
         deps.jobs.claim_content(digest, job_id, replace=True)  # the other one failed or expired
     input_info = {"width": info.width, "height": info.height, "format": info.format,
                   "bytes": len(data), "sha256": digest}
@@ -114,6 +114,20 @@ def _accept(deps: ApiDeps, data: bytes, source: Optional[SourceRef], priority: s
     log.info("job %s queued (%s, %dx%d %s, %d bytes%s)", job_id, priority, info.width, info.height,
              info.format, len(data), f", {source.uri()}" if source else "")
     return Accepted(job, created=True)
+
+
+def _with_priority(deps: ApiDeps, job: Job, priority: str) -> Job:
+    """An interactive client must not wait behind the backfill backlog for content that
+    a backfill already queued: the job gets a second message on the interactive queue
+    (sent first, so a failure in between leaves at worst a spare message, which workers
+    drop, never a promise without a message)."""
+    if priority != "interactive" or job.priority == "interactive" or job.status is not JobStatus.QUEUED:
+        return job
+    deps.enqueue(job.id, "interactive")
+    promoted = deps.jobs.promote(job.id)
+    if promoted:
+        log.info("job %s moved to the interactive queue", job.id)
+    return promoted or deps.jobs.get(job.id) or job
 
 
 def _discard(deps: ApiDeps, job_id: str, digest: str, uploaded: bool) -> None:

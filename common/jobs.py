@@ -20,7 +20,7 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -93,6 +93,7 @@ class Job:
     source: Optional[dict[str, str]] = None  # {"bucket", "key"} when submitted by reference
     priority: str = "interactive"
     worker: Optional[str] = None  # Celery node that last started it
+    message_id: Optional[str] = None  # the queue message (Celery task id) that last started it
     attempts: int = 0  # times a worker started it
     lost: int = 0  # times its worker died mid-job (found still running at a restart)
     started_at: Optional[str] = None
@@ -190,6 +191,38 @@ class JobStore:
         Raises :class:`KeyError` for an unknown job and :class:`InvalidTransition`
         when the state machine forbids the move.
         """
+        def move(job: Job) -> bool:
+            if to not in TRANSITIONS[job.status]:
+                raise InvalidTransition(f"job {job_id}: {job.status.value} -> {to.value}")
+            job.status = to
+            for name, value in changes.items():
+                setattr(job, name, value)
+            return True
+
+        return self._modify(job_id, move)
+
+    def promote(self, job_id: str) -> Optional[Job]:
+        """Give a waiting job interactive priority; None unless it was still waiting at a
+        lower one (a worker took it meanwhile, or it already had it)."""
+        raised = []
+
+        def raise_priority(job: Job) -> bool:
+            raised.clear()  # a retried attempt (WatchError) decides afresh
+            if job.status is not JobStatus.QUEUED or job.priority == "interactive":
+                return False
+            job.priority = "interactive"
+            raised.append(True)
+            return True
+
+        try:
+            job = self._modify(job_id, raise_priority)
+        except KeyError:
+            return None
+        return job if raised else None
+
+    def _modify(self, job_id: str, change: Callable[[Job], bool]) -> Job:
+        """Apply ``change`` to the record atomically (WATCH/MULTI, retried on a race);
+        ``change`` returns False to leave the record as it was."""
         key = self._key(job_id)
         with self.client.pipeline(transaction=True) as pipe:
             while True:
@@ -199,12 +232,10 @@ class JobStore:
                     if not values:
                         raise KeyError(job_id)
                     job = Job.from_redis(values)
-                    if to not in TRANSITIONS[job.status]:
-                        raise InvalidTransition(f"job {job_id}: {job.status.value} -> {to.value}")
-                    job.status = to
+                    if not change(job):
+                        pipe.reset()
+                        return job
                     job.updated_at = utcnow()
-                    for name, value in changes.items():
-                        setattr(job, name, value)
                     pipe.multi()
                     pipe.hset(key, mapping=job.to_redis())
                     pipe.expire(key, self.ttl)

@@ -46,6 +46,20 @@ def test_same_content_twice_is_one_job(client, enqueued):
     assert upload(client, photo_jpeg(64, 48, seed=2)).json["id"] != first.json["id"]
 
 
+def test_interactive_upload_of_content_waiting_as_backfill_moves_it_once(client, s3_app, enqueued):
+    data = photo_jpeg(64, 48, seed=9)
+    job_id = upload(client, data, priority="backfill").json["id"]
+    moved = upload(client, data)
+    assert moved.status_code == 200 and moved.json["id"] == job_id and moved.json["priority"] == "interactive"
+    upload(client, data)  # already interactive: nothing more to send
+    assert enqueued == [(job_id, "backfill"), (job_id, "interactive")]
+    s3_app.extensions["m2fp"].jobs.transition(job_id, JobStatus.RUNNING)
+    other = upload(client, photo_jpeg(64, 48, seed=10), priority="backfill").json["id"]
+    s3_app.extensions["m2fp"].jobs.transition(other, JobStatus.RUNNING)
+    assert upload(client, photo_jpeg(64, 48, seed=10)).json["priority"] == "backfill"  # too late: it runs
+    assert len(enqueued) == 3
+
+
 def test_content_of_a_failed_job_can_be_submitted_again(client, s3_app, enqueued):
     data = photo_jpeg(64, 48, seed=3)
     job_id = upload(client, data).json["id"]

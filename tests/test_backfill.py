@@ -186,6 +186,26 @@ def test_interactive_job_jumps_a_backfill_backlog(stack, tmp_path):
     assert len(backfill_ids) == 300 and started[0][1] in backfill_ids
 
 
+def test_interactive_resubmission_of_queued_backfill_content_jumps_the_backlog(stack, tmp_path):
+    hold = tmp_path / "hold"
+    hold.touch()
+    stack.start_worker("only")
+    images = [photo_jpeg(32, 32, seed=5000 + i) for i in range(40)]
+    files = [("image", (f"b{i}.jpg", data, "image/jpeg")) for i, data in enumerate(images)]
+    ids = [item["job"]["id"] for item in
+           requests.post(f"{stack.api_url}/v1/jobs/batch", files=files, timeout=60).json()["items"]]
+    wait_until(lambda: hold_markers(tmp_path), 120, "the worker to hold its first backfill job")
+    again = stack.submit(images[-1])  # a user uploads the photo the backfill queued last
+    assert again.status_code == 200 and again.json()["deduplicated"], again.json()
+    assert again.json()["id"] == ids[-1] and again.json()["priority"] == "interactive"
+    hold.unlink()
+    jobs = [stack.wait_for(job_id) for job_id in ids]
+    assert {j["status"] for j in jobs} == {"succeeded"} and {j["attempts"] for j in jobs} == {1}
+    started = [job_id for _, job_id in sorted((j["started_at"], j["id"]) for j in jobs)]
+    assert started[1] == ids[-1]  # right after the job in hand, not after 38 others
+    assert f"job {ids[-1]} is already succeeded" in stack.workers[0].log_text()  # its spare message, dropped
+
+
 def test_an_oversized_file_fails_alone(stack, tmp_path):
     import numpy as np
 

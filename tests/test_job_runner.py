@@ -106,3 +106,12 @@ def test_a_referenced_object_replaced_after_submission_fails_its_job(ctx, s3_sto
     s3_store.put(source["key"], photo_jpeg(64, 48, seed=12), "image/jpeg")
     job = run_job(ctx, jobs[1])
     assert job.status is JobStatus.FAILED and job.error["code"] == "source_changed", job
+
+
+def test_a_second_message_for_a_running_job_is_dropped_not_counted_as_a_death(ctx):
+    job_id = queue_job(ctx, photo_jpeg(64, 64))
+    ctx.jobs.transition(job_id, JobStatus.RUNNING, attempts=1, message_id="first")
+    job = run_job(ctx, job_id, message_id="second")  # e.g. the job was moved to the interactive queue
+    assert (job.status, job.attempts, job.lost, job.message_id) == (JobStatus.RUNNING, 1, 0, "first")
+    redelivered = run_job(ctx, job_id, message_id="first")  # its own message again: its worker died
+    assert redelivered.status is JobStatus.SUCCEEDED and redelivered.lost == 1 and redelivered.attempts == 2

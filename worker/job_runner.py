@@ -60,7 +60,8 @@ def read_input(ctx: WorkerContext, job: Job) -> bytes:
     return data
 
 
-def run_job(ctx: WorkerContext, job_id: str, worker: Optional[str] = None) -> Optional[Job]:
+def run_job(ctx: WorkerContext, job_id: str, worker: Optional[str] = None,
+            message_id: Optional[str] = None) -> Optional[Job]:
     """Run ``job_id`` and return its final record (None if the record expired).
 
     Safe to run again for the same job: a terminal job is left alone, and outputs
@@ -74,13 +75,18 @@ def run_job(ctx: WorkerContext, job_id: str, worker: Optional[str] = None) -> Op
     if job.status.terminal:
         log.info("job %s is already %s; nothing to do", job_id, job.status.value)
         return job
+    if job.status is JobStatus.RUNNING and message_id and job.message_id not in (None, message_id):
+        # A second message for the job (it was moved to the interactive queue): the
+        # message that started it owns it, and comes back itself if its worker died.
+        log.info("job %s is running under message %s; dropping duplicate %s", job_id, job.message_id, message_id)
+        return job
     lost = job.lost + (job.status is JobStatus.RUNNING)  # still running: its worker died
     if lost >= ctx.settings.max_attempts:
         return fail(ctx.jobs, job_id, ErrorCode.WORKER_LOST,
                     f"the worker running this job died {lost} times (out of memory, or killed); "
                     "it will not be tried again")
     job = ctx.jobs.transition(job_id, JobStatus.RUNNING, started_at=utcnow(), attempts=job.attempts + 1,
-                              lost=lost, last_error=None, worker=worker)
+                              lost=lost, last_error=None, worker=worker, message_id=message_id)
     _hold(ctx.settings.hold_file, job_id)
 
     try:

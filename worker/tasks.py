@@ -39,7 +39,7 @@ class ParseTask(Task):
 def parse(self, job_id: str) -> Optional[str]:
     ctx = get_context()
     try:
-        job = run_job(ctx, job_id, worker=self.request.hostname)
+        job = run_job(ctx, job_id, worker=self.request.hostname, message_id=self.request.id)
     except SoftTimeLimitExceeded:
         job = fail(ctx.jobs, job_id, ErrorCode.INFERENCE_TIMEOUT,
                    f"parsing took longer than {settings.task_soft_time_limit} s; try a smaller image")
