@@ -6,7 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from common.errors import ErrorCode, ServiceError
-from common.jobs import OUTPUTS, is_job_id, output_key
+from common.jobs import MAX_BATCH, OUTPUTS, is_job_id, output_key
 from api.deps import deps
 from api.errors import ApiError, status_for
 from api.submission import (Accepted, check_capacity, parse_priority, parse_source, submit_reference,
@@ -14,7 +14,6 @@ from api.submission import (Accepted, check_capacity, parse_priority, parse_sour
 from api.views import job_view
 
 jobs = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
-MAX_BATCH = 100
 
 
 def _json_body() -> dict[str, Any]:

@@ -46,6 +46,10 @@ class JobStatus(str, Enum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
 
 
+TERMINAL_STATUSES = frozenset(status.value for status in JobStatus if status.terminal)
+# Items per batch submission, and job ids per poll: part of the API's contract.
+MAX_BATCH = 100
+
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED}),
     JobStatus.RUNNING: frozenset(

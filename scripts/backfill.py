@@ -34,11 +34,11 @@ from typing import Iterable, Iterator, Optional
 import requests
 from tqdm import tqdm
 
+from common.jobs import MAX_BATCH, TERMINAL_STATUSES
+
 log = logging.getLogger("backfill")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-TERMINAL = {"succeeded", "failed"}
 UPLOAD_FAILED = "upload_failed"  # cut off in transit: submitted again by the next run
-MAX_BATCH = 100
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 
@@ -262,7 +262,7 @@ class Backfill:
         self.source, self.names, self.state, self.api = source, names, state, api
         self.limit, self.batch_size, self.poll_interval = in_flight, batch_size, poll_interval
         self.backoff = 0.0
-        self.finished = sum(1 for row in state.rows(names) if row["status"] in TERMINAL)
+        self.finished = sum(1 for row in state.rows(names) if row["status"] in TERMINAL_STATUSES)
 
     def _record_submissions(self, batch: list[str], results: list[dict]) -> int:
         """Store each item's job (or refusal); return how many are already finished.
@@ -274,7 +274,7 @@ class Backfill:
                 job = result["job"]
                 self.state.update(name, job["status"], job_id=job["id"],
                                   outputs=(job.get("result") or {}).get("keys"), error=job.get("error"))
-                finished += job["status"] in TERMINAL  # the same content was parsed before
+                finished += job["status"] in TERMINAL_STATUSES  # the same content was parsed before
             else:  # refused at submission: this image's own fault (invalid, too large, ...)
                 self.state.update(name, "failed", error=result["error"])
                 finished += 1
@@ -289,7 +289,7 @@ class Backfill:
                 if job["status"] == "not_found":
                     self.state.reset(name)
                     continue
-                finished += job["status"] in TERMINAL
+                finished += job["status"] in TERMINAL_STATUSES
                 self.state.update(name, job["status"], outputs=(job.get("result") or {}).get("keys"),
                                   error=job.get("error"))
         self.state.commit()

@@ -10,9 +10,8 @@ from typing import Iterable, Iterator, Optional
 
 import requests
 
+from common.jobs import TERMINAL_STATUSES
 from scripts.processes import Process, RedisServer, api_command, free_port, wait_until, worker_command
-
-TERMINAL = {"succeeded", "failed"}
 
 
 @dataclass
@@ -58,7 +57,7 @@ class Stack:
         response.raise_for_status()
         return response.json()
 
-    def wait_for(self, job_id: str, statuses: Iterable[str] = TERMINAL, timeout: float = 180) -> dict:
+    def wait_for(self, job_id: str, statuses: Iterable[str] = TERMINAL_STATUSES, timeout: float = 180) -> dict:
         wanted = set(statuses)
         seen: dict = {}
 
