@@ -76,19 +76,37 @@ def submitted_count(state_path) -> int:
         return db.execute("SELECT COUNT(DISTINCT job_id) FROM items WHERE job_id IS NOT NULL").fetchone()[0]
 
 
-def test_local_folder_backfill_survives_an_interrupt_and_parses_each_image_once(stack, tmp_path):
+def archive_files() -> dict[str, bytes]:
+    """200 images (some nested), a copy of one, a broken one, and a file that is no image."""
+    files = {f"{'nested/' if i % 3 else ''}img{i:03d}.jpg": photo_jpeg(32, 32, seed=i) for i in range(IMAGES)}
+    files["copy-of-img000.jpg"] = files["img000.jpg"]  # same content
+    files["broken.jpg"] = b"\xff\xd8 truncated"
+    files["notes.txt"] = b"not an image"
+    return files
+
+
+def in_folder(stack: Stack, tmp_path, files: dict[str, bytes]) -> tuple[str, str]:
     folder = tmp_path / "archive"
-    (folder / "nested").mkdir(parents=True)
-    for i in range(IMAGES):
-        (folder / ("nested" if i % 3 else ".") / f"img{i:03d}.jpg").write_bytes(photo_jpeg(32, 32, seed=i))
-    (folder / "copy-of-img000.jpg").write_bytes((folder / "img000.jpg").read_bytes())  # same content
-    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    (folder / "notes.txt").write_text("not an image")
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return str(folder), ""
+
+
+def in_bucket(stack: Stack, tmp_path, files: dict[str, bytes]) -> tuple[str, str]:
+    for name, data in files.items():
+        stack.store.put(f"archive/{name}", data, "application/octet-stream")
+    return f"s3://{stack.store.bucket}/archive/", "archive/"
+
+
+@pytest.mark.parametrize("place", [in_folder, in_bucket], ids=["folder", "s3-prefix"])
+def test_backfill_survives_an_interrupt_and_parses_each_image_once(stack, tmp_path, place):
+    src, prefix = place(stack, tmp_path, archive_files())
 
     hold = tmp_path / "hold"
     hold.touch()  # the worker holds its first job: the script fills its in-flight window and waits
     stack.start_worker("w1")
-    first = subprocess.Popen(backfill_command(stack, str(folder), tmp_path, "--in-flight", "24", "--batch-size", "8"),
+    first = subprocess.Popen(backfill_command(stack, src, tmp_path, "--in-flight", "24", "--batch-size", "8"),
                              cwd=REPO, env=stack.process_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              preexec_fn=like_a_terminal)
@@ -103,11 +121,11 @@ def test_local_folder_backfill_survives_an_interrupt_and_parses_each_image_once(
     assert submitted_count(tmp_path / "state.sqlite") == 24  # the in-flight bound held while jobs waited
 
     hold.unlink()
-    second = run_backfill(stack, str(folder), tmp_path, "--in-flight", "24", "--batch-size", "8")
+    second = run_backfill(stack, src, tmp_path, "--in-flight", "24", "--batch-size", "8")
     assert second.returncode == 1, second.stderr[-3000:]  # one image is broken
     rows, summary = report(tmp_path)
     assert len(rows) == IMAGES + 2 and summary["images"] == IMAGES + 2
-    by_name = {row["name"]: row for row in rows}
+    by_name = {row["name"].removeprefix(prefix): row for row in rows}
     assert by_name["broken.jpg"]["status"] == "failed" and by_name["broken.jpg"]["error"]["code"] == "invalid_image"
     assert all(row["status"] == "succeeded" for name, row in by_name.items() if name != "broken.jpg")
     assert by_name["copy-of-img000.jpg"]["job_id"] == by_name["img000.jpg"]["job_id"]
