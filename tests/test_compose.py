@@ -1,6 +1,8 @@
 """The compose files, checked as far as a machine without a Docker engine allows:
 structure, scalability, and that services start the entry points the tests start."""
+import os
 import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -55,3 +57,33 @@ def test_dockerfiles_copy_what_exists_and_run_the_compose_commands():
                         if line and not line.startswith("#")]
     assert not [line for line in api_requirements if re.match(r"(torch|mmcv|modelscope)", line)]
     assert "RUN python -m worker.selfcheck" in worker  # a broken stack fails the build, not a job
+
+
+def test_the_worker_healthcheck_answers_for_a_live_worker_only(redis_server, tiny_model, tmp_path):
+    """Run the compose healthcheck's own command against a real worker, the way
+    Docker would inside its container (HOSTNAME set, ``$$`` unescaped by compose)."""
+    import socket
+    import subprocess
+
+    from scripts.processes import wait_until
+    from scripts.stack import Stack
+
+    kind, command = COMPOSE["services"]["worker"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    env = {"REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/6", "M2FP_MODEL": str(tiny_model),
+           "INFERENCE_MAX_SIDE": "64", "TORCH_THREADS": "1", "LOCAL_STORE_DIR": str(tmp_path / "store")}
+    stack = Stack(env=env, log_dir=tmp_path)
+    bin_dir = str(Path(sys.executable).parent)  # where the image has `celery` on PATH
+
+    def healthcheck() -> int:
+        return subprocess.run(["bash", "-c", command.replace("$$", "$")], cwd=REPO, capture_output=True,
+                              env={**stack.process_env(), "HOSTNAME": socket.gethostname(),
+                                   "PATH": f"{bin_dir}:{os.environ['PATH']}"}).returncode
+
+    worker = stack.start_worker("worker")
+    try:
+        wait_until(lambda: "ready" in worker.log_text(), 120, "the worker to load its model")
+        wait_until(lambda: healthcheck() == 0, 120, "the healthcheck to pass")
+    finally:
+        worker.stop()
+    assert healthcheck() != 0
