@@ -20,7 +20,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error
 
-from common.errors import ErrorCode, InputRejected, ObjectNotFound, ServiceError, StorageUnavailable
+from common.errors import ErrorCode, InputRejected, ObjectNotFound, StorageUnavailable
 from common.settings import Settings
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*$")
@@ -65,8 +65,8 @@ class Storage(ABC):
         reading it all: nobody vetted its size), unreadable with the service's
         credentials, or a key S3 refuses. Outages stay :class:`StorageUnavailable`.
         """
-        raise ServiceError("submission by reference needs the S3 store (set S3_ENDPOINT)",
-                           ErrorCode.INVALID_SOURCE)
+        raise InputRejected("submission by reference needs the S3 store (set S3_ENDPOINT)",
+                            ErrorCode.INVALID_SOURCE)
 
 
 class LocalStore(Storage):
