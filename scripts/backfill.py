@@ -126,8 +126,10 @@ class State:
     def in_flight(self) -> dict[str, list[str]]:
         """job id → the names waiting on it (identical files share one job)."""
         waiting: dict[str, list[str]] = {}
+        terminal = sorted(TERMINAL_STATUSES)
         for name, job_id in self.db.execute(
-                "SELECT name, job_id FROM items WHERE job_id IS NOT NULL AND status NOT IN ('succeeded', 'failed')"):
+                f"SELECT name, job_id FROM items WHERE job_id IS NOT NULL AND status NOT IN "
+                f"({', '.join('?' * len(terminal))})", terminal):
             waiting.setdefault(job_id, []).append(name)
         return waiting
 
@@ -138,6 +140,11 @@ class State:
             "outputs = ?, updated = ? WHERE name = ?",
             (status, job_id, (error or {}).get("code"), (error or {}).get("message"),
              json.dumps(outputs) if outputs else None, time.time(), name))
+
+    def record_job(self, name: str, job: dict) -> None:
+        """Store what the API said of ``name``'s job (its status, outputs or error)."""
+        self.update(name, job["status"], job_id=job["id"], outputs=(job.get("result") or {}).get("keys"),
+                    error=job.get("error"))
 
     def reset(self, name: str) -> None:
         """Forget the job (it expired unseen): the image is submitted again."""
@@ -271,10 +278,8 @@ class Backfill:
         finished = 0
         for name, result in zip(batch, results):
             if "job" in result:
-                job = result["job"]
-                self.state.update(name, job["status"], job_id=job["id"],
-                                  outputs=(job.get("result") or {}).get("keys"), error=job.get("error"))
-                finished += job["status"] in TERMINAL_STATUSES  # the same content was parsed before
+                self.state.record_job(name, result["job"])
+                finished += result["job"]["status"] in TERMINAL_STATUSES  # the same content was parsed before
             else:  # refused at submission: this image's own fault (invalid, too large, ...)
                 self.state.update(name, "failed", error=result["error"])
                 finished += 1
@@ -290,8 +295,7 @@ class Backfill:
                     self.state.reset(name)
                     continue
                 finished += job["status"] in TERMINAL_STATUSES
-                self.state.update(name, job["status"], outputs=(job.get("result") or {}).get("keys"),
-                                  error=job.get("error"))
+                self.state.record_job(name, job)
         self.state.commit()
         return finished
 
