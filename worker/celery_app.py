@@ -2,7 +2,8 @@
 
 The API imports :func:`create_celery` from here too (to enqueue). Importing this
 module does nothing else: the worker's own set-up (settings, resource plan, thread limits,
-start-up signals) happens when ``app`` is first looked up, which only a worker does.
+process tuning, start-up signals) happens when ``app`` is first looked up, which only a
+worker does.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from celery import Celery
 from kombu import Queue
 
 from common.settings import Settings, load_settings
+from worker.process_tuning import apply_process_tuning
 from worker.resources import ResourcePlan, apply_thread_limits, plan_resources
 
 PARSE_TASK = "m2fp.parse"
@@ -57,16 +59,19 @@ def create_celery(settings: Settings) -> Celery:
 def _worker() -> dict[str, Any]:
     settings = load_settings()
     resource_plan: ResourcePlan = plan_resources(settings)
-    apply_thread_limits(resource_plan)  # before anything imports torch in this process
+    # Both before anything imports torch in this process (the pool processes are its forks).
+    apply_thread_limits(resource_plan)
+    process_tuning = apply_process_tuning(settings.malloc_keep_freed, settings.mkl_avx2_on_amd)
     app = create_celery(settings)
     app.conf.worker_concurrency = resource_plan.concurrency  # `--concurrency` on the command line wins
     import worker.startup  # noqa: F401  (connects the start-up signals of worker processes)
 
-    return {"settings": settings, "resource_plan": resource_plan, "app": app}
+    return {"settings": settings, "resource_plan": resource_plan, "process_tuning": process_tuning, "app": app}
 
 
 def __getattr__(name: str) -> Any:
-    """``app``, ``settings`` and ``resource_plan`` of the worker process, built on first use."""
-    if name in ("app", "settings", "resource_plan"):
+    """``app``, ``settings``, ``resource_plan`` and ``process_tuning`` of the worker
+    process, built on first use."""
+    if name in ("app", "settings", "resource_plan", "process_tuning"):
         return _worker()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -103,7 +103,7 @@ def run_job(ctx: WorkerContext, job_id: str, worker: Optional[str] = None,
     parsing = ctx.engine.parse(image)
     inference_seconds = time.perf_counter() - started
 
-    rendered = render(image, parsing.labels, parsing.class_scores, parsing.persons, {
+    rendered = render(image, parsing, {
         "job_id": job_id,
         "model": ctx.engine.description,
         "inference_size": list(parsing.size),

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from common.images import encode_jpeg, encode_png, resize_labels
+from common.images import encode_jpeg, encode_png
 from common.labels import CIHP_CLASSES, PALETTE, legend
+from worker.engine import Parsing
 
 OVERLAY_ALPHA = 0.5
 
@@ -56,13 +57,12 @@ class RenderedOutputs:
     summary: dict[str, Any]
 
 
-def render(image: np.ndarray, labels: np.ndarray, class_scores: dict[int, float],
-           persons: int | None, extra: dict[str, Any]) -> RenderedOutputs:
-    """Scale the label map to ``image`` and encode colored map, labels, overlay, summary."""
+def render(image: np.ndarray, parsing: Parsing, extra: dict[str, Any]) -> RenderedOutputs:
+    """Scale the parsing to ``image`` and encode colored map, labels, overlay, summary."""
     height, width = image.shape[:2]
-    full = resize_labels(labels, (width, height))
+    full = parsing.labels_at((width, height))
     colored = colorize(full)
-    summary = summarize(full, class_scores, persons) | extra
+    summary = summarize(full, parsing.class_scores, parsing.person_count) | extra
     files = {
         "colored.png": encode_png(colored),
         "labels.png": encode_png(full),

@@ -1,27 +1,35 @@
-"""Worker start-up: check the stack and find the model once, then load it per process.
+"""Worker start-up: check the stack, find the model and prepare its engine once, then
+load the engine per process.
 
 ``worker_init`` runs once in the main worker process before it consumes anything: the
-environment self-check and the model download (or local directory check) happen
-there, and a failure stops the worker with one message naming the fix. Each pool
-process then loads the model exactly once in ``worker_process_init``, before Celery
-hands it a job.
+environment self-check, the model download (or local directory check) and the choice
+of engine happen there (building the OpenVINO graph in a child process the first time
+a checkpoint is seen), and a failure stops the worker with one message naming the fix.
+Each pool process then loads the engine exactly once in ``worker_process_init``, before
+Celery hands it a job.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from celery.signals import celeryd_after_setup, worker_init, worker_process_init
 
+from common.settings import Settings
+from worker.engine import EngineChoice
 from worker.model_source import ModelUnavailable, resolve_model_dir
+from worker.process_tuning import cpu_flags
 
 log = logging.getLogger("worker.startup")
-_model_dir: Optional[Path] = None
-_startup_notes: list[str] = []  # worker_init runs before Celery sets up logging
+_engine_choice: Optional[EngineChoice] = None
+_startup_notes: list[tuple[int, str]] = []  # worker_init runs before Celery sets up logging
 
 
 def _config():
@@ -31,31 +39,76 @@ def _config():
     return celery_app.settings, celery_app.resource_plan
 
 
+def _note(message: str, level: int = logging.INFO) -> None:
+    _startup_notes.append((level, message))
+
+
+def choose_engine(settings: Settings, model_dir: Path) -> EngineChoice:
+    """The engine every pool process will load, with its OpenVINO cache entry ready.
+
+    The cache is checked (and built, the first time) by ``python -m worker.engine_cache``
+    in a child process: the build holds the whole torch model, and a child gives that
+    memory back; it also proves the runtime loads here before any pool process needs it.
+    """
+    torch_choice = EngineChoice("torch", model_dir)
+    if settings.m2fp_engine == "torch":
+        _note("engine: torch (M2FP_ENGINE=torch)")
+        return torch_choice
+    precision = settings.m2fp_precision
+    if precision == "bf16" and not {"avx512_bf16", "amx_bf16"} & cpu_flags():
+        _note("M2FP_PRECISION=bf16 asked for, but this CPU has neither avx512_bf16 nor AMX: "
+              "running fp32", logging.WARNING)
+        precision = "fp32"
+    started = time.perf_counter()
+    child = subprocess.run(
+        [sys.executable, "-m", "worker.engine_cache", "--model", str(model_dir),
+         "--cache-dir", str(settings.model_cache_dir)],
+        capture_output=True, text=True)
+    if child.returncode != 0:
+        reason = " ".join(line for line in child.stderr.strip().splitlines()[-3:])
+        if settings.m2fp_engine == "openvino":
+            raise SystemExit(f"m2fp worker cannot start: the OpenVINO engine is unavailable ({reason}). "
+                             "Fix that, or set M2FP_ENGINE=auto (falls back to torch) or M2FP_ENGINE=torch")
+        _note(f"OpenVINO engine unavailable ({reason}); using the torch engine, about 3x slower. "
+              "Set M2FP_ENGINE=torch to silence this warning", logging.WARNING)
+        return torch_choice
+    entry = json.loads(child.stdout.strip().splitlines()[-1])
+    if entry["built"]:
+        what = "rebuilt (the cached one was corrupt)" if entry["replaced_corrupt"] else "built"
+        _note(f"OpenVINO engine {what} for this checkpoint in {entry['seconds']:.1f} s: {entry['path']}")
+    else:
+        _note(f"OpenVINO engine reused from {entry['path']} (checked in {time.perf_counter() - started:.1f} s)")
+    return EngineChoice("openvino", model_dir, Path(entry["path"]), precision, settings.openvino_static_shapes)
+
+
 @worker_init.connect
 def check_environment_and_model(sender: Any = None, **_: Any) -> None:
     from worker.selfcheck import run_checks
 
+    from worker.celery_app import process_tuning
+
     settings, resource_plan = _config()
     concurrency = getattr(sender, "concurrency", resource_plan.concurrency)
-    _startup_notes.append(f"Resource plan: {resource_plan.describe()}; running {concurrency} process(es) "
-                          "(WORKER_CONCURRENCY / TORCH_THREADS override)")
+    _note(f"Resource plan: {resource_plan.describe()}; running {concurrency} process(es) "
+          f"(WORKER_CONCURRENCY / TORCH_THREADS override); process tuning: {process_tuning.describe()}")
 
     problems = run_checks()
     if problems:
         raise SystemExit("m2fp worker cannot start, inference stack self-check failed:\n  - "
                          + "\n  - ".join(problems))
-    global _model_dir
+    global _engine_choice
     try:
-        _model_dir = resolve_model_dir(settings)
+        model_dir = resolve_model_dir(settings)
     except ModelUnavailable as exc:
         raise SystemExit(f"m2fp worker cannot start: {exc}") from None
-    _startup_notes.append(f"self-check OK; model directory {_model_dir}")
+    _note(f"self-check OK; model directory {model_dir}")
+    _engine_choice = choose_engine(settings, model_dir)
 
 
 @celeryd_after_setup.connect
 def report_startup(**_: Any) -> None:
-    for note in _startup_notes:
-        log.info(note)
+    for level, note in _startup_notes:
+        log.log(level, note)
 
 
 @worker_process_init.connect
@@ -63,19 +116,23 @@ def load_engine(**_: Any) -> None:
     import torch
 
     from worker.context import WorkerContext, set_context
-    from worker.engine import M2FPEngine
+    from worker.engine import load_engine
 
     settings, resource_plan = _config()
     torch.set_num_threads(resource_plan.threads)
     started = time.perf_counter()
+    choice = _engine_choice
     try:
-        assert _model_dir is not None, "worker_init did not run"
-        engine = M2FPEngine(_model_dir, settings.inference_max_side)
+        assert choice is not None, "worker_init did not run"
+        engine = load_engine(choice, settings.inference_max_side, resource_plan.threads,
+                             fallback=settings.m2fp_engine == "auto")
     except Exception:
-        log.critical("cannot load the M2FP model from %s; stopping the worker", _model_dir, exc_info=True)
+        log.critical("cannot load the M2FP model from %s; stopping the worker",
+                     choice and choice.model_dir, exc_info=True)
         # A pool process that dies at start is respawned forever; stop the whole worker.
         os.kill(os.getppid(), signal.SIGTERM)
         os._exit(1)
     set_context(WorkerContext.create(settings, engine))
-    log.info("worker process %d ready: model %s loaded in %.1f s, %d torch threads",
-             os.getpid(), _model_dir, time.perf_counter() - started, torch.get_num_threads())
+    log.info("worker process %d ready: %s engine (%s), model %s loaded in %.1f s, %d thread(s)",
+             os.getpid(), engine.description["engine"], engine.description["precision"], choice.model_dir,
+             time.perf_counter() - started, resource_plan.threads)

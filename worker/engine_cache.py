@@ -1,0 +1,218 @@
+"""The OpenVINO graph of a checkpoint: built once, cached in ``MODEL_CACHE_DIR``.
+
+An entry is ``MODEL_CACHE_DIR/engines/<key>/`` holding ``model.xml`` + ``model.bin``
+(the graph, fp32 weights), ``heads.json`` (the class layout the postprocess needs) and
+``meta.json`` (hashes of those files, versions, build time). The key names the
+checkpoint (SHA-256 of ``configuration.json`` and ``pytorch_model.pt``), the OpenVINO
+version and this module's export format, so a new checkpoint or runtime gets a new entry.
+
+Building exports the network to ONNX with torch (35-70 s for the full-size model on two
+cores), converts it to OpenVINO, checks the graph against eager torch on two photo
+shapes, and only then renames the finished directory into place: concurrent workers
+either wait on the entry's lock and reuse it, or never see a half-written entry. An
+entry whose files do not match their recorded hashes is rebuilt.
+
+The worker runs this in a child process at start-up (the build needs the whole torch
+model in memory, which the worker's main process should not keep); ``make engine`` runs
+it ahead of time::
+
+    python -m worker.engine_cache [--model DIR] [--cache-dir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fcntl
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator, Optional
+
+from worker.model_source import MODEL_FILES
+
+EXPORT_FORMAT = 1  # bump when worker.network or the export settings change
+ONNX_OPSET = 16  # GridSample is a native op from 16 on
+GRAPH_FILES = ("model.xml", "model.bin", "heads.json")
+# Shapes the build checks the graph at: landscape and portrait photos at the model's scale.
+CHECK_SHAPES = ((853, 640), (640, 1000))
+MIN_AGREEMENT = 0.995
+
+
+class EngineBuildError(RuntimeError):
+    """The graph could not be built or did not match torch; the message says which."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def runtime_version() -> str:
+    """The installed OpenVINO's version, read from its metadata (no import)."""
+    try:
+        return metadata.version("openvino")
+    except metadata.PackageNotFoundError:
+        raise EngineBuildError("OpenVINO is not installed: pip install -c requirements/constraints.txt "
+                               "-r requirements/worker.txt (or set M2FP_ENGINE=torch)") from None
+
+
+def checkpoint_hash(model_dir: Path) -> str:
+    digest = hashlib.sha256()
+    for name in MODEL_FILES:
+        digest.update(_sha256(model_dir / name).encode())
+    return digest.hexdigest()
+
+
+def entry_dir(cache_dir: Path, model_dir: Path) -> Path:
+    key = f"m2fp-{checkpoint_hash(model_dir)[:16]}-openvino-{runtime_version()}-export{EXPORT_FORMAT}"
+    return Path(cache_dir).resolve() / "engines" / key
+
+
+def is_complete(entry: Path) -> bool:
+    """True if ``entry`` holds every file with the size and hash its meta.json recorded."""
+    try:
+        recorded = json.loads((entry / "meta.json").read_text())["files"]
+        return set(recorded) == set(GRAPH_FILES) and all(
+            (entry / name).stat().st_size == info["bytes"] and _sha256(entry / name) == info["sha256"]
+            for name, info in recorded.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (and containers sharing the volume)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheEntry:
+    path: Path
+    built: bool  # False: an existing entry was reused
+    seconds: float  # time spent here (building, or checking the existing entry)
+    replaced_corrupt: bool = False
+
+
+def ensure_entry(cache_dir: Path, model_dir: Path) -> CacheEntry:
+    """The checkpoint's cache entry, built if missing or corrupt."""
+    started = time.perf_counter()
+    entry = entry_dir(cache_dir, model_dir)
+    with _locked(entry.with_name(entry.name + ".lock")):
+        if is_complete(entry):
+            return CacheEntry(entry, built=False, seconds=time.perf_counter() - started)
+        corrupt = entry.exists()
+        if corrupt:
+            shutil.rmtree(entry)
+        staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+        try:
+            build(model_dir, staging)
+            staging.chmod(0o755)
+            staging.rename(entry)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return CacheEntry(entry, built=True, seconds=time.perf_counter() - started, replaced_corrupt=corrupt)
+
+
+def build(model_dir: Path, out: Path) -> None:
+    """Export the checkpoint's network into ``out`` and check it against eager torch."""
+    import openvino as ov
+    import torch
+
+    from worker.network import ParsingNetwork
+    from worker.openvino_engine import heads_of, preprocess
+    from worker.postprocess import parse_logits
+    from worker.torch_engine import TorchEngine
+
+    engine = TorchEngine(model_dir, max_side=1333)
+    network = ParsingNetwork(engine.model).eval()
+    sample = _sample_photo(*CHECK_SHAPES[0])
+    onnx_path = out / "model.onnx"
+    with torch.no_grad():
+        torch.onnx.export(network, (torch.from_numpy(preprocess(sample)),), str(onnx_path),
+                          opset_version=ONNX_OPSET, input_names=["image"],
+                          output_names=["class_logits", "mask_logits"],
+                          dynamic_axes={"image": {2: "height", 3: "width"},
+                                        "mask_logits": {2: "mask_height", 3: "mask_width"}})
+    # fp16 weights are OpenVINO's default on disk; the engine computes in fp32, so keep them.
+    ov.save_model(ov.convert_model(str(onnx_path)), str(out / "model.xml"), compress_to_fp16=False)
+    onnx_path.unlink()
+    heads = heads_of(engine.model)
+    (out / "heads.json").write_text(json.dumps(dataclasses.asdict(heads)))
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(out / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for width, height in CHECK_SHAPES:
+        tensor = preprocess(_sample_photo(width, height))
+        with torch.no_grad():
+            expected = network(torch.from_numpy(tensor))
+        result = compiled.create_infer_request().infer({0: tensor})
+        got = (torch.from_numpy(result[0]), torch.from_numpy(result[1]))
+        if got[1].shape != expected[1].shape:
+            raise EngineBuildError(f"the OpenVINO graph gives mask logits of shape {tuple(got[1].shape)} at "
+                                   f"{width}x{height}, torch {tuple(expected[1].shape)}")
+        labels = [parse_logits(c[0], m[0], (height, width), heads).semantic.argmax(0) for c, m in (expected, got)]
+        agreement = float((labels[0] == labels[1]).mean())
+        if agreement < MIN_AGREEMENT:
+            raise EngineBuildError(f"the OpenVINO graph disagrees with torch at {width}x{height}: "
+                                   f"{agreement:.3%} of label pixels equal, {MIN_AGREEMENT:.1%} required")
+    (out / "meta.json").write_text(json.dumps({
+        "model_dir": str(model_dir),
+        "checkpoint_sha256": checkpoint_hash(model_dir),
+        "openvino": runtime_version(),
+        "torch": torch.__version__,
+        "export_format": EXPORT_FORMAT,
+        "files": {name: {"bytes": (out / name).stat().st_size, "sha256": _sha256(out / name)}
+                  for name in GRAPH_FILES},
+    }, indent=2))
+
+
+def _sample_photo(width: int, height: int):
+    """A deterministic photo-like input (smooth color fields plus noise) for the check."""
+    import numpy as np
+
+    rng = np.random.default_rng(width * 7919 + height)
+    coarse = rng.integers(0, 256, (height // 64 + 2, width // 64 + 2, 3)).astype(np.float32)
+    ys = np.linspace(0, coarse.shape[0] - 1.001, height)
+    xs = np.linspace(0, coarse.shape[1] - 1.001, width)
+    smooth = coarse[ys.astype(int)][:, xs.astype(int)]
+    noisy = smooth + rng.normal(0, 8, smooth.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from common.settings import load_settings
+    from worker.model_source import ModelUnavailable, resolve_model_dir
+
+    settings = load_settings()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="model directory (default: M2FP_MODEL, resolved as the worker does)")
+    parser.add_argument("--cache-dir", type=Path, default=settings.model_cache_dir, help="default: MODEL_CACHE_DIR")
+    args = parser.parse_args(argv)
+    try:
+        model_dir = args.model.resolve() if args.model else resolve_model_dir(settings)
+        entry = ensure_entry(args.cache_dir, model_dir)
+    except (EngineBuildError, ModelUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"path": str(entry.path), "built": entry.built, "seconds": round(entry.seconds, 1),
+                      "replaced_corrupt": entry.replaced_corrupt}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
