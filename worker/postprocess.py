@@ -65,19 +65,20 @@ def parse_logits(class_logits: torch.Tensor, mask_logits: torch.Tensor, image_si
         chunk = slice(start, start + CHUNK)
         masks = F.interpolate(mask_logits[queries[chunk]][None].float(), size=padded, mode="bilinear",
                               align_corners=False)[0, :, :height, :width]
-        for mask, label, class_score in zip(masks, labels[chunk], class_scores[chunk]):
-            probabilities = mask.sigmoid()
-            inside = (mask > 0).float()
-            score = class_score * (probabilities * inside).sum() / (inside.sum() + 1e-6)
+        inside = (masks > 0).float()
+        probabilities = masks.sigmoid()
+        mask_scores = (probabilities * inside).flatten(1).sum(1) / (inside.flatten(1).sum(1) + 1e-6)
+        for index, (label, class_score) in enumerate(zip(labels[chunk], class_scores[chunk])):
+            score = class_score * mask_scores[index]
             if score < heads.threshold:
                 continue
             if label == heads.human_class:
                 person_scores.append(float(score))
-                person_masks.append(mask.numpy().copy())
+                person_masks.append(masks[index].numpy().copy())
             elif label < heads.num_parts:
-                weighted = probabilities * score
+                weighted = probabilities[index] * score
                 hit = weighted > 0.5
-                total[label] = torch.where(hit, weighted + total[label], total[label])
+                total[label] += weighted * hit  # adds exactly 0 where the model's torch.where keeps the sum
                 pasted[label] += hit
     semantic = total / pasted.clamp_(min=1)
     order = np.argsort(person_scores)[::-1]
