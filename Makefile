@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test synthetic-model bench bench-scale backfill check-env lock clean-venv
+.PHONY: help venv run test synthetic-model engine bench bench-scale backfill check-env lock clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,13 +34,16 @@ synthetic-model: $(STAMP) ## write synthetic M2FP checkpoints (tiny + full-size)
 	$(PY) -m worker.synthetic --out $(MODELS)/m2fp-synthetic-tiny --size tiny
 	$(PY) -m worker.synthetic --out $(MODELS)/m2fp-synthetic-full --size full
 
+engine: $(STAMP) ## build the OpenVINO engine of M2FP_MODEL into MODEL_CACHE_DIR ahead of the first worker start
+	$(PY) -m worker.engine_cache
+
 run: $(STAMP) ## start Redis (embedded unless REDIS_URL), the API on 127.0.0.1:PORT (8000) and WORKERS (1) workers
 	$(PY) -m scripts.run_local
 
 test: $(STAMP) ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP) ## seconds per image: stock pipeline vs worker path, and queue overhead (full-size synthetic model)
+bench: $(STAMP) ## seconds per photo: stock pipeline vs torch and OpenVINO engines, output resolution, queue overhead
 	$(PY) -m scripts.bench
 
 lock: $(STAMP) ## rewrite requirements/lock.txt from the working .venv (after changing a pin)

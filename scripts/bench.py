@@ -1,88 +1,135 @@
-"""``make bench``: seconds per image on the full-size synthetic M2FP checkpoint.
+"""``make bench``: the engines on the full-size synthetic M2FP checkpoint, in one run.
 
-(a) the stock modelscope pipeline call, (b) the worker's own inference path (and the
-same plus building the four outputs), on the same images; then (c) the queue overhead:
-jobs through the real API, Redis and one worker, end-to-end latency minus inference.
-Prints a Markdown table with the machine it ran on. Synthetic weights run exactly the
+Every row is a fresh process (process settings only act before torch loads, and peak
+memory is per process) parsing the same photo: the stock modelscope pipeline call as
+the M2FP demo runs it, the torch engine with and without each process setting, and the
+OpenVINO engine (fixed-shape and dynamic graph, 2 and 1 threads, bf16 where the CPU has
+it). Each row gives seconds per photo, the speed-up over the stock call, label agreement
+with the torch engine in fp32 (glibc and MKL defaults), the person count and peak RSS.
+Then output resolution against the stock pipeline's own full-size labels, and the queue
+overhead through the real API, Redis and one worker. Synthetic weights run exactly the
 official architecture's arithmetic, so the timings stand for the real model's.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 
 from common.images import encode_jpeg
 from scripts.imagegen import photo
 from scripts.processes import REPO
 from scripts.stack import local_system
+from worker.process_tuning import cpu_flags
 
-SIZES = [(512, 384), (768, 576), (1024, 768)]
+PHOTO = (768, 576)
+RESOLUTION_PHOTOS = [(768, 576), (1600, 1200), (3000, 2000)]
+LARGE_PHOTO = (8000, 5000)
 
 
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    import torch
+    from importlib import metadata
 
     return (f"{cpu}, {len(os.sched_getaffinity(0))} cores usable, Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+            f"torch {metadata.version('torch')}, OpenVINO {metadata.version('openvino')}")
 
 
-def timed(fn, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+def rows(model: Path, engine_dir: Path) -> list[tuple[str, dict]]:
+    """(label, child config) per table row; the first two are the baseline and the reference."""
+    defaults = {"malloc": False, "mkl": False}
+    tuned = {"malloc": True, "mkl": True}
+    table = [
+        ("stock pipeline call (glibc, MKL defaults)", {"engine": "stock", "threads": 2, **defaults}),
+        ("torch engine (glibc, MKL defaults)", {"engine": "torch", "threads": 2, **defaults}),
+        ("torch engine + malloc keeps freed memory", {"engine": "torch", "threads": 2, "malloc": True, "mkl": False}),
+        ("torch engine + MKL AVX2 on AMD", {"engine": "torch", "threads": 2, "malloc": False, "mkl": True}),
+        ("torch engine + both (M2FP_ENGINE=torch)", {"engine": "torch", "threads": 2, **tuned}),
+        ("OpenVINO fp32 (glibc, MKL defaults)", {"engine": "openvino", "threads": 2, **defaults}),
+        ("**OpenVINO fp32, fixed shapes + both (default)**", {"engine": "openvino", "threads": 2, **tuned}),
+        ("OpenVINO fp32, dynamic graph + both", {"engine": "openvino", "threads": 2, "static_shapes": 0, **tuned}),
+        ("OpenVINO fp32, 1 thread + both", {"engine": "openvino", "threads": 1, **tuned}),
+    ]
+    if {"avx512_bf16", "amx_bf16"} & cpu_flags():
+        table.append(("OpenVINO bf16 + both (M2FP_PRECISION=bf16)",
+                      {"engine": "openvino", "threads": 2, "precision": "bf16", **tuned}))
+    for _, config in table:
+        config.update(model=str(model), engine_dir=str(engine_dir))
+    return table
 
 
-def bench_inference(model: Path, repeats: int) -> list[tuple[str, float, float, float]]:
-    from worker.engine import M2FPEngine
-    from worker.outputs import render
+def child(module: str, config: dict) -> dict:
+    """Run ``python -m module config`` and return the JSON it prints last."""
+    done = subprocess.run([sys.executable, "-m", module, json.dumps(config)], cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{module} failed for {config}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
-    started = time.perf_counter()
-    engine = M2FPEngine(model, max_side=1333)
-    print(f"model load: {time.perf_counter() - started:.1f} s")
-    engine.parse(photo(320, 240))  # warm-up: first-call allocations
-    rows = []
-    for width, height in SIZES:
-        image = photo(width, height, seed=width)
 
-        def worker_path():
-            parsed = engine.parse(image)
-            render(image, parsed.labels, parsed.class_scores, parsed.persons, {})
+def ensure_engine(model: Path, cache_dir: Path) -> Path:
+    done = subprocess.run([sys.executable, "-m", "worker.engine_cache", "--model", str(model),
+                           "--cache-dir", str(cache_dir)], cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"could not build the OpenVINO engine:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    what = f"built in {result['seconds']:.1f} s" if result["built"] else "reused"
+    print(f"OpenVINO engine {what}: {result['path']}", flush=True)
+    return Path(result["path"])
 
-        stock = timed(lambda: engine.parse_stock(image), repeats)
-        ours = timed(lambda: engine.parse(image), repeats)
-        with_outputs = timed(worker_path, repeats)
-        rows.append((f"{width}x{height}", stock, ours, with_outputs))
-        print(f"{width}x{height}: stock {stock:.2f} s, worker parse {ours:.2f} s, parse+outputs {with_outputs:.2f} s")
-    return rows
+
+def bench_engines(model: Path, engine_dir: Path, repeats: int, work: Path) -> list[list[str]]:
+    key = f"{PHOTO[0]}x{PHOTO[1]}"
+    results = []
+    for index, (label, config) in enumerate(rows(model, engine_dir)):
+        out = work / f"row{index}.npz"
+        config.update(photos=[list(PHOTO)], repeats=repeats, out=str(out))
+        result = child("scripts.bench_engine", config)
+        result["outputs"] = dict(np.load(out)) if config["engine"] != "stock" else {}
+        results.append((label, result))
+        print(f"{label}: {result['seconds'][key]:.2f} s/photo, peak RSS {result['peak_rss_mib']:.0f} MiB",
+              flush=True)
+    stock = results[0][1]["seconds"][key]
+    reference = results[1][1]["outputs"]
+    table = []
+    for label, result in results:
+        seconds = result["seconds"][key]
+        outputs = result["outputs"]
+        if outputs:
+            agree = f"{(outputs[f'{key}/labels'] == reference[f'{key}/labels']).mean():.4%}"
+            persons = f"{int(outputs[f'{key}/persons'])} ({int(reference[f'{key}/persons'])})"
+        else:
+            agree, persons = "(stock output format)", ""
+        table.append([label, f"{seconds:.2f}", f"{stock / seconds:.2f}x", agree, persons,
+                      f"{result['peak_rss_mib']:.0f}"])
+    return table
 
 
 def bench_queue(model: Path, jobs: int) -> list[tuple[float, float]]:
-    """Submit one job at a time; return (end-to-end seconds, inference seconds) per job."""
+    """Submit one job at a time through the default engine; (end-to-end s, inference s) per job."""
     with tempfile.TemporaryDirectory() as tmp, local_system(Path(tmp), M2FP_MODEL=str(model)) as stack:
-        # One model process with all cores: the lowest latency for one job at a time,
-        # and the same threads as the in-process timings above.
+        # One model process with all cores: the lowest latency for one job at a time.
         stack.start_worker("bench", WORKER_CONCURRENCY="1", TORCH_THREADS=str(len(os.sched_getaffinity(0))))
-        warm = stack.submit(encode_jpeg(photo(320, 240)))
-        stack.wait_for(warm.json()["id"], timeout=600)
+        warm = stack.submit(encode_jpeg(photo(*PHOTO, seed=999)))
+        stack.wait_for(warm.json()["id"], timeout=900)
         results = []
         for seed in range(jobs):
-            data = encode_jpeg(photo(768, 576, seed=seed))  # distinct: the same bytes would be deduplicated
+            data = encode_jpeg(photo(*PHOTO, seed=seed))  # distinct: the same bytes would be deduplicated
             started = time.perf_counter()
             job_id = stack.submit(data).json()["id"]
             job = stack.wait_for(job_id, timeout=600)
             elapsed = time.perf_counter() - started
             assert job["status"] == "succeeded", job
+            assert job["result"]["summary"]["model"]["engine"] == "openvino", job["result"]["summary"]["model"]
             results.append((elapsed, job["result"]["summary"]["inference_seconds"]))
         return results
 
@@ -95,26 +142,45 @@ def ensure_full_model(path: Path) -> None:
         write_model(path, "full")
 
 
+def markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=REPO / "models" / "m2fp-synthetic-full")
+    parser.add_argument("--cache-dir", type=Path, default=REPO / "var" / "models")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=5)
     args = parser.parse_args()
     ensure_full_model(args.model)
-    rows = bench_inference(args.model, args.repeats)
+    engine_dir = ensure_engine(args.model, args.cache_dir)
+    with tempfile.TemporaryDirectory() as work:
+        engines = bench_engines(args.model, engine_dir, args.repeats, Path(work))
+    resolution = child("scripts.bench_resolution", {"model": str(args.model), "engine_dir": str(engine_dir),
+                                                     "photos": [list(p) for p in RESOLUTION_PHOTOS],
+                                                     "large": list(LARGE_PHOTO)})
     queue = bench_queue(args.model, args.jobs)
     overhead = [total - inference for total, inference in queue]
 
-    print(f"\nMachine: {machine()}\nModel: full-size synthetic M2FP (CIHP R101 architecture), "
-          f"median of {args.repeats} runs\n")
-    print("| input | stock pipeline call, s/image | worker parse, s/image | worker parse + 4 outputs, s/image |")
-    print("|---|---|---|---|")
-    for size, stock, ours, with_outputs in rows:
-        print(f"| {size} | {stock:.2f} | {ours:.2f} | {with_outputs:.2f} |")
-    print(f"\nQueue overhead, {len(queue)} jobs of 768x576 one at a time through API + Redis + 1 worker "
-          f"(client-observed latency, polling every 0.1 s, minus inference):")
-    print(f"median {statistics.median(overhead):.2f} s, max {max(overhead):.2f} s; "
+    print(f"\nMachine: {machine()}\nModel: full-size synthetic M2FP (CIHP R101 architecture); one "
+          f"{PHOTO[0]}x{PHOTO[1]} photo (run at 853x640), median of {args.repeats} runs after one warm-up, "
+          "each row a fresh process, 2 threads unless said\n")
+    print(markdown(["engine", "s/photo", "vs stock", "label agreement with torch fp32", "persons (torch)",
+                    "peak RSS, MiB"], engines))
+    print("\nOutput resolution: agreement of labels.png with the stock pipeline's labels at the photo's size\n")
+    print(markdown(["photo", "torch, nearest-neighbour (old)", "torch, bilinear probabilities",
+                    "OpenVINO, bilinear probabilities (labels.png)"],
+                   [[r["photo"], f"{r['nearest']:.3%}", f"{r['bilinear']:.3%}", f"{r['openvino_bilinear']:.3%}"]
+                    for r in resolution["rows"]]))
+    costs = resolution["costs"]
+    print(f"\nScaling the labels to a {resolution['large']} photo: nearest {costs['nearest']['seconds']:.2f} s "
+          f"(peak {costs['nearest']['peak_mib']:.0f} MiB), bilinear {costs['bilinear']['seconds']:.2f} s "
+          f"(peak {costs['bilinear']['peak_mib']:.0f} MiB)")
+    print(f"\nQueue overhead, {len(queue)} jobs of {PHOTO[0]}x{PHOTO[1]} one at a time through API + Redis + "
+          "1 worker on the default engine (client-observed latency, polling every 0.1 s, minus inference): "
+          f"median {statistics.median(overhead):.2f} s, max {max(overhead):.2f} s; "
           f"median end-to-end {statistics.median(t for t, _ in queue):.2f} s")
 
 

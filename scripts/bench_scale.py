@@ -1,11 +1,14 @@
 """``make bench-scale``: jobs per minute through 1 and 2 worker processes (and more
-where there are more cores), the same batch each time, full-size synthetic M2FP.
+where there are more cores), the same batch each time, full-size synthetic M2FP, on
+the default engine; then the peak memory of one model process by photo size.
 
 Each configuration is a fresh system (Redis, API, one Celery worker with
 WORKER_CONCURRENCY model processes of TORCH_THREADS threads each); the batch is
 submitted at once and timed from submission to the last job's end. Memory is read
 from /proc after the batch: each model process's peak resident set (the figure to
-size a container by: processes x peak + the main process).
+size a container by: processes x peak + the main process). The memory table runs one
+job per fresh worker: a 768x576 photo, the widest shape the model runs at (2666x1280,
+run at 1333x640) and a 40-megapixel photo (8000x5000, decoded and rendered full size).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from pathlib import Path
 import requests
 
 from common.images import encode_jpeg
-from scripts.bench import ensure_full_model, machine
+from scripts.bench import ensure_engine, ensure_full_model, machine
 from scripts.imagegen import photo
 from scripts.processes import REPO, wait_until
 from scripts.stack import local_system
@@ -62,6 +65,19 @@ def run(model: Path, processes: int, threads: int, images: list[bytes]) -> tuple
         return seconds, max(memory_mib(pid, "VmHWM") for pid in pool), memory_mib(worker.pid, "VmRSS")
 
 
+MEMORY_PHOTOS = [(768, 576), (2666, 1280), (8000, 5000)]
+
+
+def peak_memory(model: Path, width: int, height: int) -> float:
+    """Peak resident memory (MiB) of a fresh model process that parsed one photo of this size."""
+    with tempfile.TemporaryDirectory() as tmp, local_system(Path(tmp), M2FP_MODEL=str(model)) as stack:
+        worker = stack.start_worker("memory", WORKER_CONCURRENCY="1", TORCH_THREADS="2")
+        job_id = stack.submit(encode_jpeg(photo(width, height, seed=5), quality=85)).json()["id"]
+        assert stack.wait_for(job_id, timeout=900)["status"] == "succeeded"
+        pid = int(re.findall(r"worker process (\d+) ready", worker.log_text())[0])
+        return memory_mib(pid, "VmHWM")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=REPO / "models" / "m2fp-synthetic-full")
@@ -69,6 +85,7 @@ def main() -> None:
     parser.add_argument("--size", default="768x576")
     args = parser.parse_args()
     ensure_full_model(args.model)
+    ensure_engine(args.model, REPO / "var" / "models")  # the cache the workers below use
     width, height = (int(v) for v in args.size.split("x"))
     images = [encode_jpeg(photo(width, height, seed=i)) for i in range(args.jobs)]  # distinct: no dedupe
     cpus = usable_cpus()
@@ -87,6 +104,9 @@ def main() -> None:
     for processes, threads, seconds, model_process_mib, main_mib in rows:
         print(f"| {processes} | {threads} | {seconds:.1f} | {args.jobs / seconds * 60:.1f} "
               f"| {model_process_mib:.0f} | {main_mib:.0f} |")
+    print("\n| photo | peak RSS of the model process, MiB |\n|---|---|")
+    for width, height in MEMORY_PHOTOS:
+        print(f"| {width}x{height} | {peak_memory(args.model, width, height):.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -77,11 +77,39 @@ def tiny_model(tmp_path_factory) -> Path:
     return write_model(tmp_path_factory.mktemp("models") / "m2fp-tiny", "tiny")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache(tmp_path_factory, tiny_model) -> Path:
+    """The tiny model's OpenVINO engine, built once; worker subprocesses started by any
+    test inherit MODEL_CACHE_DIR and reuse it, as workers sharing a volume do."""
+    from worker.engine_cache import ensure_entry
+
+    cache_dir = tmp_path_factory.mktemp("model-cache")
+    ensure_entry(cache_dir, tiny_model)
+    os.environ["MODEL_CACHE_DIR"] = str(cache_dir)
+    return cache_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_engine_dir(engine_cache, tiny_model) -> Path:
+    from worker.engine_cache import entry_dir
+
+    return entry_dir(engine_cache, tiny_model)
+
+
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_model):
-    from worker.engine import M2FPEngine
+    """The reference (torch) engine on the tiny model."""
+    from worker.torch_engine import TorchEngine
 
-    return M2FPEngine(tiny_model, max_side=320)
+    return TorchEngine(tiny_model, max_side=320)
+
+
+@pytest.fixture(scope="session")
+def fast_engine(tiny_model, tiny_engine_dir):
+    """The default (OpenVINO) engine on the tiny model."""
+    from worker.openvino_engine import OpenVINOEngine
+
+    return OpenVINOEngine(tiny_model, tiny_engine_dir, max_side=320, threads=1)
 
 
 @pytest.fixture()
@@ -90,6 +118,6 @@ def job_store(redis_url) -> JobStore:
 
 
 @pytest.fixture()
-def settings(tmp_path, redis_url, tiny_model) -> Settings:
+def settings(tmp_path, redis_url, tiny_model, engine_cache) -> Settings:
     return Settings(redis_url=redis_url, local_store_dir=tmp_path / "store",
-                    m2fp_model=str(tiny_model), inference_max_side=320, model_cache_dir=tmp_path / "cache")
+                    m2fp_model=str(tiny_model), inference_max_side=320, model_cache_dir=engine_cache)

@@ -26,7 +26,6 @@ def stack(request, redis_server, tiny_model, tmp_path_factory):
         "INFERENCE_MAX_SIDE": "320",
         "TORCH_THREADS": "1",
         "LOCAL_STORE_DIR": str(base / "store"),
-        "MODEL_CACHE_DIR": str(base / "cache"),
     }
     if request.param == "s3":
         from common.storage import S3Store

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from common.labels import CIHP_CLASSES
 from scripts.imagegen import photo
@@ -26,17 +27,24 @@ def test_full_configuration_matches_the_official_cihp_r101():
     assert SIZES["full"]["hidden"] == 256
 
 
-def test_synthetic_weights_parse_any_photo_into_parts_and_persons(tiny_engine):
+@pytest.mark.parametrize("engine_name", ["tiny_engine", "fast_engine"])
+def test_synthetic_weights_parse_any_photo_into_parts_and_persons(request, engine_name):
+    engine = request.getfixturevalue(engine_name)
     for seed, (w, h) in enumerate([(320, 240), (150, 400), (97, 61)]):
-        parsing = tiny_engine.parse(photo(w, h, seed))
+        parsing = engine.parse(photo(w, h, seed))
         assert parsing.labels.dtype == np.uint8
         assert parsing.labels.shape == (parsing.size[1], parsing.size[0])
+        assert parsing.semantic.shape == (20, parsing.size[1], parsing.size[0])
         assert max(parsing.size) <= 320
         parts = set(np.unique(parsing.labels).tolist()) - {0}
         assert len(parts) >= 3, parts
-        assert parsing.persons and parsing.persons >= 1
+        assert parsing.person_count >= 1 and parsing.person_threshold == 0.5
+        scores = [p.score for p in parsing.persons]
+        assert scores == sorted(scores, reverse=True) and min(scores) >= 0.5
+        assert all(p.mask_logits.shape == parsing.labels.shape for p in parsing.persons)
         assert set(parsing.class_scores) == set(np.unique(parsing.labels).tolist())
         assert all(0 <= s <= 1 for s in parsing.class_scores.values())
+    assert engine.description["engine"] == {"tiny_engine": "torch", "fast_engine": "openvino"}[engine_name]
 
 
 def test_stock_pipeline_runs_on_the_same_model(tiny_engine):

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from common.labels import CIHP_CLASSES, PALETTE, legend, voc_colormap
+from worker.engine import Parsing
 from worker.outputs import blend, colorize, render, summarize
 
 
@@ -52,14 +53,20 @@ def test_summary_fractions_scores_and_legend():
 def test_render_builds_all_outputs_at_the_original_size():
     image = np.zeros((30, 50, 3), np.uint8)
     labels = np.array([[0, 5], [9, 14]], np.uint8)  # what a model saw at a smaller size
-    rendered = render(image, labels, {0: 1.0, 5: 1.0, 9: 1.0, 14: 1.0}, None, {"job_id": "x"})
+    semantic = np.zeros((20, 2, 2), np.float32)
+    semantic[labels, np.arange(2)[:, None], np.arange(2)[None, :]] = 0.9
+    parsing = Parsing(semantic=semantic, persons=None, person_threshold=None, size=(2, 2))
+    rendered = render(image, parsing, {"job_id": "x"})
     assert set(rendered.files) == {"colored.png", "labels.png", "overlay.jpg", "result.json"}
     colored = np.asarray(Image.open(io.BytesIO(rendered.files["colored.png"])))
     assert colored.shape == (30, 50, 3)
     label_png = Image.open(io.BytesIO(rendered.files["labels.png"]))
     assert label_png.mode == "L" and label_png.size == (50, 30)
-    assert set(np.unique(np.asarray(label_png))) == {0, 5, 9, 14}
+    full = np.asarray(label_png)
+    assert set(np.unique(full)) == {0, 5, 9, 14}
+    assert full[0, 0] == 0 and full[0, -1] == 5 and full[-1, 0] == 9 and full[-1, -1] == 14
     assert Image.open(io.BytesIO(rendered.files["overlay.jpg"])).size == (50, 30)
     summary = json.loads(rendered.files["result.json"])
     assert summary["job_id"] == "x" and summary["persons"] is None
     assert {c["id"] for c in summary["classes"]} == {0, 5, 9, 14}
+    assert all(c["score"] == 0.9 for c in summary["classes"])

@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -142,7 +143,8 @@ def build(model_dir: Path, out: Path) -> None:
     network = ParsingNetwork(engine.model).eval()
     sample = _sample_photo(*CHECK_SHAPES[0])
     onnx_path = out / "model.onnx"
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python values it records as constants
         torch.onnx.export(network, (torch.from_numpy(preprocess(sample)),), str(onnx_path),
                           opset_version=ONNX_OPSET, input_names=["image"],
                           output_names=["class_logits", "mask_logits"],
@@ -181,6 +183,16 @@ def build(model_dir: Path, out: Path) -> None:
     }, indent=2))
 
 
+def check_runtime(entry: Path) -> None:
+    """Prove that OpenVINO loads in this environment and reads the entry's graph."""
+    try:
+        import openvino as ov
+
+        ov.Core().read_model(entry / "model.xml")
+    except Exception as exc:  # ImportError, a broken shared library, an unreadable graph
+        raise EngineBuildError(f"OpenVINO cannot load here ({type(exc).__name__}: {exc})") from None
+
+
 def _sample_photo(width: int, height: int):
     """A deterministic photo-like input (smooth color fields plus noise) for the check."""
     import numpy as np
@@ -206,6 +218,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         model_dir = args.model.resolve() if args.model else resolve_model_dir(settings)
         entry = ensure_entry(args.cache_dir, model_dir)
+        check_runtime(entry.path)
     except (EngineBuildError, ModelUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -33,15 +33,16 @@ def _hold(hold_file: Optional[Path], job_id: str) -> None:
     if hold_file is None or not hold_file.exists():
         return
     deaf = hold_file.read_text().strip() == "deaf"
-    if deaf:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # Celery's soft time limit
+    # Ignored, not blocked: the engine's runtime has threads of its own that would take a
+    # signal this thread blocks, and Python runs the handler anyway (Celery's soft limit).
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN) if deaf else None
     (hold_file.parent / f"holding-{job_id}").write_text(str(os.getpid()))
     try:
         while hold_file.exists():
             time.sleep(0.05)
     finally:
         if deaf:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+            signal.signal(signal.SIGUSR1, previous)
 
 
 def read_input(ctx: WorkerContext, job: Job) -> bytes:

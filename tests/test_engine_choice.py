@@ -1,0 +1,61 @@
+"""Which engine a real worker runs: M2FP_ENGINE=auto|openvino|torch, and the fallback
+when the OpenVINO runtime cannot load (a broken install, simulated by an `openvino`
+package earlier on the path that fails to import, as a missing shared library does)."""
+import re
+
+import pytest
+
+from scripts.imagegen import photo_jpeg
+from scripts.processes import REPO
+from scripts.stack import local_system
+
+BROKEN = "raise ImportError('libopenvino.so.2610: cannot open shared object file (simulated)')\n"
+
+
+@pytest.fixture()
+def broken_openvino(tmp_path) -> str:
+    package = tmp_path / "broken" / "openvino"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(BROKEN)
+    return f"{package.parent}:{REPO}"
+
+
+def run_one_job(tmp_path, tiny_model, **worker_env) -> tuple[dict, str]:
+    with local_system(tmp_path, M2FP_MODEL=str(tiny_model), INFERENCE_MAX_SIDE="64", TORCH_THREADS="1") as stack:
+        worker = stack.start_worker("w", **worker_env)
+        job = stack.wait_for(stack.submit(photo_jpeg(80, 60)).json()["id"])
+        return job, worker.log_text()
+
+
+def test_default_engine_is_openvino_and_the_log_says_what_ran(tmp_path, tiny_model):
+    job, log = run_one_job(tmp_path, tiny_model)
+    assert job["status"] == "succeeded", job
+    assert job["result"]["summary"]["model"]["engine"] == "openvino"
+    assert job["result"]["summary"]["model"]["precision"] == "fp32"
+    assert "OpenVINO engine reused from" in log  # the session's cache (MODEL_CACHE_DIR)
+    assert re.search(r"worker process \d+ ready: openvino engine \(fp32\)", log), log[-3000:]
+    assert "process tuning: malloc:" in log
+
+
+def test_auto_falls_back_to_torch_with_one_warning(tmp_path, tiny_model, broken_openvino):
+    job, log = run_one_job(tmp_path, tiny_model, PYTHONPATH=broken_openvino)
+    assert job["status"] == "succeeded", job
+    assert job["result"]["summary"]["model"]["engine"] == "torch"
+    warnings = [line for line in log.splitlines() if "OpenVINO engine unavailable" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0] and "simulated" in warnings[0], log[-3000:]
+    assert re.search(r"worker process \d+ ready: torch engine", log)
+
+
+def test_torch_engine_on_request_without_a_warning(tmp_path, tiny_model, broken_openvino):
+    job, log = run_one_job(tmp_path, tiny_model, PYTHONPATH=broken_openvino, M2FP_ENGINE="torch")
+    assert job["result"]["summary"]["model"]["engine"] == "torch"
+    assert "OpenVINO" not in log
+
+
+def test_openvino_on_request_refuses_to_start_without_it(tmp_path, tiny_model, broken_openvino):
+    with local_system(tmp_path, M2FP_MODEL=str(tiny_model)) as stack:
+        worker = stack.start_worker("w", PYTHONPATH=broken_openvino, M2FP_ENGINE="openvino")
+        assert worker.popen.wait(timeout=120) != 0
+        log = worker.log_text()
+    assert "the OpenVINO engine is unavailable" in log and "simulated" in log
+    assert "M2FP_ENGINE=torch" in log and "ready" not in log

@@ -1,0 +1,137 @@
+"""The fast engine against the reference: same network, same labels, same persons; its
+cache built once per checkpoint, reused, rebuilt when corrupt, safe under concurrency."""
+import json
+import shutil
+import subprocess
+import sys
+from unittest.mock import ANY
+
+import numpy as np
+import pytest
+import torch
+
+from scripts.imagegen import photo
+from scripts.processes import REPO
+from worker.engine import Parsing, model_input
+from worker.engine_cache import CacheEntry, ensure_entry, entry_dir, is_complete
+from worker.network import ParsingNetwork
+from worker.openvino_engine import OpenVINOEngine, heads_of, preprocess
+from worker.postprocess import parse_logits
+
+# (width, height): landscape, portrait, wider than the long-side bound, tiny, square.
+SHAPES = [(320, 240), (150, 400), (900, 200), (97, 61), (256, 256)]
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    return float((a == b).mean())
+
+
+@pytest.mark.parametrize("width, height", SHAPES[:3])
+def test_the_exportable_network_computes_what_the_model_computes(tiny_engine, width, height):
+    """ParsingNetwork + our postprocess in eager torch = modelscope's forward + postprocess."""
+    image = photo(width, height, seed=width)
+    reference = tiny_engine.parse(image)
+    resized, size = model_input(image, tiny_engine.max_side)
+    with torch.no_grad():
+        class_logits, mask_logits = ParsingNetwork(tiny_engine.model).eval()(torch.from_numpy(preprocess(resized)))
+    ours = parse_logits(class_logits[0], mask_logits[0], (size[1], size[0]), heads_of(tiny_engine.model))
+    assert np.abs(ours.semantic - reference.semantic).max() < 1e-4
+    assert ours.person_scores == pytest.approx([p.score for p in reference.persons], abs=1e-5)
+
+
+@pytest.mark.parametrize("width, height", SHAPES)
+def test_fast_engine_agrees_with_torch_on_labels_and_persons(tiny_engine, fast_engine, width, height):
+    image = photo(width, height, seed=height)
+    reference, fast = tiny_engine.parse(image), fast_engine.parse(image)
+    assert fast.size == reference.size
+    assert agreement(fast.labels, reference.labels) >= 0.995
+    assert agreement(fast.labels_at((width, height)), reference.labels_at((width, height))) >= 0.995
+    assert fast.person_count == reference.person_count >= 1
+    assert [p.score for p in fast.persons] == pytest.approx([p.score for p in reference.persons], abs=1e-3)
+    for ours, theirs in zip(fast.persons, reference.persons):
+        assert agreement(ours.mask_logits > 0, theirs.mask_logits > 0) >= 0.995
+
+
+def test_dynamic_graph_agrees_with_the_fixed_shape_compilations(tiny_model, tiny_engine_dir, fast_engine):
+    dynamic = OpenVINOEngine(tiny_model, tiny_engine_dir, max_side=320, threads=1, static_shapes=0)
+    for width, height in SHAPES:
+        image = photo(width, height, seed=3)
+        assert agreement(dynamic.parse(image).labels, fast_engine.parse(image).labels) >= 0.995
+
+
+def test_fixed_shape_compilations_are_bounded(tiny_model, tiny_engine_dir):
+    engine = OpenVINOEngine(tiny_model, tiny_engine_dir, max_side=320, threads=1, static_shapes=2)
+    for width, height in SHAPES:
+        engine.parse(photo(width, height))
+    assert len(engine.requests) == 2
+    last = preprocess(model_input(photo(*SHAPES[-1]), 320)[0]).shape
+    assert last in engine.requests
+
+
+def test_cache_entry_is_reused_on_the_second_start(tiny_model, engine_cache, tiny_engine_dir):
+    graph = tiny_engine_dir / "model.bin"
+    stamp = graph.stat().st_mtime_ns
+    again = ensure_entry(engine_cache, tiny_model)
+    assert not again.built and again.path == tiny_engine_dir and graph.stat().st_mtime_ns == stamp
+
+
+def test_cache_key_names_checkpoint_runtime_and_export_format(tiny_model, tiny_engine_dir):
+    name = tiny_engine_dir.name
+    assert name.startswith("m2fp-") and "-openvino-" in name and name.endswith("-export1")
+    meta = json.loads((tiny_engine_dir / "meta.json").read_text())
+    assert name.split("-")[1] == meta["checkpoint_sha256"][:16]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+def test_a_corrupt_cache_entry_is_rebuilt_not_fatal(tiny_model, tiny_engine_dir, tmp_path, damage):
+    entry = tmp_path / "engines" / tiny_engine_dir.name
+    shutil.copytree(tiny_engine_dir, entry)
+    assert ensure_entry(tmp_path, tiny_model) == CacheEntry(entry, built=False, seconds=ANY)
+    weights = entry / "model.bin"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "flip":
+        data = bytearray(weights.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    else:
+        (entry / "model.xml").unlink()
+    assert not is_complete(entry)
+    rebuilt = ensure_entry(tmp_path, tiny_model)
+    assert rebuilt.built and rebuilt.replaced_corrupt and is_complete(rebuilt.path)
+    engine = OpenVINOEngine(tiny_model, rebuilt.path, max_side=320, threads=1)
+    assert engine.parse(photo(64, 48)).person_count >= 1
+
+
+def test_concurrent_builds_make_one_entry_and_no_leftovers(tiny_model, tmp_path):
+    command = [sys.executable, "-m", "worker.engine_cache", "--model", str(tiny_model), "--cache-dir", str(tmp_path)]
+    children = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    results = []
+    try:
+        for child in children:
+            out, err = child.communicate(timeout=300)
+            assert child.returncode == 0, err[-2000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            child.kill()
+    assert sorted(r["built"] for r in results) == [False, True]
+    assert results[0]["path"] == results[1]["path"] and is_complete(entry_dir(tmp_path, tiny_model))
+    leftovers = [p.name for p in (tmp_path / "engines").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_a_summary_names_the_engine_that_ran(fast_engine, tiny_engine):
+    assert fast_engine.description["engine"] == "openvino" and fast_engine.description["precision"] == "fp32"
+    assert tiny_engine.description["engine"] == "torch"
+
+
+def test_parsing_labels_are_the_argmax_of_its_semantic_map():
+    semantic = np.random.default_rng(0).random((20, 6, 7)).astype(np.float32)
+    parsing = Parsing(semantic=semantic, persons=[], person_threshold=0.5, size=(7, 6))
+    assert (parsing.labels == semantic.argmax(0)).all() and parsing.person_count == 0
+    scores = parsing.class_scores
+    for class_id, score in scores.items():
+        assert score == pytest.approx(semantic.max(0)[parsing.labels == class_id].mean())
