@@ -81,12 +81,16 @@ class Settings(BaseSettings):
     # Input shapes each OpenVINO process keeps a fixed-shape compilation for (about 15 %
     # faster than the dynamic graph, 1.3 s to compile a new shape); 0: one dynamic graph.
     openvino_static_shapes: int = Field(2, ge=0)
+    # Photos up to this many pixels get labels decided at their own size, as the stock
+    # pipeline does; larger ones at the largest size within it, then scaled (README).
+    labels_max_pixels: int = Field(2_000_000, gt=0)
     # Process settings applied before torch loads (worker/process_tuning.py).
     malloc_keep_freed: bool = True
     mkl_avx2_on_amd: bool = True
-    # Peak memory one model process may reach (the full-size model peaked at 2.4 to 3.2
-    # GiB, see README "Scaling"); the derived concurrency fits the memory limit with it.
-    model_process_memory_mb: int = Field(3500, gt=0)
+    # Peak memory one model process may reach (the full-size model on the OpenVINO engine
+    # peaked at 1.3 to 2.5 GiB, see README "Scaling"; the torch engine needs about 4000);
+    # the derived concurrency fits the memory limit with it.
+    model_process_memory_mb: int = Field(2800, gt=0)
     # Fault injection for tests: while this file exists a worker holds each job just
     # before inference (after marking it running), so a test can kill it there. A file
     # that says "deaf" also blocks the soft time limit's signal while holding, as native

@@ -170,14 +170,14 @@ def main() -> None:
     print(markdown(["engine", "s/photo", "vs stock", "label agreement with torch fp32", "persons (torch)",
                     "peak RSS, MiB"], engines))
     print("\nOutput resolution: agreement of labels.png with the stock pipeline's labels at the photo's size\n")
-    print(markdown(["photo", "torch, nearest-neighbour (old)", "torch, bilinear probabilities",
-                    "OpenVINO, bilinear probabilities (labels.png)"],
-                   [[r["photo"], f"{r['nearest']:.3%}", f"{r['bilinear']:.3%}", f"{r['openvino_bilinear']:.3%}"]
+    print(markdown(["photo", "decided at 640 px, enlarged (old)", "torch engine, decided at the photo size",
+                    "OpenVINO engine (labels.png)"],
+                   [[r["photo"], f"{r['old']:.3%}", f"{r['torch']:.3%}", f"{r['openvino']:.3%}"]
                     for r in resolution["rows"]]))
     costs = resolution["costs"]
-    print(f"\nScaling the labels to a {resolution['large']} photo: nearest {costs['nearest']['seconds']:.2f} s "
-          f"(peak {costs['nearest']['peak_mib']:.0f} MiB), bilinear {costs['bilinear']['seconds']:.2f} s "
-          f"(peak {costs['bilinear']['peak_mib']:.0f} MiB)")
+    print(f"\nA {resolution['large']} photo on the default engine (parse + labels at the photo's size): "
+          f"{costs['old']:.2f} s deciding at 640 px, {costs['default']:.2f} s deciding at "
+          f"{resolution['bound'] / 1e6:.1f} megapixels")
     print(f"\nQueue overhead, {len(queue)} jobs of {PHOTO[0]}x{PHOTO[1]} one at a time through API + Redis + "
           "1 worker on the default engine (client-observed latency, polling every 0.1 s, minus inference): "
           f"median {statistics.median(overhead):.2f} s, max {max(overhead):.2f} s; "

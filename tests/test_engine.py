@@ -33,8 +33,8 @@ def test_synthetic_weights_parse_any_photo_into_parts_and_persons(request, engin
     for seed, (w, h) in enumerate([(320, 240), (150, 400), (97, 61)]):
         parsing = engine.parse(photo(w, h, seed))
         assert parsing.labels.dtype == np.uint8
-        assert parsing.labels.shape == (parsing.size[1], parsing.size[0])
-        assert parsing.semantic.shape == (20, parsing.size[1], parsing.size[0])
+        assert parsing.labels.shape == (h, w) and parsing.decision_size == (w, h)  # decided at the photo's size
+        assert parsing.semantic.shape == (20, h, w)
         assert max(parsing.size) <= 320
         parts = set(np.unique(parsing.labels).tolist()) - {0}
         assert len(parts) >= 3, parts

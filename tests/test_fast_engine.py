@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from unittest.mock import ANY
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 
 from scripts.imagegen import photo
 from scripts.processes import REPO
-from worker.engine import Parsing, model_input
+from worker.engine import Parsing, decision_size, model_input
 from worker.engine_cache import CacheEntry, ensure_entry, entry_dir, is_complete
 from worker.network import ParsingNetwork
 from worker.openvino_engine import OpenVINOEngine, heads_of, preprocess
@@ -35,7 +36,8 @@ def test_the_exportable_network_computes_what_the_model_computes(tiny_engine, wi
     resized, size = model_input(image, tiny_engine.max_side)
     with torch.no_grad():
         class_logits, mask_logits = ParsingNetwork(tiny_engine.model).eval()(torch.from_numpy(preprocess(resized)))
-    ours = parse_logits(class_logits[0], mask_logits[0], (size[1], size[0]), heads_of(tiny_engine.model))
+    ours = parse_logits(class_logits[0], mask_logits[0], (size[1], size[0]), heads_of(tiny_engine.model),
+                        output_size=(height, width))
     assert np.abs(ours.semantic - reference.semantic).max() < 1e-4
     assert ours.person_scores == pytest.approx([p.score for p in reference.persons], abs=1e-5)
 
@@ -78,9 +80,9 @@ def test_cache_entry_is_reused_on_the_second_start(tiny_model, engine_cache, tin
 
 def test_cache_key_names_checkpoint_runtime_and_export_format(tiny_model, tiny_engine_dir):
     name = tiny_engine_dir.name
-    assert name.startswith("m2fp-") and "-openvino-" in name and name.endswith("-export1")
     meta = json.loads((tiny_engine_dir / "meta.json").read_text())
-    assert name.split("-")[1] == meta["checkpoint_sha256"][:16]
+    assert name == f"m2fp-{meta['checkpoint_sha256'][:16]}-openvino-{meta['openvino']}-export-{meta['export_format']}"
+    assert meta["openvino"] == metadata.version("openvino") and len(meta["export_format"]) == 8
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
@@ -121,6 +123,34 @@ def test_concurrent_builds_make_one_entry_and_no_leftovers(tiny_model, tmp_path)
     assert results[0]["path"] == results[1]["path"] and is_complete(entry_dir(tmp_path, tiny_model))
     leftovers = [p.name for p in (tmp_path / "engines").iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("width, height", [(97, 61), (320, 240), (500, 375)])
+def test_labels_are_decided_at_the_photo_size_as_the_stock_pipeline_does(tiny_engine, fast_engine, width, height):
+    image = photo(width, height, seed=11)
+    stock = tiny_engine.stock_semantic(image).argmax(0)
+    assert stock.shape == (height, width)
+    assert (tiny_engine.parse(image).labels_at((width, height)) == stock).all()
+    assert agreement(fast_engine.parse(image).labels_at((width, height)), stock) >= 0.995
+
+
+def test_photos_above_the_bound_are_decided_at_the_bound_then_scaled(tiny_model, tiny_engine_dir):
+    engine = OpenVINOEngine(tiny_model, tiny_engine_dir, max_side=320, threads=1, labels_max_pixels=120_000)
+    parsing = engine.parse(photo(800, 600))
+    assert parsing.decision_size == (400, 300) and parsing.size == (320, 240)
+    assert parsing.labels_at((800, 600)).shape == (600, 800)
+    assert all(p.mask_logits.shape == (300, 400) for p in parsing.persons)
+
+
+@pytest.mark.parametrize("photo_size, inference, bound, expected", [
+    ((768, 576), (853, 640), 2_000_000, (768, 576)),      # small photos: their own size, even below 640
+    ((1600, 1200), (853, 640), 2_000_000, (1600, 1200)),  # up to the bound
+    ((4000, 3000), (853, 640), 2_000_000, (1632, 1224)),  # above: the largest size within it
+    ((4000, 3000), (853, 640), 100, (853, 640)),          # never below the inference size
+])
+def test_decision_size(photo_size, inference, bound, expected):
+    size = decision_size(photo_size, inference, bound)
+    assert size == expected and (size == photo_size or size[0] * size[1] <= max(bound, inference[0] * inference[1]))
 
 
 def test_a_summary_names_the_engine_that_ran(fast_engine, tiny_engine):

@@ -70,3 +70,14 @@ def test_render_builds_all_outputs_at_the_original_size():
     assert summary["job_id"] == "x" and summary["persons"] is None
     assert {c["id"] for c in summary["classes"]} == {0, 5, 9, 14}
     assert all(c["score"] == 0.9 for c in summary["classes"])
+
+
+def test_overlay_of_a_tall_photo_is_blended_the_same_in_every_row_block():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (600, 40, 3), dtype=np.uint8)
+    labels = rng.integers(0, 20, (600, 40)).astype(np.uint8)
+    colored = colorize(labels)
+    expected = image.astype(np.float32)
+    parts = labels > 0
+    expected[parts] = 0.5 * expected[parts] + 0.5 * colored[parts]
+    assert (blend(image, colored, labels) == np.clip(expected + 0.5, 0, 255).astype(np.uint8)).all()

@@ -55,7 +55,7 @@ def test_plan_defaults_to_one_single_threaded_process_per_cpu():
 
 
 def test_plan_fits_the_memory_with_fewer_processes_and_more_threads():
-    plan = plan_resources(Settings(), cpus=16, memory=8 * GIB)  # (8192 - 512) // 3500 = 2
+    plan = plan_resources(Settings(), cpus=16, memory=8 * GIB)  # (8192 - 512) // 2800 = 2
     assert (plan.concurrency, plan.threads) == (2, 8)
     assert "memory-bound" in plan.describe()
     assert plan_resources(Settings(), cpus=4, memory=2 * GIB).concurrency == 1  # never zero

@@ -3,21 +3,22 @@
 The job runner only sees :class:`ParsingEngine` and the :class:`Parsing` it returns.
 Two engines implement it: :class:`worker.torch_engine.TorchEngine`, modelscope's own
 model and postprocess (the reference), and :class:`worker.openvino_engine.OpenVINOEngine`,
-the same network exported once to an OpenVINO graph (about 3x faster on a CPU).
+the same network exported once to an OpenVINO graph (2.7x the stock pipeline's speed
+on two cores, README "Measured speed").
 :func:`load_engine` builds the one that ``M2FP_ENGINE`` and the start-up check chose.
 """
 from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
 import numpy as np
 
-from common.images import inference_size, resize_rgb
-from worker.resolution import labels_at_size
+from common.images import inference_size, resize_labels, resize_rgb
 
 log = logging.getLogger(__name__)
 
@@ -25,23 +26,27 @@ log = logging.getLogger(__name__)
 MODEL_SHORT_SIDE = 640
 
 
+# The largest label map decided directly (see decision_size): 2 megapixels.
+LABELS_MAX_PIXELS = 2_000_000
+
+
 @dataclass
 class Person:
     """One human instance the model found above its score threshold."""
 
     score: float
-    mask_logits: np.ndarray  # (h, w) float32 at the inference size; the person is where > 0
+    mask_logits: np.ndarray  # (h, w) float32 at the decision size; the person is where > 0
 
 
 @dataclass
 class Parsing:
-    """What the model saw, at the resolution it ran at."""
+    """What the model found, decided at the decision size (the photo's, up to a bound)."""
 
     semantic: np.ndarray  # (20, h, w) float32 per-class probabilities (the model's semantic output)
     persons: Optional[list[Person]]  # human instances, best first; None if the model has no instance output
     person_threshold: Optional[float]  # the score a person needed
     size: tuple[int, int]  # (w, h) the model ran at
-    labels: np.ndarray = field(init=False)  # (h, w) uint8 CIHP class ids
+    labels: np.ndarray = field(init=False)  # (h, w) uint8 CIHP class ids at the decision size
 
     def __post_init__(self) -> None:
         self.labels = self.semantic.argmax(0).astype(np.uint8)
@@ -58,9 +63,14 @@ class Parsing:
     def person_count(self) -> Optional[int]:
         return None if self.persons is None else len(self.persons)
 
+    @property
+    def decision_size(self) -> tuple[int, int]:
+        return self.labels.shape[1], self.labels.shape[0]
+
     def labels_at(self, size: tuple[int, int]) -> np.ndarray:
-        """Labels at ``size`` = ``(W, H)``, bilinear in the class probabilities (see worker.resolution)."""
-        return labels_at_size(self.semantic, size)
+        """Labels at ``size`` = ``(W, H)``: the decided ones, scaled (nearest) if the photo
+        was larger than the decision bound."""
+        return resize_labels(self.labels, size)
 
 
 class ParsingEngine(Protocol):
@@ -82,6 +92,25 @@ def model_input(image: np.ndarray, max_side: int) -> tuple[np.ndarray, tuple[int
     return resize_rgb(image, size), size
 
 
+def decision_size(photo: tuple[int, int], inference: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """Where each pixel's class is decided: ``(w, h)``.
+
+    The stock pipeline upsamples every instance's mask logits to the photo and decides
+    there; deciding at the 640 px inference size and enlarging the result instead gives
+    blocky edges (about 2 % of a photo's pixels differ, README "Output resolution"). The
+    cost of deciding at the photo grows with its pixels (100 logit maps), so photos up to
+    ``max_pixels`` are decided at their own size, exactly as the stock pipeline does,
+    and larger ones at the largest size within the bound, then scaled.
+    """
+    width, height = photo
+    if width * height <= max_pixels:
+        return photo
+    if inference[0] * inference[1] >= max_pixels:
+        return inference
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(inference[0], int(width * scale)), max(inference[1], int(height * scale))
+
+
 @dataclass(frozen=True)
 class EngineChoice:
     """What the worker's start-up check decided, for every pool process to load."""
@@ -91,6 +120,7 @@ class EngineChoice:
     engine_dir: Optional[Path] = None  # the OpenVINO cache entry
     precision: str = "fp32"
     static_shapes: int = 2
+    labels_max_pixels: int = LABELS_MAX_PIXELS
 
 
 def load_engine(choice: EngineChoice, max_side: int, threads: int, fallback: bool) -> ParsingEngine:
@@ -101,7 +131,7 @@ def load_engine(choice: EngineChoice, max_side: int, threads: int, fallback: boo
             from worker.openvino_engine import OpenVINOEngine
 
             return OpenVINOEngine(choice.model_dir, choice.engine_dir, max_side, threads, choice.precision,
-                                  choice.static_shapes)
+                                  choice.static_shapes, choice.labels_max_pixels)
         except Exception as exc:  # an import error, a runtime that cannot compile here
             if not fallback:
                 raise
@@ -109,4 +139,4 @@ def load_engine(choice: EngineChoice, max_side: int, threads: int, fallback: boo
                         "Set M2FP_ENGINE=torch to silence this.", type(exc).__name__, exc)
     from worker.torch_engine import TorchEngine
 
-    return TorchEngine(choice.model_dir, max_side)
+    return TorchEngine(choice.model_dir, max_side, choice.labels_max_pixels)

@@ -4,7 +4,8 @@ An entry is ``MODEL_CACHE_DIR/engines/<key>/`` holding ``model.xml`` + ``model.b
 (the graph, fp32 weights), ``heads.json`` (the class layout the postprocess needs) and
 ``meta.json`` (hashes of those files, versions, build time). The key names the
 checkpoint (SHA-256 of ``configuration.json`` and ``pytorch_model.pt``), the OpenVINO
-version and this module's export format, so a new checkpoint or runtime gets a new entry.
+version and the export code (a hash of :mod:`worker.network` and the export settings),
+so a new checkpoint, runtime or export gets a new entry.
 
 Building exports the network to ONNX with torch (35-70 s for the full-size model on two
 cores), converts it to OpenVINO, checks the graph against eager torch on two photo
@@ -37,7 +38,6 @@ from typing import Iterator, Optional
 
 from worker.model_source import MODEL_FILES
 
-EXPORT_FORMAT = 1  # bump when worker.network or the export settings change
 ONNX_OPSET = 16  # GridSample is a native op from 16 on
 GRAPH_FILES = ("model.xml", "model.bin", "heads.json")
 # Shapes the build checks the graph at: landscape and portrait photos at the model's scale.
@@ -73,8 +73,15 @@ def checkpoint_hash(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def export_format() -> str:
+    """Names the export code: the exportable network's source and the export settings.
+    Any change to either gives new cache entries, with no version number to forget."""
+    source = Path(__file__).with_name("network.py").read_bytes() + f"opset={ONNX_OPSET}".encode()
+    return hashlib.sha256(source).hexdigest()[:8]
+
+
 def entry_dir(cache_dir: Path, model_dir: Path) -> Path:
-    key = f"m2fp-{checkpoint_hash(model_dir)[:16]}-openvino-{runtime_version()}-export{EXPORT_FORMAT}"
+    key = f"m2fp-{checkpoint_hash(model_dir)[:16]}-openvino-{runtime_version()}-export-{export_format()}"
     return Path(cache_dir).resolve() / "engines" / key
 
 
@@ -177,7 +184,7 @@ def build(model_dir: Path, out: Path) -> None:
         "checkpoint_sha256": checkpoint_hash(model_dir),
         "openvino": runtime_version(),
         "torch": torch.__version__,
-        "export_format": EXPORT_FORMAT,
+        "export_format": export_format(),
         "files": {name: {"bytes": (out / name).stat().st_size, "sha256": _sha256(out / name)}
                   for name in GRAPH_FILES},
     }, indent=2))

@@ -19,12 +19,19 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     return PALETTE[np.minimum(labels, len(PALETTE) - 1)]
 
 
+BLEND_ROWS = 256  # rows blended at a time: a 40-megapixel photo in float32 would take 2 GB
+
+
 def blend(image: np.ndarray, colored: np.ndarray, labels: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """Colors over the photo where a part was found; background pixels stay the photo."""
-    out = image.astype(np.float32)
-    parts = labels > 0
-    out[parts] = (1 - alpha) * out[parts] + alpha * colored[parts].astype(np.float32)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    result = np.empty_like(image)
+    for top in range(0, image.shape[0], BLEND_ROWS):
+        rows = slice(top, top + BLEND_ROWS)
+        out = image[rows].astype(np.float32)
+        parts = labels[rows] > 0
+        out[parts] = (1 - alpha) * out[parts] + alpha * colored[rows][parts].astype(np.float32)
+        result[rows] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return result
 
 
 def summarize(labels: np.ndarray, class_scores: dict[int, float], persons: int | None) -> dict[str, Any]:

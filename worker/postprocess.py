@@ -1,7 +1,9 @@
 """M2FP's parsing postprocess, from the network's logits, as far as the service needs it.
 
-This is ``M2FP.postprocess`` + ``instance_parsing_inference`` of modelscope 1.9.5 at the
-inference size, with the same arithmetic, restricted to what can reach an output:
+This is ``M2FP.postprocess`` + ``instance_parsing_inference`` of modelscope 1.9.5, with
+the same arithmetic, at an output size of the caller's choice (the stock pipeline uses
+the photo's; the model upsamples mask logits to it before deciding anything), restricted
+to what can reach an output:
 
 - a (query, class) pair enters the model's semantic map only if its final score
   (class probability x mask score) reaches ``parsing_ins_score_thr``; the mask score is
@@ -42,10 +44,12 @@ class ParsingResult:
 
 
 def parse_logits(class_logits: torch.Tensor, mask_logits: torch.Tensor, image_size: tuple[int, int],
-                 heads: ModelHeads) -> ParsingResult:
+                 heads: ModelHeads, output_size: tuple[int, int] | None = None) -> ParsingResult:
     """``class_logits`` ``(Q, K+1)``, ``mask_logits`` ``(Q, H/4, W/4)`` of one padded image;
-    ``image_size`` ``(h, w)`` is the unpadded part the model saw."""
-    height, width = image_size
+    ``image_size`` ``(h, w)`` is the unpadded part the model saw, ``output_size`` ``(h, w)``
+    the size to decide at (default: ``image_size``)."""
+    crop_h, crop_w = image_size
+    height, width = output_size or image_size
     padded = (mask_logits.shape[-2] * 4, mask_logits.shape[-1] * 4)
     num_classes = class_logits.shape[-1] - 1
     scores = F.softmax(class_logits.float(), dim=-1)[:, :-1]
@@ -58,13 +62,16 @@ def parse_logits(class_logits: torch.Tensor, mask_logits: torch.Tensor, image_si
     class_scores = top_scores[candidates]
 
     total = torch.zeros((heads.num_parts, height, width))
-    pasted = torch.zeros((heads.num_parts, height, width))
+    pasted = torch.zeros((heads.num_parts, height, width), dtype=torch.uint8)  # at most TOPK_PER_IMAGE
     person_scores: list[float] = []
     person_masks: list[np.ndarray] = []
     for start in range(0, len(queries), CHUNK):
         chunk = slice(start, start + CHUNK)
         masks = F.interpolate(mask_logits[queries[chunk]][None].float(), size=padded, mode="bilinear",
-                              align_corners=False)[0, :, :height, :width]
+                              align_corners=False)[:, :, :crop_h, :crop_w]
+        if (height, width) != image_size:  # the model's sem_seg_postprocess
+            masks = F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)
+        masks = masks[0]
         inside = (masks > 0).float()
         probabilities = masks.sigmoid()
         mask_scores = (probabilities * inside).flatten(1).sum(1) / (inside.flatten(1).sum(1) + 1e-6)
@@ -80,7 +87,7 @@ def parse_logits(class_logits: torch.Tensor, mask_logits: torch.Tensor, image_si
                 hit = weighted > 0.5
                 total[label] += weighted * hit  # adds exactly 0 where the model's torch.where keeps the sum
                 pasted[label] += hit
-    semantic = total / pasted.clamp_(min=1)
+    semantic = total / pasted.clamp_(min=1).float()
     order = np.argsort(person_scores)[::-1]
     return ParsingResult(semantic=semantic.numpy(), person_scores=[person_scores[i] for i in order],
                          person_masks=[person_masks[i] for i in order])

@@ -1,10 +1,10 @@
 """The reference engine: modelscope's own M2FP model and postprocess, in torch.
 
 It builds the model with modelscope's ``pipeline(...)`` (so loading matches the stock
-path exactly) but calls the model itself: the stock pipeline converts every instance
-mask of the original-size image to float64 NumPy and drops the semantic map, while the
-semantic map at the inference size is what a worker scales to the photo. The fast
-engine is checked against this one (tests and ``make bench``).
+path exactly) but calls the model itself, asking it to decide at the decision size
+(worker.engine.decision_size: the photo's own, up to a bound): the stock pipeline then
+converts every instance mask to float64 NumPy and drops the semantic map, which is what
+a worker needs. The fast engine is checked against this one (tests and ``make bench``).
 """
 from __future__ import annotations
 
@@ -14,16 +14,17 @@ from typing import Any, Optional
 import numpy as np
 
 from common.labels import NUM_PARTS
-from worker.engine import Parsing, Person, model_input
+from worker.engine import LABELS_MAX_PIXELS, Parsing, Person, decision_size, model_input
 
 
 class TorchEngine:
-    def __init__(self, model_dir: Path, max_side: int) -> None:
+    def __init__(self, model_dir: Path, max_side: int, labels_max_pixels: int = LABELS_MAX_PIXELS) -> None:
         from modelscope.pipelines import pipeline
         from modelscope.utils.constant import Tasks
 
         self.model_dir = Path(model_dir)
         self.max_side = max_side
+        self.labels_max_pixels = labels_max_pixels
         self.pipeline = pipeline(Tasks.image_segmentation, model=str(model_dir))
         self.model = self.pipeline.model
         check_model(self.model, self.model_dir)
@@ -34,7 +35,8 @@ class TorchEngine:
 
         resized, size = model_input(image, self.max_side)
         tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).float()
-        batch = {"batched_inputs": [{"image": tensor, "width": size[0], "height": size[1]}]}
+        width, height = decision_size((image.shape[1], image.shape[0]), size, self.labels_max_pixels)
+        batch = {"batched_inputs": [{"image": tensor, "width": width, "height": height}]}
         with torch.no_grad():
             prediction = self.model(batch)["eval_result"][0]
         if "parsing" not in prediction:
