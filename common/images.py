@@ -19,6 +19,10 @@ from common.errors import ErrorCode, InvalidImage
 Image.MAX_IMAGE_PIXELS = None
 
 
+# The largest label map decided at its own size (worker.engine.decision_size): 2 megapixels.
+DEFAULT_LABELS_MAX_PIXELS = 2_000_000
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     max_pixels: int

@@ -12,7 +12,7 @@ from typing import Literal, Optional
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.images import ImageLimits
+from common.images import DEFAULT_LABELS_MAX_PIXELS, ImageLimits
 
 DEFAULT_MODEL = "damo/cv_resnet101_image-multiple-human-parsing"
 DEFAULT_MODEL_REVISION = "v1.0.1"
@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     openvino_static_shapes: int = Field(2, ge=0)
     # Photos up to this many pixels get labels decided at their own size, as the stock
     # pipeline does; larger ones at the largest size within it, then scaled (README).
-    labels_max_pixels: int = Field(2_000_000, gt=0)
+    labels_max_pixels: int = Field(DEFAULT_LABELS_MAX_PIXELS, gt=0)
     # Process settings applied before torch loads (worker/process_tuning.py).
     malloc_keep_freed: bool = True
     mkl_avx2_on_amd: bool = True

@@ -32,6 +32,8 @@ from scripts.stack import local_system
 from worker.process_tuning import cpu_flags
 
 PHOTO = (768, 576)
+# Three padded input shapes (864x640, 640x864, 1152x640): more than the two kept compiled.
+MIXED = [list(PHOTO), [576, 768], [1024, 576]]
 RESOLUTION_PHOTOS = [(768, 576), (1600, 1200), (3000, 2000)]
 LARGE_PHOTO = (8000, 5000)
 
@@ -59,6 +61,10 @@ def rows(model: Path, engine_dir: Path) -> list[tuple[str, dict]]:
         ("**OpenVINO fp32, fixed shapes + both (default)**", {"engine": "openvino", "threads": 2, **tuned}),
         ("OpenVINO fp32, dynamic graph + both", {"engine": "openvino", "threads": 2, "static_shapes": 0, **tuned}),
         ("OpenVINO fp32, 1 thread + both", {"engine": "openvino", "threads": 1, **tuned}),
+        ("OpenVINO fp32, fixed shapes, 3 photo shapes in turn", {"engine": "openvino", "threads": 2, "cycle": True,
+                                                                  "photos": MIXED, **tuned}),
+        ("OpenVINO fp32, dynamic graph, 3 photo shapes in turn", {"engine": "openvino", "threads": 2, "cycle": True,
+                                                                   "photos": MIXED, "static_shapes": 0, **tuned}),
     ]
     if {"avx512_bf16", "amx_bf16"} & cpu_flags():
         table.append(("OpenVINO bf16 + both (M2FP_PRECISION=bf16)",
@@ -92,7 +98,8 @@ def bench_engines(model: Path, engine_dir: Path, repeats: int, work: Path) -> li
     results = []
     for index, (label, config) in enumerate(rows(model, engine_dir)):
         out = work / f"row{index}.npz"
-        config.update(photos=[list(PHOTO)], repeats=repeats, out=str(out))
+        config.setdefault("photos", [list(PHOTO)])
+        config.update(repeats=repeats, out=str(out))
         result = child("scripts.bench_engine", config)
         result["outputs"] = dict(np.load(out)) if config["engine"] != "stock" else {}
         results.append((label, result))

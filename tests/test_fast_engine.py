@@ -100,8 +100,12 @@ def test_a_corrupt_cache_entry_is_rebuilt_not_fatal(tiny_model, tiny_engine_dir,
     else:
         (entry / "model.xml").unlink()
     assert not is_complete(entry)
+    killed_build = entry.with_name(f".{entry.name}-killed")  # what a build cut off by SIGKILL leaves
+    killed_build.mkdir()
+    (killed_build / "model.onnx").write_bytes(b"partial")
     rebuilt = ensure_entry(tmp_path, tiny_model)
     assert rebuilt.built and rebuilt.replaced_corrupt and is_complete(rebuilt.path)
+    assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name, entry.name + ".lock"]
     engine = OpenVINOEngine(tiny_model, rebuilt.path, max_side=320, threads=1)
     assert engine.parse(photo(64, 48)).person_count >= 1
 

@@ -11,8 +11,10 @@ from worker.process_tuning import MKL_VARIABLE, apply_process_tuning, cpu_flags,
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
+    """Unset for the test, and restored after it (set first, so monkeypatch records them)."""
     for name in (MKL_VARIABLE, "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 def test_mkl_is_told_to_use_avx2_on_amd_only(monkeypatch):
@@ -34,6 +36,13 @@ def test_operator_settings_are_left_alone(monkeypatch):
     tuning = apply_process_tuning(keep_freed=True, mkl_avx2_on_amd=True, vendor="AuthenticAMD")
     assert os.environ[MKL_VARIABLE] == "4" and "as set in the environment" in tuning.mkl
     assert "MALLOC_MMAP_MAX_" in tuning.malloc and "as set in the environment" in tuning.malloc
+
+
+def test_unrelated_glibc_tunables_do_not_turn_the_malloc_setting_off(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
+    assert "as set in the environment" not in apply_process_tuning(False, False, vendor="x").malloc
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1000000")
+    assert "GLIBC_TUNABLES" in apply_process_tuning(False, False, vendor="x").malloc
 
 
 def test_cpu_description_is_read_from_cpuinfo(tmp_path):

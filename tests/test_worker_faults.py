@@ -71,6 +71,7 @@ def test_job_survives_its_pool_process_being_sigkilled(fault_stack):
     job = stack.wait_for(job_id)
     assert job["status"] == "succeeded", job
     assert job["attempts"] == 2 and worker.alive()
+    assert job["result"]["summary"]["model"]["engine"] == "openvino"  # the fault tests run the default engine
 
 
 def test_a_storage_fault_puts_the_job_back_and_a_retry_finishes_it(fault_stack, tmp_path):

@@ -18,16 +18,13 @@ from typing import Any, Optional, Protocol
 
 import numpy as np
 
-from common.images import inference_size, resize_labels, resize_rgb
+from common.images import DEFAULT_LABELS_MAX_PIXELS, inference_size, resize_labels, resize_rgb
 
 log = logging.getLogger(__name__)
 
 # The stock M2FP pipeline runs the model with the short side at 640 px.
 MODEL_SHORT_SIDE = 640
-
-
-# The largest label map decided directly (see decision_size): 2 megapixels.
-LABELS_MAX_PIXELS = 2_000_000
+LABELS_MAX_PIXELS = DEFAULT_LABELS_MAX_PIXELS  # see decision_size
 
 
 @dataclass
@@ -79,10 +76,6 @@ class ParsingEngine(Protocol):
     def parse(self, image: np.ndarray) -> Parsing:
         """Parse an ``(H, W, 3)`` uint8 RGB image."""
         ...
-
-
-class EngineUnavailable(RuntimeError):
-    """The fast engine cannot run here; the message says why and what to set."""
 
 
 def model_input(image: np.ndarray, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:

@@ -30,13 +30,17 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from worker.model_source import MODEL_FILES
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ONNX_OPSET = 16  # GridSample is a native op from 16 on
 GRAPH_FILES = ("model.xml", "model.bin", "heads.json")
@@ -67,6 +71,7 @@ def runtime_version() -> str:
 
 
 def checkpoint_hash(model_dir: Path) -> str:
+    """SHA-256 over the model directory's files: what names a checkpoint in the cache key."""
     digest = hashlib.sha256()
     for name in MODEL_FILES:
         digest.update(_sha256(model_dir / name).encode())
@@ -86,14 +91,20 @@ def entry_dir(cache_dir: Path, model_dir: Path) -> Path:
 
 
 def is_complete(entry: Path) -> bool:
-    """True if ``entry`` holds every file with the size and hash its meta.json recorded."""
+    """True if ``entry`` holds every file with the size and hash its meta.json recorded.
+
+    A missing file or a malformed meta.json means corrupt (False); any other error
+    reading it (permissions, I/O) is raised, so a good entry is never replaced for it."""
     try:
         recorded = json.loads((entry / "meta.json").read_text())["files"]
         return set(recorded) == set(GRAPH_FILES) and all(
             (entry / name).stat().st_size == info["bytes"] and _sha256(entry / name) == info["sha256"]
             for name, info in recorded.items())
-    except (OSError, ValueError, KeyError, TypeError):
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
         return False
+    except OSError as exc:
+        raise EngineBuildError(f"cannot read the engine cache entry {entry} ({exc}); make MODEL_CACHE_DIR "
+                               "readable and writable by the worker") from None
 
 
 @contextmanager
@@ -110,6 +121,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 @dataclasses.dataclass(frozen=True)
 class CacheEntry:
+    """What :func:`ensure_entry` found or made, for the worker's start-up log."""
+
     path: Path
     built: bool  # False: an existing entry was reused
     seconds: float  # time spent here (building, or checking the existing entry)
@@ -123,16 +136,21 @@ def ensure_entry(cache_dir: Path, model_dir: Path) -> CacheEntry:
     with _locked(entry.with_name(entry.name + ".lock")):
         if is_complete(entry):
             return CacheEntry(entry, built=False, seconds=time.perf_counter() - started)
-        corrupt = entry.exists()
-        if corrupt:
-            shutil.rmtree(entry)
+        # Holding the lock, no other build of this key runs: staging directories left
+        # here were cut off (a killed build) and only take space.
+        for leftover in entry.parent.glob(f".{entry.name}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+        corrupt = entry.exists()
         try:
             build(model_dir, staging)
             staging.chmod(0o755)
+            if corrupt:  # swapped only now: processes elsewhere may still be reading it
+                entry.rename(staging.with_name(staging.name + "-corrupt"))
             staging.rename(entry)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(staging.with_name(staging.name + "-corrupt"), ignore_errors=True)
     return CacheEntry(entry, built=True, seconds=time.perf_counter() - started, replaced_corrupt=corrupt)
 
 
@@ -173,12 +191,14 @@ def build(model_dir: Path, out: Path) -> None:
         got = (torch.from_numpy(result[0]), torch.from_numpy(result[1]))
         if got[1].shape != expected[1].shape:
             raise EngineBuildError(f"the OpenVINO graph gives mask logits of shape {tuple(got[1].shape)} at "
-                                   f"{width}x{height}, torch {tuple(expected[1].shape)}")
+                                   f"{width}x{height}, torch {tuple(expected[1].shape)}: the export is wrong "
+                                   f"for this model. Use M2FP_ENGINE=torch and report it")
         labels = [parse_logits(c[0], m[0], (height, width), heads).semantic.argmax(0) for c, m in (expected, got)]
         agreement = float((labels[0] == labels[1]).mean())
         if agreement < MIN_AGREEMENT:
             raise EngineBuildError(f"the OpenVINO graph disagrees with torch at {width}x{height}: "
-                                   f"{agreement:.3%} of label pixels equal, {MIN_AGREEMENT:.1%} required")
+                                   f"{agreement:.3%} of label pixels equal, {MIN_AGREEMENT:.1%} required. "
+                                   "Use M2FP_ENGINE=torch and report it")
     (out / "meta.json").write_text(json.dumps({
         "model_dir": str(model_dir),
         "checkpoint_sha256": checkpoint_hash(model_dir),
@@ -197,10 +217,11 @@ def check_runtime(entry: Path) -> None:
 
         ov.Core().read_model(entry / "model.xml")
     except Exception as exc:  # ImportError, a broken shared library, an unreadable graph
-        raise EngineBuildError(f"OpenVINO cannot load here ({type(exc).__name__}: {exc})") from None
+        raise EngineBuildError(f"OpenVINO cannot load here ({type(exc).__name__}: {exc}); reinstall it with "
+                               "pip install -c requirements/constraints.txt -r requirements/worker.txt") from None
 
 
-def _sample_photo(width: int, height: int):
+def _sample_photo(width: int, height: int) -> "np.ndarray":
     """A deterministic photo-like input (smooth color fields plus noise) for the check."""
     import numpy as np
 
@@ -228,6 +249,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         check_runtime(entry.path)
     except (EngineBuildError, ModelUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # an export or conversion crash: the traceback above, one line here
+        traceback.print_exc()
+        print(f"error: the engine build failed ({type(exc).__name__}: {exc}); set M2FP_ENGINE=torch "
+              "to run without it, and report the traceback", file=sys.stderr)
         return 1
     print(json.dumps({"path": str(entry.path), "built": entry.built, "seconds": round(entry.seconds, 1),
                       "replaced_corrupt": entry.replaced_corrupt}))

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 TOPK_PER_IMAGE = 100  # M2FP.test_topk_per_image
+PERSON_MIN_SCORE = 0.1  # instance_parsing_inference lists only humans scoring above this
 CHUNK = 8  # masks upsampled at a time
 
 
@@ -55,7 +56,8 @@ def parse_logits(class_logits: torch.Tensor, mask_logits: torch.Tensor, image_si
     scores = F.softmax(class_logits.float(), dim=-1)[:, :-1]
     top_scores, top_index = scores.flatten().topk(min(TOPK_PER_IMAGE, scores.numel()), sorted=False)
     candidates = torch.nonzero(top_scores >= heads.threshold).flatten()
-    # The model adds a class's instances in ascending score order; keep that order.
+    # The model adds a class's instances in ascending order of their final score; in
+    # ascending class score the sums differ from it in the last bit at most.
     candidates = candidates[top_scores[candidates].argsort()]
     labels = (top_index[candidates] % num_classes).tolist()
     queries = (top_index[candidates] // num_classes).tolist()
@@ -80,6 +82,8 @@ def parse_logits(class_logits: torch.Tensor, mask_logits: torch.Tensor, image_si
             if score < heads.threshold:
                 continue
             if label == heads.human_class:
+                if score <= PERSON_MIN_SCORE:
+                    continue
                 person_scores.append(float(score))
                 person_masks.append(masks[index].numpy().copy())
             elif label < heads.num_parts:

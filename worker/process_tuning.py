@@ -28,7 +28,7 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 # mallopt takes an int: the largest trim threshold it can set (2 GiB).
 KEEP_TRIM_THRESHOLD = 2**31 - 1
-MALLOC_VARIABLES = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+MALLOC_VARIABLES = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
 MKL_VARIABLE = "MKL_DEBUG_CPU_TYPE"
 
 
@@ -53,6 +53,7 @@ def _cpuinfo_field(name: str, cpuinfo: Path) -> str:
 
 
 def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU maker's id: GenuineIntel, AuthenticAMD, ..."""
     return _cpuinfo_field("vendor_id", cpuinfo) or "unknown"
 
 
@@ -75,8 +76,12 @@ def keep_freed_memory() -> bool:
 
 def apply_process_tuning(keep_freed: bool, mkl_avx2_on_amd: bool, vendor: str | None = None) -> ProcessTuning:
     """Apply the settings to this process; call before torch is imported."""
-    if any(os.environ.get(name) for name in MALLOC_VARIABLES):
-        malloc = "as set in the environment (" + ", ".join(n for n in MALLOC_VARIABLES if os.environ.get(n)) + ")"
+    operator_set = [name for name in MALLOC_VARIABLES if os.environ.get(name)]
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.mmap_max" in tunables or "glibc.malloc.trim_threshold" in tunables:
+        operator_set.append("GLIBC_TUNABLES")
+    if operator_set:
+        malloc = f"as set in the environment ({', '.join(operator_set)})"
     elif not keep_freed:
         malloc = "glibc defaults (MALLOC_KEEP_FREED=false)"
     elif keep_freed_memory():

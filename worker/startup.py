@@ -29,6 +29,8 @@ from worker.process_tuning import cpu_flags
 
 log = logging.getLogger("worker.startup")
 _engine_choice: Optional[EngineChoice] = None
+# A first build takes about a minute on two cores; far longer means a stuck build or lock.
+ENGINE_BUILD_TIMEOUT = 900
 _startup_notes: list[tuple[int, str]] = []  # worker_init runs before Celery sets up logging
 
 
@@ -60,17 +62,27 @@ def choose_engine(settings: Settings, model_dir: Path) -> EngineChoice:
               "running fp32", logging.WARNING)
         precision = "fp32"
     started = time.perf_counter()
-    child = subprocess.run(
-        [sys.executable, "-m", "worker.engine_cache", "--model", str(model_dir),
-         "--cache-dir", str(settings.model_cache_dir)],
-        capture_output=True, text=True)
-    if child.returncode != 0:
-        reason = " ".join(line for line in child.stderr.strip().splitlines()[-3:])
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "worker.engine_cache", "--model", str(model_dir),
+             "--cache-dir", str(settings.model_cache_dir)],
+            capture_output=True, text=True, timeout=ENGINE_BUILD_TIMEOUT)
+        failed = child.returncode != 0
+        errors = [line for line in child.stderr.splitlines() if line.startswith("error: ")]
+        reason = (errors[-1][len("error: "):] if errors else
+                  f"the engine build exited with status {child.returncode}"
+                  + (" (killed: out of memory?)" if child.returncode < 0 else "")
+                  + f"; last output: {' '.join(child.stderr.strip().splitlines()[-2:])}")
+    except subprocess.TimeoutExpired:
+        failed, reason = True, (f"the engine build or its lock took over {ENGINE_BUILD_TIMEOUT} s; another "
+                                f"build may be stuck on {settings.model_cache_dir}")
+    if failed:
         if settings.m2fp_engine == "openvino":
             raise SystemExit(f"m2fp worker cannot start: the OpenVINO engine is unavailable ({reason}). "
                              "Fix that, or set M2FP_ENGINE=auto (falls back to torch) or M2FP_ENGINE=torch")
-        _note(f"OpenVINO engine unavailable ({reason}); using the torch engine (about 1.6x slower). "
-              "Set M2FP_ENGINE=torch to silence this warning", logging.WARNING)
+        _note(f"OpenVINO engine unavailable ({reason}); using the torch engine (about 1.6x slower, and it "
+              "needs MODEL_PROCESS_MEMORY_MB=4000 per process: lower WORKER_CONCURRENCY if the memory is "
+              "short). Set M2FP_ENGINE=torch to silence this warning", logging.WARNING)
         return torch_choice
     entry = json.loads(child.stdout.strip().splitlines()[-1])
     if entry["built"]:
@@ -124,7 +136,8 @@ def load_engine(**_: Any) -> None:
     started = time.perf_counter()
     choice = _engine_choice
     try:
-        assert choice is not None, "worker_init did not run"
+        if choice is None:
+            raise RuntimeError("worker_init did not run in the main worker process")
         engine = load_engine(choice, settings.inference_max_side, resource_plan.threads,
                              fallback=settings.m2fp_engine == "auto")
     except Exception:
