@@ -1,6 +1,7 @@
 """The fast engine against the reference: same network, same labels, same persons; its
 cache built once per checkpoint, reused, rebuilt when corrupt, safe under concurrency."""
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,18 @@ def test_fixed_shape_compilations_are_bounded(tiny_model, tiny_engine_dir):
     assert len(engine.requests) == 2
     last = preprocess(model_input(photo(*SHAPES[-1]), 320)[0]).shape
     assert last in engine.requests
+
+
+def test_traffic_that_keeps_changing_shape_is_told_to_use_the_dynamic_graph(tiny_model, tiny_engine_dir, caplog):
+    engine = OpenVINOEngine(tiny_model, tiny_engine_dir, max_side=320, threads=1, static_shapes=2)
+    with caplog.at_level(logging.WARNING, logger="worker.openvino_engine"):
+        for width, height in [(320, 240), (240, 320)] * 3:  # two shapes: both stay compiled
+            engine.parse(photo(width, height))
+        assert not caplog.records
+        for width, height in SHAPES * 2:  # five shapes in turn: every parse recompiles
+            engine.parse(photo(width, height))
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "OPENVINO_STATIC_SHAPES=0" in warnings[0]
 
 
 def test_cache_entry_is_reused_on_the_second_start(tiny_model, engine_cache, tiny_engine_dir):

@@ -3,13 +3,14 @@
 The graph (built once per checkpoint by :mod:`worker.engine_cache`) maps the normalized,
 padded image to class and mask logits at any size; :mod:`worker.postprocess` turns those
 into the semantic map and the person instances exactly as modelscope's model does.
-Measured on this project's 2-core machines it parses a photo in 0.36 of the stock
-pipeline's time with the same labels (README, "Measured speed").
+Measured on this project's 2-core machines it parses a photo in 0.31 to 0.37 of the
+stock pipeline's time with the same labels (README, "Measured speed").
 """
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+import logging
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,12 @@ from worker.postprocess import ModelHeads, parse_logits
 
 GRAPH_FILE = "model.xml"
 HEADS_FILE = "heads.json"
+# Parses looked back on, and how many of them may evict a compiled shape before the
+# operator is told that the fixed-shape compilations do not suit this traffic.
+EVICTION_WINDOW = 20
+EVICTION_WARNING = 5
+
+log = logging.getLogger(__name__)
 
 
 def heads_of(model: Any) -> ModelHeads:
@@ -63,8 +70,9 @@ class OpenVINOEngine:
     one fixed shape (it fuses the element-wise work of the attention layers), and there
     are only a few padded shapes in practice (the short side is always 640; 4:3, 3:2
     and 16:9 photos give three widths). A shape not among the kept ones costs one
-    compilation (about 1.3 s for the full-size model); ``static_shapes=0`` compiles the
-    dynamic graph once instead and never again.
+    compilation (about 1.3 s for the full-size model), and traffic that keeps changing
+    shape is better served by the dynamic graph (``static_shapes=0``, compiled once):
+    the engine logs a warning saying so when a quarter of recent parses recompiled.
     """
 
     def __init__(self, model_dir: Path, engine_dir: Path, max_side: int, threads: int,
@@ -80,6 +88,8 @@ class OpenVINOEngine:
         self.graph = self.core.read_model(engine_dir / GRAPH_FILE)
         self.config = compile_config(threads, precision)
         self.requests: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self.evictions: deque[bool] = deque(maxlen=EVICTION_WINDOW)  # per parse: did it evict a shape?
+        self.warned = False
         if not static_shapes:
             self.requests[()] = self.core.compile_model(self.graph, "CPU", self.config).create_infer_request()
         self.description: dict[str, Any] = {"engine": "openvino", "precision": precision, "model": str(model_dir),
@@ -91,7 +101,14 @@ class OpenVINOEngine:
             return self.requests[()]
         if shape in self.requests:
             self.requests.move_to_end(shape)
+            self.evictions.append(False)
             return self.requests[shape]
+        self.evictions.append(len(self.requests) >= self.static_shapes)
+        if sum(self.evictions) >= EVICTION_WARNING and not self.warned:
+            self.warned = True
+            log.warning("photos keep changing shape: %d of the last %d parses compiled the graph again "
+                        "(about 1.3 s each); set OPENVINO_STATIC_SHAPES=0 (one dynamic graph) or raise it",
+                        sum(self.evictions), len(self.evictions))
         while len(self.requests) >= self.static_shapes:
             self.requests.popitem(last=False)  # frees that compiled graph before compiling the next
         graph = self.graph.clone()
