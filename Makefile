@@ -52,7 +52,7 @@ lock: $(STAMP) ## rewrite requirements/lock.txt from the working .venv (after ch
 	  $(PIP) freeze | grep -v -E '^(-e|pkg_resources)'; } > requirements/lock.txt
 	touch $(STAMP)
 
-bench-scale: $(STAMP) ## jobs per minute through 1 and 2 worker processes (full-size synthetic model)
+bench-scale: $(STAMP) ## jobs per minute through 1 and 2 worker processes, peak memory by photo size (default engine)
 	$(PY) -m scripts.bench_scale
 
 clean-venv: ## remove the virtual environment
