@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     model_process_memory_mb: int = Field(2800, gt=0)
     # Fault injection for tests: while this file exists a worker holds each job just
     # before inference (after marking it running), so a test can kill it there. A file
-    # that says "deaf" also blocks the soft time limit's signal while holding, as native
+    # that says "deaf" also ignores the soft time limit's signal while holding, as native
     # code that never returns to Python would, so that the hard limit has to act.
     hold_file: Optional[Path] = None
 
