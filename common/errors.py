@@ -31,6 +31,7 @@ class ErrorCode(str, Enum):
     INTERNAL_ERROR = "internal_error"
 
 
+
 class ServiceError(Exception):
     """An error with a stable code, raised where it is detected and rendered once."""
 

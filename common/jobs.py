@@ -1,13 +1,16 @@
 """The job record: what a client polls, owned by the service and kept in Redis.
 
 Celery's result backend cannot tell "unknown" from "waiting" (both read PENDING),
-so the service keeps its own record per job, with an explicit state machine:
+so the service keeps its own record per job, with an explicit state machine. Each
+arrow is one method of :class:`JobStore`, and nothing else writes a record:
 
-    queued ──> running ──> succeeded
-       │          │  ^
-       │          │  └── running again: redelivered after its worker died
-       │          └────> queued (waiting to retry after a transient error)
-       └──────────┴────> failed
+    create ──> queued ──start──> running ──succeed──> succeeded
+                  │                │  ^
+                  │                │  └── start: redelivered after its worker died
+                  │                └──requeue──> queued (waiting out a transient error)
+                  └────────────────┴──fail────> failed
+
+    promote: a queued backfill job gets interactive priority (no change of state)
 
 ``succeeded`` and ``failed`` are terminal. Records expire ``job_ttl_seconds`` after
 their last change.
@@ -17,38 +20,23 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
 from typing import Any, Callable, Optional
 
 import redis
+from pydantic import BaseModel, ConfigDict, Field
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-OUTPUTS: dict[str, str] = {
-    "colored.png": "image/png",
-    "labels.png": "image/png",
-    "overlay.jpg": "image/jpeg",
-    "result.json": "application/json",
-}
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+from common.errors import ErrorCode
+from common.schema import (JOB_ID_PATTERN, MAX_BATCH, OUTPUTS, TERMINAL_STATUSES, JobStatus, Priority,
+                           SourceRef)
 
+__all__ = ["MAX_BATCH", "OUTPUTS", "TERMINAL_STATUSES", "JobStatus", "Priority", "SourceRef", "InputInfo",
+           "JobResult", "JobError", "Job", "JobStore", "InvalidTransition", "new_job_id", "is_job_id",
+           "input_key", "output_key", "redis_client", "utcnow"]
 
-class JobStatus(str, Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
-
-
-TERMINAL_STATUSES = frozenset(status.value for status in JobStatus if status.terminal)
-# Items per batch submission, and job ids per poll: part of the API's contract.
-MAX_BATCH = 100
+_JOB_ID = re.compile(JOB_ID_PATTERN)
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED}),
@@ -87,40 +75,61 @@ def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass
-class Job:
+class _Part(BaseModel):
+    # A misspelled field is an error, never silently dropped on save.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputInfo(_Part):
+    """What the API learnt of the image when it accepted it."""
+
+    width: int
+    height: int
+    format: str
+    bytes: int
+    sha256: str
+
+
+class JobError(_Part):
+    code: str
+    message: str
+
+    @classmethod
+    def of(cls, code: ErrorCode, message: str) -> "JobError":
+        return cls(code=code.value, message=message)
+
+
+class JobResult(_Part):
+    outputs: dict[str, str]  # output name -> storage key
+    summary: dict[str, Any]  # what the worker found (worker/outputs.py)
+
+
+class Job(_Part):
     id: str
     status: JobStatus
     created_at: str
     updated_at: str
-    input: dict[str, Any] = field(default_factory=dict)
-    source: Optional[dict[str, str]] = None  # {"bucket", "key"} when submitted by reference
-    priority: str = "interactive"
+    input: InputInfo
+    source: Optional[SourceRef] = None  # set when submitted by reference
+    priority: Priority = Priority.INTERACTIVE
     worker: Optional[str] = None  # Celery node that last started it
     message_id: Optional[str] = None  # the queue message (Celery task id) that last started it
-    attempts: int = 0  # times a worker started it
-    lost: int = 0  # times its worker died mid-job (found still running at a restart)
+    attempts: int = Field(0, ge=0)  # times a worker started it
+    lost: int = Field(0, ge=0)  # times its worker died mid-job (found still running at a restart)
     started_at: Optional[str] = None
     finished_at: Optional[str] = None
-    result: Optional[dict[str, Any]] = None
-    error: Optional[dict[str, str]] = None  # why it failed (terminal)
-    last_error: Optional[dict[str, str]] = None  # a transient error it is waiting out
+    result: Optional[JobResult] = None
+    error: Optional[JobError] = None  # why it failed (terminal)
+    last_error: Optional[JobError] = None  # a transient error it is waiting out
 
-    @classmethod
-    def new(cls, job_id: str, input_info: dict[str, Any], **fields: Any) -> "Job":
-        now = utcnow()
-        return cls(id=job_id, status=JobStatus.QUEUED, created_at=now, updated_at=now, input=input_info, **fields)
-
-    def to_redis(self) -> dict[str, str]:
-        values = asdict(self)
-        values["status"] = self.status.value
-        return {k: json.dumps(v) for k, v in values.items()}
+    def to_redis(self, fields: Optional[set[str]] = None) -> dict[str, str]:
+        """One JSON value per field (all, or only ``fields``), as the Redis hash holds them."""
+        values = self.model_dump(mode="json", include=fields)
+        return {name: json.dumps(value) for name, value in values.items()}
 
     @classmethod
     def from_redis(cls, values: dict[bytes, bytes]) -> "Job":
-        decoded = {k.decode(): json.loads(v) for k, v in values.items()}
-        decoded["status"] = JobStatus(decoded["status"])
-        return cls(**decoded)
+        return cls.model_validate({k.decode(): json.loads(v) for k, v in values.items()})
 
 
 def redis_client(url: str, socket_timeout: float = 10, retries: int = 6) -> redis.Redis:
@@ -140,8 +149,13 @@ def redis_client(url: str, socket_timeout: float = 10, retries: int = 6) -> redi
     )
 
 
+# What a lifecycle step writes, given the record as it is: the fields to change, or
+# None to leave the record alone.
+_Change = Callable[[Job], Optional[dict[str, Any]]]
+
+
 class JobStore:
-    """Job records in Redis, one hash per job, changed only through :meth:`transition`."""
+    """Job records in Redis, one hash per job, changed only by the lifecycle steps below."""
 
     def __init__(self, client: redis.Redis, ttl_seconds: int, prefix: str = "m2fp:job:") -> None:
         self.client = client
@@ -152,18 +166,11 @@ class JobStore:
     def _key(self, job_id: str) -> str:
         return self.prefix + job_id
 
-    def create(self, job: Job) -> None:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(self._key(job.id), mapping=job.to_redis())
-            pipe.expire(self._key(job.id), self.ttl)
-            pipe.execute()
+    # ---- reading -------------------------------------------------------------------
 
     def get(self, job_id: str) -> Optional[Job]:
         values = self.client.hgetall(self._key(job_id))
         return Job.from_redis(values) if values else None
-
-    def delete(self, job_id: str) -> None:
-        self.client.delete(self._key(job_id))
 
     def get_many(self, job_ids: list[str]) -> list[Optional[Job]]:
         with self.client.pipeline(transaction=False) as pipe:
@@ -171,8 +178,93 @@ class JobStore:
                 pipe.hgetall(self._key(job_id))
             return [Job.from_redis(values) if values else None for values in pipe.execute()]
 
-    # The content index: sha256 of an input -> the job that parses it, so the same
-    # image submitted twice (a re-run backfill, a retrying client) is parsed once.
+    # ---- the lifecycle ---------------------------------------------------------------
+
+    def create(self, job_id: str, input_info: InputInfo, priority: Priority,
+               source: Optional[SourceRef] = None) -> Job:
+        """A new ``queued`` job (its input is already stored, its message not yet sent)."""
+        now = utcnow()
+        job = Job(id=job_id, status=JobStatus.QUEUED, created_at=now, updated_at=now, input=input_info,
+                  priority=priority, source=source)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key(job.id), mapping=job.to_redis())
+            pipe.expire(self._key(job.id), self.ttl)
+            pipe.execute()
+        return job
+
+    def start(self, job_id: str, worker: Optional[str], message_id: Optional[str]) -> Job:
+        """A worker takes the job: ``queued`` (or ``running``, when the worker that had it
+        died, which counts as lost) -> ``running``."""
+        return self._step(job_id, JobStatus.RUNNING, lambda job: {
+            "started_at": utcnow(), "attempts": job.attempts + 1,
+            "lost": job.lost + (job.status is JobStatus.RUNNING), "last_error": None,
+            "worker": worker, "message_id": message_id})
+
+    def requeue(self, job_id: str, error: JobError) -> Job:
+        """``running`` -> ``queued``: a transient fault; its message comes back for a retry."""
+        return self._step(job_id, JobStatus.QUEUED, lambda job: {"last_error": error})
+
+    def succeed(self, job_id: str, result: JobResult) -> Job:
+        """``running`` -> ``succeeded``, with the stored outputs."""
+        return self._step(job_id, JobStatus.SUCCEEDED, lambda job: {"finished_at": utcnow(), "result": result})
+
+    def fail(self, job_id: str, error: JobError) -> Job:
+        """``queued`` or ``running`` -> ``failed``, for good."""
+        return self._step(job_id, JobStatus.FAILED, lambda job: {"finished_at": utcnow(), "error": error})
+
+    def promote(self, job_id: str) -> Optional[Job]:
+        """Give a waiting job interactive priority; None unless it was still waiting at a
+        lower one (a worker took it meanwhile, or it already had it)."""
+        def raise_priority(job: Job) -> Optional[dict[str, Any]]:
+            if job.status is not JobStatus.QUEUED or job.priority is Priority.INTERACTIVE:
+                return None
+            return {"priority": Priority.INTERACTIVE}
+
+        try:
+            job, changed = self._apply(job_id, None, raise_priority)
+        except KeyError:
+            return None
+        return job if changed else None
+
+    def delete(self, job_id: str) -> None:
+        """Undo :meth:`create` when the job could not be enqueued (nothing was promised)."""
+        self.client.delete(self._key(job_id))
+
+    def _step(self, job_id: str, to: JobStatus, change: _Change) -> Job:
+        """Move the job to ``to`` writing ``change``'s fields, atomically.
+
+        Raises :class:`KeyError` for an unknown job and :class:`InvalidTransition`
+        when the state machine forbids the move.
+        """
+        return self._apply(job_id, to, change)[0]
+
+    def _apply(self, job_id: str, to: Optional[JobStatus], change: _Change) -> tuple[Job, bool]:
+        """Read, check, write only the changed fields: one Redis transaction, retried
+        from the read when another client changed the record in between."""
+        key = self._key(job_id)
+
+        def transaction(pipe: redis.client.Pipeline) -> tuple[Job, bool]:
+            values = pipe.hgetall(key)
+            if not values:
+                raise KeyError(job_id)
+            job = Job.from_redis(values)
+            if to is not None and to not in TRANSITIONS[job.status]:
+                raise InvalidTransition(f"job {job_id}: {job.status.value} -> {to.value}")
+            fields = change(job)
+            if fields is None:
+                return job, False
+            fields = {**fields, "updated_at": utcnow(), **({"status": to} if to is not None else {})}
+            updated = Job.model_validate({**job.model_dump(), **fields})
+            pipe.multi()
+            pipe.hset(key, mapping=updated.to_redis(set(fields)))
+            pipe.expire(key, self.ttl)
+            return updated, True
+
+        return self.client.transaction(transaction, key, value_from_callable=True)
+
+    # ---- the content index ---------------------------------------------------------
+    # sha256 of an input -> the job that parses it, so the same image submitted twice
+    # (a re-run backfill, a retrying client) is parsed once.
 
     def job_for_content(self, digest: str) -> Optional[Job]:
         """The live job for this content, or None if there is none or it failed."""
@@ -188,62 +280,3 @@ class JobStore:
         key = self.content_prefix + digest
         if self.client.get(key) == job_id.encode():
             self.client.delete(key)
-
-    def transition(self, job_id: str, to: JobStatus, **changes: Any) -> Job:
-        """Move the job to ``to`` and apply ``changes``, atomically (WATCH/MULTI).
-
-        Raises :class:`KeyError` for an unknown job and :class:`InvalidTransition`
-        when the state machine forbids the move.
-        """
-        def move(job: Job) -> bool:
-            if to not in TRANSITIONS[job.status]:
-                raise InvalidTransition(f"job {job_id}: {job.status.value} -> {to.value}")
-            job.status = to
-            for name, value in changes.items():
-                setattr(job, name, value)
-            return True
-
-        return self._modify(job_id, move)
-
-    def promote(self, job_id: str) -> Optional[Job]:
-        """Give a waiting job interactive priority; None unless it was still waiting at a
-        lower one (a worker took it meanwhile, or it already had it)."""
-        raised = []
-
-        def raise_priority(job: Job) -> bool:
-            raised.clear()  # a retried attempt (WatchError) decides afresh
-            if job.status is not JobStatus.QUEUED or job.priority == "interactive":
-                return False
-            job.priority = "interactive"
-            raised.append(True)
-            return True
-
-        try:
-            job = self._modify(job_id, raise_priority)
-        except KeyError:
-            return None
-        return job if raised else None
-
-    def _modify(self, job_id: str, change: Callable[[Job], bool]) -> Job:
-        """Apply ``change`` to the record atomically (WATCH/MULTI, retried on a race);
-        ``change`` returns False to leave the record as it was."""
-        key = self._key(job_id)
-        with self.client.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    values = pipe.hgetall(key)
-                    if not values:
-                        raise KeyError(job_id)
-                    job = Job.from_redis(values)
-                    if not change(job):
-                        pipe.reset()
-                        return job
-                    job.updated_at = utcnow()
-                    pipe.multi()
-                    pipe.hset(key, mapping=job.to_redis())
-                    pipe.expire(key, self.ttl)
-                    pipe.execute()
-                    return job
-                except redis.WatchError:
-                    continue

@@ -91,11 +91,6 @@ class Settings(BaseSettings):
     # peaked at 1.3 to 2.5 GiB, see README "Scaling"; the torch engine needs about 4000);
     # the derived concurrency fits the memory limit with it.
     model_process_memory_mb: int = Field(2800, gt=0)
-    # Fault injection for tests: while this file exists a worker holds each job just
-    # before inference (after marking it running), so a test can kill it there. A file
-    # that says "deaf" also ignores the soft time limit's signal while holding, as native
-    # code that never returns to Python would, so that the hard limit has to act.
-    hold_file: Optional[Path] = None
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":

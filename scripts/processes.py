@@ -144,7 +144,11 @@ def api_command(port: int, workers: int = 2) -> list[str]:
                          "--workers", str(workers), "--access-logfile", "-", "--graceful-timeout", "10")
 
 
-def worker_command(name: str = "m2fp@%h") -> list[str]:
+WORKER_APP = "worker.celery_app"
+
+
+def worker_command(name: str = "m2fp@%h", app: str = WORKER_APP) -> list[str]:
     """The worker; its process and thread counts come from WORKER_CONCURRENCY /
-    TORCH_THREADS or the usable CPUs (worker/resources.py)."""
-    return python_module("celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO", "--hostname", name)
+    TORCH_THREADS or the usable CPUs (worker/resources.py). Tests may name a module of
+    their own harness that wraps the same app (``app``)."""
+    return python_module("celery", "-A", app, "worker", "--loglevel", "INFO", "--hostname", name)

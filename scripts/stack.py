@@ -10,8 +10,8 @@ from typing import Iterable, Iterator, Optional
 
 import requests
 
-from common.jobs import TERMINAL_STATUSES
-from scripts.processes import Process, RedisServer, api_command, free_port, wait_until, worker_command
+from common.schema import TERMINAL_STATUSES
+from scripts.processes import WORKER_APP, Process, RedisServer, api_command, free_port, wait_until, worker_command
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Stack:
     api: Process | None = None
     api_url: str = ""
     workers: list[Process] = field(default_factory=list)
+    worker_app: str = WORKER_APP  # the Celery app module workers start with
 
     def start_api(self, port: Optional[int] = None) -> "Stack":
         port = port or free_port()
@@ -44,7 +45,7 @@ class Stack:
 
     def start_worker(self, name: str = "w1", **env: str) -> Process:
         env = {"WORKER_CONCURRENCY": "1", **env}
-        worker = Process(name, worker_command(name=f"{name}@%h"), {**self.env, **env},
+        worker = Process(name, worker_command(name=f"{name}@%h", app=self.worker_app), {**self.env, **env},
                          log_path=self.log_dir / f"{name}.log")
         self.workers.append(worker)
         return worker

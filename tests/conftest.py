@@ -121,3 +121,11 @@ def job_store(redis_url) -> JobStore:
 def settings(tmp_path, redis_url, tiny_model, engine_cache) -> Settings:
     return Settings(redis_url=redis_url, local_store_dir=tmp_path / "store",
                     m2fp_model=str(tiny_model), inference_max_side=320, model_cache_dir=engine_cache)
+
+
+@pytest.fixture()
+def services(settings):
+    """The services of ``settings`` (real Redis, local store) as a process builds them."""
+    from common.services import Services
+
+    return Services.create(settings)

@@ -18,6 +18,7 @@ from scripts.imagegen import photo_jpeg
 from scripts.processes import REPO, wait_until
 from scripts.stack import Stack
 from tests.conftest import S3_KEYS
+from tests.harness import HARNESS_APP, HOLD_FILE_VARIABLE
 
 IMAGES = 200
 
@@ -32,10 +33,10 @@ def stack(redis_server, tiny_model, s3_endpoint, tmp_path):
         "M2FP_MODEL": str(tiny_model), "INFERENCE_MAX_SIDE": "64", "TORCH_THREADS": "1",
         "S3_ENDPOINT": s3_endpoint, "S3_ACCESS_KEY": S3_KEYS["access_key"],
         "S3_SECRET_KEY": S3_KEYS["secret_key"], "S3_BUCKET": name,
-        "HOLD_FILE": str(tmp_path / "hold"),
+        HOLD_FILE_VARIABLE: str(tmp_path / "hold"),
     }
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
-    running = Stack(env=env, log_dir=tmp_path).start_api()
+    running = Stack(env=env, log_dir=tmp_path, worker_app=HARNESS_APP).start_api()
     running.store = bucket
     running.redis = redis.Redis.from_url(env["REDIS_URL"])
     yield running

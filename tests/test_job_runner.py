@@ -3,29 +3,46 @@ import dataclasses
 import hashlib
 import io
 
+from typing import Optional
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from common.errors import ObjectNotFound, StorageUnavailable
-from common.jobs import Job, JobStatus, input_key, new_job_id, output_key
+from common.jobs import InputInfo, JobStatus, Priority, SourceRef, input_key, new_job_id, output_key
 from common.labels import PALETTE
-from common.storage import LocalStore, S3Store
+from common.services import Services
+from common.storage import S3Store
 from scripts.imagegen import encode, photo, photo_jpeg
-from worker.context import WorkerContext
-from worker.job_runner import run_job
+from worker.engine import ParsingEngine
+from worker.job_runner import run_job as run
+
+
+@dataclasses.dataclass
+class WorkerServices(Services):
+    """A pool process's view: the services and its engine."""
+
+    engine: Optional[ParsingEngine] = None
 
 
 @pytest.fixture()
-def ctx(settings, job_store, tiny_engine):
-    return WorkerContext(settings=settings, storage=LocalStore(settings.local_store_dir),
-                         jobs=job_store, engine=tiny_engine)
+def ctx(settings, tiny_engine):
+    return dataclasses.replace(WorkerServices.create(settings), engine=tiny_engine)
+
+
+def run_job(ctx, job_id, **kwargs):
+    return run(ctx, ctx.engine, job_id, **kwargs)
+
+
+def input_info(data: bytes) -> InputInfo:
+    return InputInfo(width=1, height=1, format="JPEG", bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
 def queue_job(ctx, data: bytes) -> str:
     job_id = new_job_id()
     ctx.storage.put(input_key(job_id), data, "application/octet-stream")
-    ctx.jobs.create(Job.new(job_id, {}))
+    ctx.jobs.create(job_id, input_info(data), Priority.INTERACTIVE)
     return job_id
 
 
@@ -36,9 +53,9 @@ def test_job_succeeds_with_outputs_at_input_size(ctx):
     colored = np.asarray(Image.open(io.BytesIO(ctx.storage.get(output_key(job_id, "colored.png")))))
     assert colored.shape == (200, 300, 3)
     assert {tuple(c) for c in colored.reshape(-1, 3)} <= {tuple(c) for c in PALETTE}
-    summary = job.result["summary"]
+    summary = job.result.summary
     assert summary["persons"] >= 1 and len(summary["classes"]) >= 3
-    assert job.result["outputs"]["labels.png"] == output_key(job_id, "labels.png")
+    assert job.result.outputs["labels.png"] == output_key(job_id, "labels.png")
 
 
 def test_rerun_of_a_finished_job_does_nothing(ctx):
@@ -54,24 +71,24 @@ def test_an_input_deleted_before_the_job_ran_fails_it_as_the_services_loss(ctx):
     job_id = queue_job(ctx, photo_jpeg(64, 64))
     ctx.storage.delete(input_key(job_id))
     job = run_job(ctx, job_id)
-    assert job.status is JobStatus.FAILED and job.error["code"] == "input_missing", job
+    assert job.status is JobStatus.FAILED and job.error.code == "input_missing", job
 
 
 def test_exif_rotated_input_gives_upright_outputs(ctx):
     job_id = queue_job(ctx, encode(photo(80, 40), "JPEG", exif_orientation=8))
     job = run_job(ctx, job_id)
-    assert (job.result["summary"]["width"], job.result["summary"]["height"]) == (40, 80)
+    assert (job.result.summary["width"], job.result.summary["height"]) == (40, 80)
 
 
 def test_undecodable_input_fails_with_a_code_and_no_retry(ctx):
     job_id = queue_job(ctx, b"GIF89a broken")
     job = run_job(ctx, job_id)
-    assert job.status is JobStatus.FAILED and job.error["code"] == "invalid_image"
+    assert job.status is JobStatus.FAILED and job.error.code == "invalid_image"
 
 
 def test_job_found_running_is_counted_as_interrupted_and_rerun(ctx):
     job_id = queue_job(ctx, photo_jpeg(64, 64))
-    ctx.jobs.transition(job_id, JobStatus.RUNNING, attempts=1)  # its worker died mid-job
+    ctx.jobs.start(job_id, worker="dead", message_id=None)  # its worker died mid-job
     job = run_job(ctx, job_id)
     assert job.status is JobStatus.SUCCEEDED and (job.attempts, job.lost) == (2, 1)
 
@@ -79,9 +96,10 @@ def test_job_found_running_is_counted_as_interrupted_and_rerun(ctx):
 def test_a_job_that_kills_its_workers_fails_after_max_attempts(ctx):
     job_id = queue_job(ctx, photo_jpeg(64, 64))
     limit = ctx.settings.max_attempts
-    ctx.jobs.transition(job_id, JobStatus.RUNNING, attempts=limit, lost=limit - 1)
+    for _ in range(limit):  # each start after the first finds it running: its worker died
+        ctx.jobs.start(job_id, worker="dead", message_id=None)
     job = run_job(ctx, job_id)
-    assert job.status is JobStatus.FAILED and job.error["code"] == "worker_lost"
+    assert job.status is JobStatus.FAILED and job.error.code == "worker_lost"
 
 
 def test_storage_outage_propagates_for_retry_and_leaves_the_job_open(ctx):
@@ -94,23 +112,23 @@ def test_storage_outage_propagates_for_retry_and_leaves_the_job_open(ctx):
 
 def test_a_referenced_object_replaced_after_submission_fails_its_job(ctx, s3_store):
     ctx = dataclasses.replace(ctx, storage=s3_store)
-    source = {"bucket": s3_store.bucket, "key": "archive/replaced.jpg"}
+    source = SourceRef(bucket=s3_store.bucket, key="archive/replaced.jpg")
     submitted = photo_jpeg(64, 48, seed=11)
     jobs = []
     for _ in range(2):
         job_id = new_job_id()
-        ctx.jobs.create(Job.new(job_id, {"sha256": hashlib.sha256(submitted).hexdigest()}, source=source))
+        ctx.jobs.create(job_id, input_info(submitted), Priority.BACKFILL, source)
         jobs.append(job_id)
-    s3_store.put(source["key"], submitted, "image/jpeg")
+    s3_store.put(source.key, submitted, "image/jpeg")
     assert run_job(ctx, jobs[0]).status is JobStatus.SUCCEEDED
-    s3_store.put(source["key"], photo_jpeg(64, 48, seed=12), "image/jpeg")
+    s3_store.put(source.key, photo_jpeg(64, 48, seed=12), "image/jpeg")
     job = run_job(ctx, jobs[1])
-    assert job.status is JobStatus.FAILED and job.error["code"] == "source_changed", job
+    assert job.status is JobStatus.FAILED and job.error.code == "source_changed", job
 
 
 def test_a_second_message_for_a_running_job_is_dropped_not_counted_as_a_death(ctx):
     job_id = queue_job(ctx, photo_jpeg(64, 64))
-    ctx.jobs.transition(job_id, JobStatus.RUNNING, attempts=1, message_id="first")
+    ctx.jobs.start(job_id, worker="w", message_id="first")
     job = run_job(ctx, job_id, message_id="second")  # e.g. the job was moved to the interactive queue
     assert (job.status, job.attempts, job.lost, job.message_id) == (JobStatus.RUNNING, 1, 0, "first")
     redelivered = run_job(ctx, job_id, message_id="first")  # its own message again: its worker died

@@ -1,7 +1,11 @@
-"""The job record and its state machine, on a real Redis."""
+"""The job record and its lifecycle steps, on a real Redis."""
+import pydantic
 import pytest
 
-from common.jobs import InvalidTransition, Job, JobStatus, is_job_id, new_job_id
+from common.jobs import (InputInfo, InvalidTransition, Job, JobError, JobResult, JobStatus, Priority, SourceRef,
+                         is_job_id, new_job_id)
+
+INPUT = InputInfo(width=3, height=2, format="JPEG", bytes=10, sha256="0" * 64)
 
 
 def test_job_ids_are_random_and_url_safe():
@@ -12,30 +16,61 @@ def test_job_ids_are_random_and_url_safe():
 
 
 def test_record_round_trip_and_expiry(job_store):
-    job = Job.new(new_job_id(), {"width": 3, "height": 2})
-    job_store.create(job)
+    job = job_store.create(new_job_id(), INPUT, Priority.BACKFILL, SourceRef(bucket="b", key="k.jpg"))
     assert job_store.get(job.id) == job
+    assert job.source.uri() == "s3://b/k.jpg" and job.priority is Priority.BACKFILL
     ttl = job_store.client.ttl(job_store.prefix + job.id)
     assert 0 < ttl <= 3600
     assert job_store.get(new_job_id()) is None
 
 
 def test_happy_path_and_terminal_states(job_store):
-    job = Job.new(new_job_id(), {})
-    job_store.create(job)
-    running = job_store.transition(job.id, JobStatus.RUNNING, attempts=1)
-    assert running.status is JobStatus.RUNNING and running.attempts == 1
-    done = job_store.transition(job.id, JobStatus.SUCCEEDED, result={"outputs": {}})
-    assert job_store.get(job.id) == done
-    for target in JobStatus:
+    job = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
+    running = job_store.start(job.id, worker="w@host", message_id="m1")
+    assert running.status is JobStatus.RUNNING and (running.attempts, running.lost, running.worker) == (1, 0, "w@host")
+    done = job_store.succeed(job.id, JobResult(outputs={}, summary={"persons": 0}))
+    assert job_store.get(job.id) == done and done.finished_at and done.result.summary == {"persons": 0}
+    for step in (lambda: job_store.start(job.id, None, None), lambda: job_store.requeue(job.id, JobError(
+            code="x", message="y")), lambda: job_store.fail(job.id, JobError(code="x", message="y")),
+            lambda: job_store.succeed(job.id, JobResult(outputs={}, summary={}))):
         with pytest.raises(InvalidTransition):
-            job_store.transition(job.id, target)
+            step()
 
 
-def test_queued_cannot_succeed_without_running(job_store):
-    job = Job.new(new_job_id(), {})
-    job_store.create(job)
+def test_queued_cannot_succeed_or_requeue_without_running(job_store):
+    job = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
     with pytest.raises(InvalidTransition):
-        job_store.transition(job.id, JobStatus.SUCCEEDED)
+        job_store.succeed(job.id, JobResult(outputs={}, summary={}))
+    with pytest.raises(InvalidTransition):
+        job_store.requeue(job.id, JobError(code="x", message="y"))
     with pytest.raises(KeyError):
-        job_store.transition(new_job_id(), JobStatus.RUNNING)
+        job_store.start(new_job_id(), None, None)
+
+
+def test_a_restart_while_running_counts_a_lost_worker_and_requeue_keeps_the_error(job_store):
+    job = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
+    job_store.start(job.id, "a", "m1")
+    again = job_store.start(job.id, "b", "m1")  # redelivered: its first worker died
+    assert (again.attempts, again.lost, again.worker) == (2, 1, "b")
+    waiting = job_store.requeue(job.id, JobError(code="storage_unavailable", message="down"))
+    assert waiting.status is JobStatus.QUEUED and waiting.last_error.code == "storage_unavailable"
+    assert (waiting.attempts, waiting.worker, waiting.started_at) == (2, "b", again.started_at)
+    assert job_store.start(job.id, "c", "m2").last_error is None
+
+
+def test_promote_only_raises_a_waiting_backfill_job(job_store):
+    job = job_store.create(new_job_id(), INPUT, Priority.BACKFILL)
+    assert job_store.promote(job.id).priority is Priority.INTERACTIVE
+    assert job_store.promote(job.id) is None  # already interactive
+    other = job_store.create(new_job_id(), INPUT, Priority.BACKFILL)
+    job_store.start(other.id, None, None)
+    assert job_store.promote(other.id) is None and job_store.get(other.id).priority is Priority.BACKFILL
+    assert job_store.promote(new_job_id()) is None
+
+
+def test_a_misspelled_field_is_an_error_not_a_silent_drop(job_store):
+    job = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
+    with pytest.raises(pydantic.ValidationError):
+        Job.model_validate({**job.model_dump(), "atempts": 1})
+    with pytest.raises(pydantic.ValidationError):
+        job.attempts = "many"

@@ -1,7 +1,7 @@
 """Jobs survive dead workers; workers refuse to start without a model.
 
 Real processes throughout: the killed worker is SIGKILLed mid-job (held just before
-inference by the HOLD_FILE fault-injection setting, after the job shows ``running``).
+inference by the test harness's holding engine, after the job shows ``running``).
 """
 import os
 import re
@@ -12,6 +12,7 @@ import pytest
 from scripts.processes import wait_until
 from scripts.imagegen import photo_jpeg
 from scripts.stack import Stack
+from tests.harness import HARNESS_APP, HOLD_FILE_VARIABLE
 
 
 @pytest.fixture()
@@ -23,7 +24,7 @@ def fault_stack(redis_server, tiny_model, tmp_path):
         "INFERENCE_MAX_SIDE": "320",
         "TORCH_THREADS": "1",
         "LOCAL_STORE_DIR": str(tmp_path / "store"),
-        "HOLD_FILE": str(hold),
+        HOLD_FILE_VARIABLE: str(hold),
         # Short delivery timeouts so a lost job comes back within seconds in the test.
         "TASK_SOFT_TIME_LIMIT": "20",
         "TASK_TIME_LIMIT": "25",
@@ -33,7 +34,7 @@ def fault_stack(redis_server, tiny_model, tmp_path):
     import redis
 
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
-    running = Stack(env=env, log_dir=tmp_path).start_api()
+    running = Stack(env=env, log_dir=tmp_path, worker_app=HARNESS_APP).start_api()
     yield running, hold
     running.stop()
 
@@ -42,10 +43,14 @@ def hold_a_job(stack: Stack, hold) -> tuple[str, int]:
     """Submit a job and wait until a worker holds it, running; return its id and the pid."""
     hold.touch()
     job_id = stack.submit(photo_jpeg(160, 120)).json()["id"]
-    marker = hold.parent / f"holding-{job_id}"
-    wait_until(lambda: marker.exists() and marker.read_text(), 120, "a worker to take the job")
+    wait_until(lambda: holding_pids(hold), 120, "a worker to take the job")
     assert stack.job(job_id)["status"] == "running"
-    return job_id, int(marker.read_text())
+    return job_id, holding_pids(hold)[0]
+
+
+def holding_pids(hold) -> list[int]:
+    """Pids of the processes holding a job (each writes its marker next to the hold file)."""
+    return [int(p.read_text()) for p in hold.parent.glob("holding-*") if p.read_text()]
 
 
 def test_job_survives_its_whole_worker_being_sigkilled(fault_stack):

@@ -1,42 +1,33 @@
-"""What a worker process holds for its lifetime: settings, store, job records, engine."""
+"""What a worker's pool process holds for its lifetime: the services and the loaded engine.
+
+Set once per process at start-up (:mod:`worker.startup`), after the engine loaded;
+the Celery task reads it for every job.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
-from common.jobs import JobStore, redis_client
-from common.settings import Settings
-from common.storage import Storage, create_storage
+from common.services import Services
 from worker.engine import ParsingEngine
 
 
-@dataclass
-class WorkerContext:
-    settings: Settings
-    storage: Storage
-    jobs: JobStore
+@dataclass(frozen=True)
+class WorkerProcess:
+    services: Services
     engine: ParsingEngine
 
-    @classmethod
-    def create(cls, settings: Settings, engine: ParsingEngine) -> "WorkerContext":
-        return cls(
-            settings=settings,
-            storage=create_storage(settings),
-            jobs=JobStore(redis_client(settings.redis_url), settings.job_ttl_seconds),
-            engine=engine,
-        )
+
+_current: Optional[WorkerProcess] = None
 
 
-_current: Optional[WorkerContext] = None
-
-
-def set_context(context: Optional[WorkerContext]) -> None:
-    """Install the process's context (at worker process start; tests may set their own)."""
+def set_process(process: Optional[WorkerProcess]) -> None:
+    """Install this process's services and engine (at pool-process start)."""
     global _current
-    _current = context
+    _current = process
 
 
-def get_context() -> WorkerContext:
+def current_process() -> WorkerProcess:
     if _current is None:
-        raise RuntimeError("worker context not initialised: the model did not load at start-up")
+        raise RuntimeError("worker process not initialised: the model did not load at start-up")
     return _current

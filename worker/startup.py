@@ -128,7 +128,8 @@ def report_startup(**_: Any) -> None:
 def load_engine(**_: Any) -> None:
     import torch
 
-    from worker.context import WorkerContext, set_context
+    from common.services import Services
+    from worker.context import WorkerProcess, set_process
     from worker.engine import load_engine
 
     settings, resource_plan = _config()
@@ -146,7 +147,7 @@ def load_engine(**_: Any) -> None:
         # A pool process that dies at start is respawned forever; stop the whole worker.
         os.kill(os.getppid(), signal.SIGTERM)
         os._exit(1)
-    set_context(WorkerContext.create(settings, engine))
+    set_process(WorkerProcess(Services.create(settings), engine))
     log.info("worker process %d ready: %s engine (%s), model %s loaded in %.1f s, %d thread(s)",
              os.getpid(), engine.description["engine"], engine.description["precision"], choice.model_dir,
              time.perf_counter() - started, resource_plan.threads)

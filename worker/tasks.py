@@ -10,9 +10,11 @@ from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
 from common.errors import ErrorCode, StorageUnavailable
-from common.jobs import InvalidTransition, JobStatus, JobStore, redis_client
-from worker.celery_app import PARSE_TASK, app, settings
-from worker.context import get_context
+from common.jobs import InvalidTransition, JobError
+from common.queue import PARSE_TASK
+from common.services import Services
+from worker.celery_app import app, settings
+from worker.context import current_process
 from worker.job_runner import fail, run_job
 
 log = logging.getLogger(__name__)
@@ -29,25 +31,26 @@ class ParseTask(Task):
         main worker process, where the job must still be marked failed."""
         if isinstance(exc, TimeLimitExceeded) and args:
             try:
-                fail(JobStore(redis_client(settings.redis_url), settings.job_ttl_seconds), args[0],
-                     ErrorCode.INFERENCE_TIMEOUT, f"parsing was stopped after {settings.task_time_limit} s")
+                fail(Services.create(settings), args[0], ErrorCode.INFERENCE_TIMEOUT,
+                     f"parsing was stopped after {settings.task_time_limit} s")
             except (InvalidTransition, KeyError, redis.RedisError):
                 log.exception("could not mark job %s as timed out", args[0])
 
 
 @app.task(name=PARSE_TASK, bind=True, base=ParseTask, max_retries=None)
 def parse(self, job_id: str) -> Optional[str]:
-    ctx = get_context()
+    process = current_process()
+    services = process.services
     try:
-        job = run_job(ctx, job_id, worker=self.request.hostname, message_id=self.request.id)
+        job = run_job(services, process.engine, job_id, worker=self.request.hostname, message_id=self.request.id)
     except SoftTimeLimitExceeded:
-        job = fail(ctx.jobs, job_id, ErrorCode.INFERENCE_TIMEOUT,
+        job = fail(services, job_id, ErrorCode.INFERENCE_TIMEOUT,
                    f"parsing took longer than {settings.task_soft_time_limit} s; try a smaller image")
     except (StorageUnavailable, redis.RedisError) as exc:
         # Transient: the job waits (queued) and runs again; it is never dropped.
         code = ErrorCode.STORAGE_UNAVAILABLE if isinstance(exc, StorageUnavailable) else ErrorCode.QUEUE_UNAVAILABLE
         try:
-            ctx.jobs.transition(job_id, JobStatus.QUEUED, last_error={"code": code.value, "message": str(exc)})
+            services.jobs.requeue(job_id, JobError.of(code, str(exc)))
         except (redis.RedisError, InvalidTransition):
             pass  # Redis is down (the message still holds the job), or the record never left "queued"
         try:
@@ -59,5 +62,5 @@ def parse(self, job_id: str) -> Optional[str]:
     except Exception:
         # A bug or a model error on this input: fail the job, keep the worker serving.
         log.exception("job %s failed unexpectedly", job_id)
-        job = fail(ctx.jobs, job_id, ErrorCode.INTERNAL_ERROR, "the worker failed on this job; see its log")
+        job = fail(services, job_id, ErrorCode.INTERNAL_ERROR, "the worker failed on this job; see its log")
     return job.status.value if job else None

@@ -1,0 +1,290 @@
+"""The HTTP contract: every request and response body of the API, as pydantic models.
+
+One module, imported by the API (to validate requests, render responses and generate
+the OpenAPI document) and by the Python client (to read responses), and by nothing
+that needs the model: it depends on pydantic and the standard library only, so the
+light client environment can install it without numpy, torch or Celery.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, ClassVar, Literal, Optional, Union
+from urllib.parse import urlparse
+
+from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler,
+                      field_validator, model_serializer)
+from pydantic_core import PydanticCustomError, core_schema
+
+from common.errors import ErrorCode
+
+# Items per batch submission, and job ids per poll.
+MAX_BATCH = 100
+# Every output a job can have, with its media type.
+OUTPUTS: dict[str, str] = {
+    "colored.png": "image/png",
+    "labels.png": "image/png",
+    "overlay.jpg": "image/jpeg",
+    "result.json": "application/json",
+}
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+TERMINAL_STATUSES = frozenset(status.value for status in JobStatus if status.terminal)
+
+
+class Priority(str, Enum):
+    """``interactive`` jobs are always taken before ``backfill`` jobs."""
+
+    INTERACTIVE = "interactive"
+    BACKFILL = "backfill"
+
+
+class _Request(BaseModel):
+    """Request bodies. Unknown fields are ignored, as they always were (clients written
+    against a newer server's fields keep working)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Response(BaseModel):
+    """Response bodies: a client ignores fields it does not know yet, so a newer server
+    (cancel, webhooks, per-person outputs add fields) never breaks an older client.
+    Fields named in ``_omit_when_none`` are left out of the wire form, not sent as null."""
+
+    model_config = ConfigDict(extra="ignore")
+    _omit_when_none: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_parts(self, handler):  # no return annotation: keeps the model's own schema
+        data = handler(self)
+        for name in self._omit_when_none:
+            if data.get(name, "") is None:
+                del data[name]
+        return data
+
+
+class ErrorDetail(_Response):
+    """Why something failed: ``code`` is stable (clients branch on it), ``message`` is for people."""
+
+    code: str = Field(description="A stable error code; see the ErrorCode schema for every value.")
+    message: str
+
+
+class ErrorResponse(_Response):
+    """The body of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+class SourceRef(_Request):
+    """An object in a bucket the service reads (submission by reference)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bucket: str = Field(min_length=1, max_length=255)
+    key: str = Field(min_length=1, max_length=1024)
+
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @classmethod
+    def from_uri(cls, value: str) -> "SourceRef":
+        parsed = urlparse(value)
+        return cls(bucket=parsed.netloc, key=parsed.path.lstrip("/"))
+
+
+def _source(value: Any) -> Any:
+    """``"s3://bucket/key"`` or ``{"bucket": ..., "key": ...}``: both name one object."""
+    if isinstance(value, SourceRef):
+        return value
+    if isinstance(value, str) and value.startswith("s3://"):
+        parsed = urlparse(value)
+        value = {"bucket": parsed.netloc, "key": parsed.path.lstrip("/")}
+    if not (isinstance(value, dict) and isinstance(value.get("bucket"), str) and isinstance(value.get("key"), str)):
+        raise PydanticCustomError(ErrorCode.INVALID_SOURCE.value,
+                                  'a source is "s3://bucket/key" or {"bucket": ..., "key": ...}')
+    if not value["bucket"] or not value["key"] or len(value["key"]) > 1024:
+        raise PydanticCustomError(ErrorCode.INVALID_SOURCE.value, "a source needs a bucket and a key")
+    return SourceRef(bucket=value["bucket"], key=value["key"])
+
+
+def _default_if_blank(value: Any, model: type[BaseModel]) -> Any:
+    """An empty form field means "not given" (HTML forms send empty strings)."""
+    return model.model_fields["priority"].default if value in ("", None) else value
+
+
+class UploadedFile:
+    """A file part of a multipart body (the server hands over werkzeug's FileStorage)."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, _source: Any, _handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(cls._check)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, _schema: Any, _handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+
+    @staticmethod
+    def _check(value: Any) -> Any:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "stream"):
+            raise PydanticCustomError(ErrorCode.MISSING_IMAGE.value, "send the image as a file part")
+        return value
+
+
+# ---- requests -------------------------------------------------------------------
+
+class SubmitJson(_Request):
+    """Submit an object already in a readable bucket; the worker reads it in place."""
+
+    source: Union[str, SourceRef] = Field(
+        description='"s3://bucket/key" or {"bucket": ..., "key": ...}, in S3_BUCKET or SOURCE_BUCKETS')
+    priority: Priority = Priority.INTERACTIVE
+
+    _check_source = field_validator("source", mode="before")(lambda cls, value: _source(value))
+    _blank_priority = field_validator("priority", mode="before")(lambda cls, value: _default_if_blank(value, cls))
+
+
+class SubmitForm(BaseModel):
+    """Upload one image (multipart/form-data)."""
+
+    model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
+
+    image: UploadedFile = Field(description="JPEG, PNG, WebP, BMP, TIFF or GIF, at most MAX_UPLOAD_BYTES")
+    priority: Priority = Priority.INTERACTIVE
+
+    _first_file = field_validator("image", mode="before")(
+        lambda cls, value: value[0] if isinstance(value, list) and value else value)
+    _blank_priority = field_validator("priority", mode="before")(lambda cls, value: _default_if_blank(value, cls))
+
+
+class BatchItem(_Request):
+    source: Union[str, SourceRef] = Field(description='"s3://bucket/key" or {"bucket": ..., "key": ...}')
+    ref: Optional[str] = Field(None, max_length=1024, description="echoed back in this item's answer")
+
+    _check_source = field_validator("source", mode="before")(lambda cls, value: _source(value))
+
+
+class BatchJson(_Request):
+    """Many references in one request (default priority ``backfill``)."""
+
+    # Each item is checked on its own (a bad item fails alone, in its answer), so the
+    # request only needs objects here; the OpenAPI document shows them as BatchItem.
+    items: list[dict[str, Any]] = Field(max_length=MAX_BATCH)
+    priority: Priority = Priority.BACKFILL
+
+    _blank_priority = field_validator("priority", mode="before")(lambda cls, value: _default_if_blank(value, cls))
+
+
+class BatchForm(BaseModel):
+    """Many uploads in one request: repeat the ``image`` field (default priority ``backfill``)."""
+
+    model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
+
+    image: list[UploadedFile] = Field(min_length=1, max_length=MAX_BATCH, description=f"at most {MAX_BATCH} "
+                                      "files; each file's name is echoed back as its item's ref")
+    priority: Priority = Priority.BACKFILL
+
+    _one_file_is_a_list = field_validator("image", mode="before")(
+        lambda cls, value: value if isinstance(value, list) else [value])
+    _blank_priority = field_validator("priority", mode="before")(lambda cls, value: _default_if_blank(value, cls))
+
+
+class JobsQuery(_Request):
+    ids: str = Field(description=f"1 to {MAX_BATCH} comma-separated job ids")
+
+
+# ---- responses ------------------------------------------------------------------
+
+class InputView(_Response):
+    width: int
+    height: int
+    format: str
+    bytes: int
+    sha256: str
+    source: Optional[str] = Field(None, description="the s3:// reference, for jobs submitted by reference")
+
+    _omit_when_none = ("source",)
+
+
+class ResultView(_Response):
+    outputs: dict[str, str] = Field(description="output name -> download URL (presigned, or the API's own route)")
+    keys: dict[str, str] = Field(description="output name -> its key in the store")
+    summary: dict[str, Any] = Field(description="what was found: classes with pixel shares and scores, persons, "
+                                    "model, inference size and time")
+
+
+class JobLinks(_Response):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    self_: str = Field(alias="self")
+
+
+class JobView(_Response):
+    """A job as clients see it. ``result`` only once succeeded, ``error`` only once failed,
+    ``last_error`` only while it waits out a transient fault."""
+
+    id: str
+    status: JobStatus
+    created_at: str
+    updated_at: str
+    started_at: Optional[str]
+    finished_at: Optional[str]
+    attempts: int
+    priority: Priority
+    worker: Optional[str]
+    input: InputView
+    links: JobLinks
+    result: Optional[ResultView] = None
+    error: Optional[ErrorDetail] = None
+    last_error: Optional[ErrorDetail] = None
+    deduplicated: Optional[bool] = Field(None, description="on submission answers: true when this content "
+                                         "already had a job, which is returned instead of a new one")
+
+    _omit_when_none = ("result", "error", "last_error", "deduplicated")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class MissingJob(_Response):
+    id: str
+    status: Literal["not_found"] = "not_found"
+
+
+class JobsResponse(_Response):
+    jobs: list[Union[JobView, MissingJob]]
+
+
+class BatchItemResult(_Response):
+    """One item of a batch: ``job`` (status 200 or 202) or ``error`` (its own 4xx)."""
+
+    ref: Optional[str]
+    status: int
+    job: Optional[JobView] = None
+    error: Optional[ErrorDetail] = None
+
+    _omit_when_none = ("job", "error")
+
+
+class BatchResponse(_Response):
+    items: list[BatchItemResult]
+
+
+class Health(_Response):
+    status: Literal["ok"]
+
+
+class Readiness(_Response):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]

@@ -1,0 +1,37 @@
+"""What every process of the service talks to, built once from the settings.
+
+The API keeps one :class:`Services` in its app; each worker process keeps one next to
+its engine. Tests build their own, with any part replaced behind the same interface.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from common.jobs import JobStore, redis_client
+from common.queue import JobQueue
+from common.settings import Settings
+from common.storage import Storage, create_storage
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    storage: Storage
+    jobs: JobStore
+    queue: JobQueue
+
+    @classmethod
+    def create(cls, settings: Settings, *, redis_socket_timeout: float = 10, redis_retries: int = 6) -> "Services":
+        """Connect to what ``settings`` name. The API passes small Redis budgets (a hung
+        Redis must answer 503 inside gunicorn's timeout); workers keep the defaults."""
+        client = redis_client(settings.redis_url, redis_socket_timeout, redis_retries)
+        return cls(
+            settings=settings,
+            redis=client,
+            storage=create_storage(settings),
+            jobs=JobStore(client, settings.job_ttl_seconds),
+            queue=JobQueue(settings, client, socket_timeout=redis_socket_timeout),
+        )
