@@ -1,14 +1,17 @@
 """Every error the API returns, rendered in one place as JSON with a stable code.
 
 Body: ``{"error": {"code": ..., "message": ...}}``. 4xx for the client's mistakes,
-5xx only for the service's own faults.
+5xx only for the service's own faults. :data:`ERROR_CODES` is the one table of
+which status each code answers with (the OpenAPI document lists it), and a batch
+item's error renders through the same :func:`error_body` as a whole request's.
 """
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple, Optional
 
 import redis
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -16,69 +19,91 @@ from common.errors import ErrorCode, ObjectNotFound, ServiceError, StorageUnavai
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {
-    400: ErrorCode.BAD_REQUEST,
-    404: ErrorCode.NOT_FOUND,
-    405: ErrorCode.METHOD_NOT_ALLOWED,
-    413: ErrorCode.PAYLOAD_TOO_LARGE,
+
+
+class CodeInfo(NamedTuple):
+    status: Optional[int]  # None: only a failed job's ``error`` carries it
+    when: str
+
+
+# The one table of error codes: the status each answers with, and when it happens. The
+# OpenAPI document lists it; README's table says the same.
+ERROR_CODES: dict[ErrorCode, CodeInfo] = {
+    ErrorCode.BAD_REQUEST: CodeInfo(400, "the request does not match its schema (see the message)"),
+    ErrorCode.MISSING_IMAGE: CodeInfo(400, "no `image` file in a multipart body"),
+    ErrorCode.INVALID_SOURCE: CodeInfo(400, "a reference that is malformed (not s3://bucket/key)"),
+    ErrorCode.SOURCE_FORBIDDEN: CodeInfo(403, "a reference outside S3_BUCKET and SOURCE_BUCKETS, or to job files"),
+    ErrorCode.NOT_FOUND: CodeInfo(404, "no such job (unknown, or expired), output or route"),
+    ErrorCode.SOURCE_NOT_FOUND: CodeInfo(404, "the referenced object does not exist (also a job's error when "
+                                              "it is deleted before the job ran)"),
+    ErrorCode.METHOD_NOT_ALLOWED: CodeInfo(405, "the route exists, the method does not"),
+    ErrorCode.PAYLOAD_TOO_LARGE: CodeInfo(413, "upload (or referenced object) above MAX_UPLOAD_BYTES"),
+    ErrorCode.IMAGE_TOO_LARGE: CodeInfo(413, "more than MAX_SIDE px on a side or MAX_PIXELS in all"),
+    ErrorCode.BATCH_TOO_LARGE: CodeInfo(413, "more than 100 items in a batch"),
+    ErrorCode.INVALID_IMAGE: CodeInfo(422, "not decodable, empty, truncated or corrupt (also a job's error "
+                                           "when the stored input cannot be decoded)"),
+    ErrorCode.QUEUE_FULL: CodeInfo(429, "a backfill submission while BACKFILL_MAX_QUEUED backfill jobs wait; "
+                                        "honour Retry-After"),
+    ErrorCode.INTERNAL_ERROR: CodeInfo(500, "a bug of the service (also a job's error when the worker failed "
+                                            "on it); see the log"),
+    ErrorCode.QUEUE_UNAVAILABLE: CodeInfo(503, "Redis is down or hung; nothing was accepted, retry"),
+    ErrorCode.STORAGE_UNAVAILABLE: CodeInfo(503, "the store is down; nothing was accepted, retry"),
+    ErrorCode.SOURCE_CHANGED: CodeInfo(None, "a job's error: the referenced object changed after submission"),
+    ErrorCode.INPUT_MISSING: CodeInfo(None, "a job's error: its uploaded input vanished from the store"),
+    ErrorCode.INFERENCE_TIMEOUT: CodeInfo(None, "a job's error: parsing exceeded the time limit"),
+    ErrorCode.WORKER_LOST: CodeInfo(None, "a job's error: its worker died MAX_ATTEMPTS times running it"),
 }
-# Every code the API can answer with; anything else is the service's own fault (500).
-_SERVICE_STATUS = {
-    ErrorCode.METHOD_NOT_ALLOWED: 405,
-    ErrorCode.QUEUE_UNAVAILABLE: 503,
-    ErrorCode.INVALID_SOURCE: 400,
-    ErrorCode.SOURCE_FORBIDDEN: 403,
-    ErrorCode.SOURCE_NOT_FOUND: 404,
-    ErrorCode.BATCH_TOO_LARGE: 413,
-    ErrorCode.QUEUE_FULL: 429,
-    ErrorCode.STORAGE_UNAVAILABLE: 503,
-    ErrorCode.MISSING_IMAGE: 400,
-    ErrorCode.INVALID_IMAGE: 422,
-    ErrorCode.IMAGE_TOO_LARGE: 413,
-    ErrorCode.PAYLOAD_TOO_LARGE: 413,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.BAD_REQUEST: 400,
-}
+assert set(ERROR_CODES) == set(ErrorCode), "every error code is in the table"
+HTTP_STATUS: dict[ErrorCode, int] = {code: info.status for code, info in ERROR_CODES.items() if info.status}
+# Codes werkzeug raises as HTTP exceptions (routing, body size), by status.
+_HTTP_EXCEPTION_CODES = {400: ErrorCode.BAD_REQUEST, 404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
+                         413: ErrorCode.PAYLOAD_TOO_LARGE}
+RETRY_AFTER_SECONDS = {ErrorCode.QUEUE_FULL: 5}
 
 
 class ApiError(ServiceError):
     """Raised by views for a client error that has no richer exception type."""
 
 
-def status_for(exc: ServiceError) -> int:
-    """The HTTP status of a service error: 4xx for the client's mistakes, 503 for outages."""
+def public_error(exc: ServiceError) -> ServiceError:
+    """What a client may learn of an error: outages and missing objects without the
+    internal detail (bucket names, endpoints) their messages carry for operators."""
+    if isinstance(exc, StorageUnavailable):
+        return ServiceError("storage is unavailable; retry later", ErrorCode.STORAGE_UNAVAILABLE)
     if isinstance(exc, ObjectNotFound):
-        return 404
-    return _SERVICE_STATUS.get(exc.code, 500)
+        return ServiceError("no such object", ErrorCode.NOT_FOUND)
+    if exc.code not in HTTP_STATUS:  # a job-only code raised in a request: a bug of ours
+        return ServiceError("internal error", ErrorCode.INTERNAL_ERROR)
+    return exc
 
 
-def error_response(code: ErrorCode, message: str, status: int):
-    response = jsonify({"error": {"code": code.value, "message": message}})
+def error_body(exc: ServiceError) -> tuple[dict, int]:
+    """The JSON body and HTTP status of an error, for a whole request or a batch item."""
+    shown = public_error(exc)
+    return {"code": shown.code.value, "message": shown.message}, HTTP_STATUS[shown.code]
+
+
+def error_response(exc: ServiceError) -> Response:
+    body, status = error_body(exc)
+    if status >= 500:
+        log.error("%s: %s", exc.code.value, exc.message)
+    response = jsonify({"error": body})
     response.status_code = status
+    if exc.code in RETRY_AFTER_SECONDS:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS[exc.code])
     return response
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def _service_error(exc: ServiceError):
-        if isinstance(exc, StorageUnavailable):
-            log.error("storage unavailable: %s", exc.message)
-            return error_response(exc.code, "storage is unavailable; retry later", 503)
-        if isinstance(exc, ObjectNotFound):
-            return error_response(ErrorCode.NOT_FOUND, "no such object", 404)
-        status = status_for(exc)
-        if status >= 500:
-            log.error("service error %s: %s", exc.code.value, exc.message)
-        response = error_response(exc.code, exc.message, status)
-        if exc.code is ErrorCode.QUEUE_FULL:
-            response.headers["Retry-After"] = "5"
-        return response
+        return error_response(exc)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         status = exc.code or 500
-        code = _HTTP_CODES.get(status, ErrorCode.BAD_REQUEST if status < 500 else ErrorCode.INTERNAL_ERROR)
-        response = error_response(code, exc.description or exc.name, status)
+        code = _HTTP_EXCEPTION_CODES.get(status, ErrorCode.BAD_REQUEST if status < 500 else ErrorCode.INTERNAL_ERROR)
+        response = error_response(ServiceError(exc.description or exc.name, code))
         if status == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
@@ -87,9 +112,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     def _queue_down(exc: Exception):
         log.error("queue unavailable: %s", exc)
-        return error_response(ErrorCode.QUEUE_UNAVAILABLE, "the job queue is unavailable; retry later", 503)
+        return error_response(ServiceError("the job queue is unavailable; retry later", ErrorCode.QUEUE_UNAVAILABLE))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error")
-        return error_response(ErrorCode.INTERNAL_ERROR, "internal error", 500)
+        return error_response(ServiceError("internal error", ErrorCode.INTERNAL_ERROR))

@@ -1,131 +1,157 @@
-"""The job endpoints: submit one or many, poll one or many, download an output."""
+"""The job endpoints: submit one or many, poll one or many, download an output.
+
+Requests arrive validated against :mod:`common.schema` (``api.openapi``); each
+submission, whatever its encoding, becomes a :data:`~api.submission.Submission` and
+goes through :func:`~api.submission.accept`.
+"""
 from __future__ import annotations
 
-from typing import Any
+from typing import Optional
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
+from pydantic import ValidationError
+from spectree import Response as Responses
 
-from common.errors import ErrorCode, ServiceError
-from common.jobs import MAX_BATCH, OUTPUTS, is_job_id, output_key
-from api.deps import deps
-from api.errors import ApiError, status_for
-from api.submission import (Accepted, check_capacity, parse_priority, parse_source, submit_reference,
-                            submit_upload)
+from common.errors import ErrorCode as E
+from common.errors import ServiceError
+from common.jobs import OUTPUTS, Job, Priority, is_job_id, output_key
+from common.schema import (MAX_BATCH, BatchForm, BatchItem, BatchItemResult, BatchJson, BatchResponse, JobsQuery,
+                           JobsResponse, JobView, MissingJob, SubmitForm, SubmitJson)
+from common.services import Services
+from api.errors import ApiError, error_body
+from api.openapi import MediaResponse, errors, spec, validation_failed
+from api.submission import Accepted, Submission, Upload, accept, check_capacity
 from api.views import job_view
 
 jobs = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
-
-def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError("the body is not a JSON object", ErrorCode.BAD_REQUEST)
-    return body
+_OUTAGES = (E.QUEUE_UNAVAILABLE, E.STORAGE_UNAVAILABLE)
+_SUBMIT_ERRORS = (E.BAD_REQUEST, E.MISSING_IMAGE, E.INVALID_SOURCE, E.SOURCE_FORBIDDEN, E.SOURCE_NOT_FOUND,
+                  E.PAYLOAD_TOO_LARGE, E.IMAGE_TOO_LARGE, E.INVALID_IMAGE, E.QUEUE_FULL, *_OUTAGES)
 
 
-def _read(upload) -> bytes:
-    limit = deps().settings.max_upload_bytes
-    data = upload.stream.read(limit + 1)
-    if len(data) > limit:
-        raise ApiError(f"the image is larger than {limit} bytes", ErrorCode.PAYLOAD_TOO_LARGE)
-    return data
+def services() -> Services:
+    return current_app.extensions["m2fp"]
 
 
-def _accepted_view(accepted: Accepted) -> dict[str, Any]:
-    return {**job_view(accepted.job, deps()), "deduplicated": not accepted.created}
+def _accepted_view(accepted: Accepted) -> dict:
+    return job_view(accepted.job, services(), deduplicated=not accepted.created).to_json()
 
 
 @jobs.post("")
+@spec.validate(json=SubmitJson, form=SubmitForm, tags=["jobs"], resp=Responses(
+    HTTP_202=(JobView, "a new job, queued"),
+    HTTP_200=(JobView, "this content already had a job: that job (`deduplicated: true`)"),
+    **errors(*_SUBMIT_ERRORS)))
 def create_job():
-    """One job: an upload (multipart field ``image``) or a reference (JSON ``source``).
+    """Submit one photo
 
-    202 for a new job; 200 with the existing job when this content was already submitted.
+    An upload (multipart field `image`) or a reference (JSON `source`), with an optional
+    `priority` (`interactive` by default). 202 with the new job, or 200 with the job
+    that already has this content (same sha256); `Location` names the job.
     """
-    if request.is_json:
-        body = _json_body()
-        if "source" not in body:
-            raise ApiError('send {"source": "s3://bucket/key"} or a multipart image', ErrorCode.INVALID_SOURCE)
-        priority = parse_priority(body.get("priority"))
-        check_capacity(deps(), priority)
-        accepted = submit_reference(deps(), parse_source(body["source"], deps()), priority)
+    if request.context.json is not None:
+        submission: Submission = request.context.json.source
+        priority = request.context.json.priority
     else:
-        upload = request.files.get("image")
-        if upload is None:
-            raise ApiError("send the image as multipart/form-data in the field 'image'", ErrorCode.MISSING_IMAGE)
-        priority = parse_priority(request.form.get("priority"))
-        check_capacity(deps(), priority)
-        accepted = submit_upload(deps(), _read(upload), priority)
+        submission, priority = Upload(request.context.form.image.stream), request.context.form.priority
+    check_capacity(services(), priority)
+    accepted = accept(services(), submission, priority)
     return _accepted_view(accepted), 202 if accepted.created else 200, {"Location": f"/v1/jobs/{accepted.job.id}"}
 
 
 @jobs.post("/batch")
+@spec.validate(json=BatchJson, form=BatchForm, tags=["jobs"], resp=Responses(
+    HTTP_200=(BatchResponse, "one answer per item, in order: its job (status 202 or 200) or its own error"),
+    **errors(*_SUBMIT_ERRORS, E.BATCH_TOO_LARGE)))
 def create_jobs():
-    """Many jobs in one request (default priority ``backfill``), each answered on its own.
+    """Submit many photos
 
-    JSON ``{"items": [{"source": ..., "ref": ...}], "priority": ...}`` or multipart with
-    several ``image`` files (each file's name is echoed back as its ``ref``, nothing
-    more). A client error fails only its item; an outage fails the request (503), and
-    re-sending it is safe: content already accepted returns its existing job.
+    JSON `{"items": [{"source": ..., "ref": ...}], "priority": ...}` or multipart with
+    several `image` files (each file's name is echoed back as its `ref`). Default
+    priority `backfill`. A client error fails only its item; an outage fails the request
+    (503), and sending it again is safe: content already accepted returns its job.
     """
-    if request.is_json:
-        body = _json_body()
-        items = body.get("items")
-        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise ApiError('send {"items": [{"source": ..., "ref": ...}, ...]}', ErrorCode.BAD_REQUEST)
-        priority = parse_priority(body.get("priority"), default="backfill")
-        work = [(item.get("ref"), lambda item=item: submit_reference(
-            deps(), parse_source(item.get("source"), deps()), priority)) for item in items]
+    if request.context.json is not None:
+        priority = request.context.json.priority
+        work: list[tuple[Optional[str], Submission | ServiceError]] = [
+            _batch_item(item) for item in request.context.json.items]
     else:
-        uploads = request.files.getlist("image")
-        if not uploads:
-            raise ApiError("send images as multipart/form-data fields named 'image'", ErrorCode.MISSING_IMAGE)
-        priority = parse_priority(request.form.get("priority"), default="backfill")
-        work = [(upload.filename, lambda upload=upload: submit_upload(deps(), _read(upload), priority))
-                for upload in uploads]
-    if len(work) > MAX_BATCH:
-        raise ApiError(f"at most {MAX_BATCH} items per batch", ErrorCode.BATCH_TOO_LARGE)
-    check_capacity(deps(), priority)
+        priority = request.context.form.priority
+        work = [(upload.filename, Upload(upload.stream, upload.filename)) for upload in request.context.form.image]
+    check_capacity(services(), priority)
     results = []
-    for ref, submit in work:
+    for ref, submission in work:
         try:
-            accepted = submit()
+            if isinstance(submission, ServiceError):
+                raise submission
+            accepted = accept(services(), submission, priority)
         except ServiceError as exc:
-            if status_for(exc) >= 500:
+            body, status = error_body(exc)
+            if status >= 500:
                 raise
-            results.append({"ref": ref, "status": status_for(exc),
-                            "error": {"code": exc.code.value, "message": exc.message}})
+            results.append(BatchItemResult(ref=ref, status=status, error=body))
             continue
-        results.append({"ref": ref, "status": 202 if accepted.created else 200, "job": _accepted_view(accepted)})
-    return {"items": results}
+        results.append(BatchItemResult(ref=ref, status=202 if accepted.created else 200,
+                                       job=_accepted_view(accepted)))
+    return BatchResponse(items=results).model_dump(mode="json", by_alias=True)
+
+
+def _batch_item(item: dict) -> tuple[Optional[str], Submission | ServiceError]:
+    """One JSON item: its reference, or the error that fails only this item."""
+    ref = item.get("ref") if isinstance(item.get("ref"), str) else None
+    try:
+        return ref, BatchItem.model_validate(item).source
+    except ValidationError as exc:
+        return ref, validation_failed(exc)
 
 
 @jobs.get("")
+@spec.validate(query=JobsQuery, tags=["jobs"], resp=Responses(
+    HTTP_200=(JobsResponse, "the jobs, in the order asked; unknown or expired ids as `not_found` entries"),
+    **errors(E.BAD_REQUEST, E.QUEUE_UNAVAILABLE)))
 def get_jobs():
-    """Several jobs at once: ``GET /v1/jobs?ids=a,b,c`` (at most 100), for pollers of many."""
-    ids = [i for i in request.args.get("ids", "").split(",") if i]
+    """Poll many jobs
+
+    `GET /v1/jobs?ids=a,b,c` (at most 100 ids), for pollers of many jobs.
+    """
+    ids = [i for i in request.context.query.ids.split(",") if i]
     if not ids or len(ids) > MAX_BATCH:
-        raise ApiError(f"pass 1 to {MAX_BATCH} comma-separated job ids in ?ids=", ErrorCode.BAD_REQUEST)
-    found = deps().jobs.get_many([i if is_job_id(i) else "-" for i in ids])
-    return {"jobs": [job_view(job, deps()) if job else {"id": job_id, "status": "not_found"}
-                     for job_id, job in zip(ids, found)]}
+        raise ApiError(f"pass 1 to {MAX_BATCH} comma-separated job ids in ?ids=", E.BAD_REQUEST)
+    found = services().jobs.get_many([i if is_job_id(i) else "-" for i in ids])
+    return JobsResponse(jobs=[job_view(job, services()) if job else MissingJob(id=job_id)
+                              for job_id, job in zip(ids, found)]).model_dump(mode="json", by_alias=True)
 
 
-def _find(job_id: str):
-    job = deps().jobs.get(job_id) if is_job_id(job_id) else None
+def _find(job_id: str) -> Job:
+    job = services().jobs.get(job_id) if is_job_id(job_id) else None
     if job is None:
-        raise ApiError(f"no job {job_id!r} (unknown, or expired)", ErrorCode.NOT_FOUND)
+        raise ApiError(f"no job {job_id!r} (unknown, or expired)", E.NOT_FOUND)
     return job
 
 
 @jobs.get("/<job_id>")
+@spec.validate(tags=["jobs"], path_parameter_descriptions={"job_id": "the id a submission answered"},
+               resp=Responses(HTTP_200=(JobView, "the job"), **errors(E.NOT_FOUND, E.QUEUE_UNAVAILABLE)))
 def get_job(job_id: str):
-    return job_view(_find(job_id), deps())
+    """Poll one job"""
+    return job_view(_find(job_id), services()).to_json()
 
 
 @jobs.get("/<job_id>/outputs/<name>")
+@spec.validate(tags=["jobs"], path_parameter_descriptions={
+    "job_id": "the id a submission answered", "name": f"one of {', '.join(OUTPUTS)}"},
+    resp=MediaResponse(HTTP_200=(None, "the output file"),
+                       **errors(E.NOT_FOUND, E.QUEUE_UNAVAILABLE, E.STORAGE_UNAVAILABLE),
+                       media={"200": {media: {"schema": {"type": "string", "format": "binary"}}
+                                      for media in sorted(set(OUTPUTS.values()))}}))
 def get_output(job_id: str, name: str):
+    """Download one output of a finished job
+
+    With the local store; with S3 the job's `result.outputs` links straight to the bucket.
+    """
     job = _find(job_id)
-    if name not in OUTPUTS or not job.result or name not in job.result["outputs"]:
-        raise ApiError(f"job {job_id} has no output {name!r} (yet)", ErrorCode.NOT_FOUND)
-    data = deps().storage.get(output_key(job_id, name))
+    if name not in OUTPUTS or not job.result or name not in job.result.outputs:
+        raise ApiError(f"job {job_id} has no output {name!r} (yet)", E.NOT_FOUND)
+    data = services().storage.get(output_key(job_id, name))
     return Response(data, mimetype=OUTPUTS[name], headers={"Cache-Control": "private, max-age=3600"})

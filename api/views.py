@@ -1,42 +1,43 @@
-"""JSON shapes of a job as clients see it (the contract other tools rely on)."""
+"""A job record as clients see it: :class:`common.schema.JobView`, with its links."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Optional
 
 from flask import url_for
 
 from common.jobs import Job, JobStatus
-from api.deps import ApiDeps
+from common.schema import ErrorDetail, InputView, JobLinks, JobView, ResultView
+from common.services import Services
 
 
-def job_view(job: Job, deps: ApiDeps) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": job.id,
-        "status": job.status.value,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "attempts": job.attempts,
-        "priority": job.priority,
-        "worker": job.worker,
-        "input": {**job.input, **({"source": f"s3://{job.source['bucket']}/{job.source['key']}"} if job.source else {})},
-        "links": {"self": url_for("jobs.get_job", job_id=job.id, _external=True)},
-    }
+def job_view(job: Job, services: Services, deduplicated: Optional[bool] = None) -> JobView:
+    result = None
     if job.status is JobStatus.SUCCEEDED and job.result:
-        body["result"] = {
-            "outputs": {name: _link(job.id, name, key, deps) for name, key in job.result["outputs"].items()},
-            "keys": job.result["outputs"],  # where each output lives in the store
-            "summary": job.result["summary"],
-        }
-    if job.status is JobStatus.FAILED and job.error:
-        body["error"] = job.error
-    if job.last_error and not job.status.terminal:
-        body["last_error"] = job.last_error
-    return body
+        result = ResultView(
+            outputs={name: _link(job.id, name, key, services) for name, key in job.result.outputs.items()},
+            keys=job.result.outputs,  # where each output lives in the store
+            summary=job.result.summary,
+        )
+    return JobView(
+        id=job.id,
+        status=job.status,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        attempts=job.attempts,
+        priority=job.priority,
+        worker=job.worker,
+        input=InputView(**job.input.model_dump(), source=job.source.uri() if job.source else None),
+        links=JobLinks(self_=url_for("jobs.get_job", job_id=job.id, _external=True)),
+        result=result,
+        error=ErrorDetail(**job.error.model_dump()) if job.status is JobStatus.FAILED and job.error else None,
+        last_error=ErrorDetail(**job.last_error.model_dump()) if job.last_error and not job.status.terminal else None,
+        deduplicated=deduplicated,
+    )
 
 
-def _link(job_id: str, name: str, key: str, deps: ApiDeps) -> str:
+def _link(job_id: str, name: str, key: str, services: Services) -> str:
     """A presigned URL when the store can sign one, else the API's own output route."""
-    url = deps.storage.presigned_url(key, deps.settings.presign_seconds)
+    url = services.storage.presigned_url(key, services.settings.presign_seconds)
     return url or url_for("jobs.get_output", job_id=job_id, name=name, _external=True)

@@ -6,10 +6,9 @@ WORKDIR /app
 COPY requirements/ requirements/
 RUN pip install --no-cache-dir -c requirements/constraints.txt -c requirements/lock.txt -r requirements/api.txt
 
-# worker/celery_app.py is the one Celery app; the API imports it to enqueue (no torch import).
+# The API enqueues through common/queue.py (the queue contract); it never imports worker/.
 COPY common/ common/
 COPY api/ api/
-COPY worker/ worker/
 RUN useradd --system --uid 10001 app
 USER app
 EXPOSE 8000

@@ -2,10 +2,14 @@
 import numpy as np
 import pytest
 
+import dataclasses
+
 from api.app import create_app
-from common.jobs import JobStatus, input_key, output_key
+from common.jobs import JobError, JobResult, input_key, output_key
+from common.services import Services
 from common.storage import LocalStore
 from scripts.imagegen import encode, photo_jpeg
+from tests.harness.queues import DownQueue, RecordingQueue
 
 
 @pytest.fixture()
@@ -14,9 +18,11 @@ def enqueued():
 
 
 @pytest.fixture()
-def app(settings, job_store, enqueued):
+def app(settings, enqueued):
     settings = settings.model_copy(update={"max_upload_bytes": 200_000, "max_pixels": 1_000_000})
-    return create_app(settings, job_store=job_store, enqueue=lambda job_id, priority: enqueued.append(job_id))
+    services = Services.create(settings)
+    recording = RecordingQueue(services.queue, lambda job_id, priority: enqueued.append(job_id))
+    return create_app(services=dataclasses.replace(services, queue=recording))
 
 
 @pytest.fixture()
@@ -60,10 +66,10 @@ def test_poll_shows_the_record(client):
 def test_succeeded_job_links_outputs_served_by_the_api(client, app):
     deps = app.extensions["m2fp"]
     job_id = submit(client, photo_jpeg(64, 64)).get_json()["id"]
-    deps.jobs.transition(job_id, JobStatus.RUNNING)
+    deps.jobs.start(job_id, worker="w", message_id="m")
     deps.storage.put(output_key(job_id, "colored.png"), b"\x89PNG...", "image/png")
-    deps.jobs.transition(job_id, JobStatus.SUCCEEDED, result={
-        "outputs": {"colored.png": output_key(job_id, "colored.png")}, "summary": {"persons": 1}})
+    deps.jobs.succeed(job_id, JobResult(outputs={"colored.png": output_key(job_id, "colored.png")},
+                                        summary={"persons": 1}))
     body = client.get(f"/v1/jobs/{job_id}").get_json()
     link = body["result"]["outputs"]["colored.png"]
     assert link == f"http://localhost/v1/jobs/{job_id}/outputs/colored.png"
@@ -76,7 +82,7 @@ def test_succeeded_job_links_outputs_served_by_the_api(client, app):
 def test_failed_job_shows_its_error(client, app):
     deps = app.extensions["m2fp"]
     job_id = submit(client, photo_jpeg(64, 64)).get_json()["id"]
-    deps.jobs.transition(job_id, JobStatus.FAILED, error={"code": "invalid_image", "message": "bad"})
+    deps.jobs.fail(job_id, JobError(code="invalid_image", message="bad"))
     body = client.get(f"/v1/jobs/{job_id}").get_json()
     assert body["status"] == "failed" and body["error"] == {"code": "invalid_image", "message": "bad"}
 
@@ -102,25 +108,20 @@ def test_request_errors_are_json(client):
     assert_error(client.delete("/v1/jobs"), 405, "method_not_allowed")
 
 
-def test_queue_down_is_503_and_leaves_nothing_behind(settings, job_store, tmp_path):
-    def broken_enqueue(job_id, priority):
-        import kombu.exceptions
-
-        raise kombu.exceptions.OperationalError("connection refused")
-
+def test_queue_down_is_503_and_leaves_nothing_behind(services, job_store, tmp_path):
     store = LocalStore(tmp_path / "s")
-    client = create_app(settings, storage=store, job_store=job_store, enqueue=broken_enqueue).test_client()
+    client = create_app(services=dataclasses.replace(services, storage=store, queue=DownQueue(services.queue))
+                        ).test_client()
     assert_error(submit(client, photo_jpeg(64, 64)), 503, "queue_unavailable")
     assert [p for p in store.root.rglob("*") if p.is_file()] == []
     assert job_store.client.keys(job_store.prefix + "*") == []
 
 
-def test_health_and_readiness(client, settings, job_store, tmp_path):
+def test_health_and_readiness(client, settings, tmp_path):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.get_json()["checks"] == {"redis": "ok", "storage": "ok"}
-    from common.jobs import JobStore, redis_client
 
-    dead_redis = JobStore(redis_client("redis://127.0.0.1:9/0"), 60)
-    down = create_app(settings, job_store=dead_redis, enqueue=lambda *_: None).test_client().get("/readyz")
+    dead_redis = settings.model_copy(update={"redis_url": "redis://127.0.0.1:9/0"})
+    down = create_app(services=Services.create(dead_redis, redis_retries=0)).test_client().get("/readyz")
     assert down.status_code == 503 and down.get_json()["checks"]["redis"].startswith("unavailable")

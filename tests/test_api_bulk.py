@@ -4,11 +4,15 @@ import io
 
 import pytest
 
+import dataclasses
+
 from api.app import create_app
-from common.jobs import JobStatus
+from common.jobs import JobError
+from common.services import Services
 from common.settings import Settings
 from scripts.imagegen import photo_jpeg
 from tests.conftest import S3_KEYS
+from tests.harness.queues import RecordingQueue
 
 
 @pytest.fixture()
@@ -17,13 +21,14 @@ def enqueued():
 
 
 @pytest.fixture()
-def s3_app(settings, s3_endpoint, s3_store, job_store, enqueued):
+def s3_app(settings, s3_endpoint, s3_store, enqueued):
     settings = Settings(**{**settings.model_dump(), "s3_endpoint": s3_endpoint, "s3_bucket": s3_store.bucket,
                            "s3_access_key": S3_KEYS["access_key"], "s3_secret_key": S3_KEYS["secret_key"],
                            "storage_backend": "s3", "source_buckets": "archive-bucket, other",
                            "backfill_max_queued": 3})
-    return create_app(settings, storage=s3_store, job_store=job_store,
-                      enqueue=lambda job_id, priority: enqueued.append((job_id, priority)))
+    services = Services.create(settings)
+    recording = RecordingQueue(services.queue, lambda job_id, priority: enqueued.append((job_id, priority)))
+    return create_app(services=dataclasses.replace(services, storage=s3_store, queue=recording))
 
 
 @pytest.fixture()
@@ -53,9 +58,9 @@ def test_interactive_upload_of_content_waiting_as_backfill_moves_it_once(client,
     assert moved.status_code == 200 and moved.json["id"] == job_id and moved.json["priority"] == "interactive"
     upload(client, data)  # already interactive: nothing more to send
     assert enqueued == [(job_id, "backfill"), (job_id, "interactive")]
-    s3_app.extensions["m2fp"].jobs.transition(job_id, JobStatus.RUNNING)
+    s3_app.extensions["m2fp"].jobs.start(job_id, worker="w", message_id="m")
     other = upload(client, photo_jpeg(64, 48, seed=10), priority="backfill").json["id"]
-    s3_app.extensions["m2fp"].jobs.transition(other, JobStatus.RUNNING)
+    s3_app.extensions["m2fp"].jobs.start(other, worker="w", message_id="m")
     assert upload(client, photo_jpeg(64, 48, seed=10)).json["priority"] == "backfill"  # too late: it runs
     assert len(enqueued) == 3
 
@@ -63,7 +68,7 @@ def test_interactive_upload_of_content_waiting_as_backfill_moves_it_once(client,
 def test_content_of_a_failed_job_can_be_submitted_again(client, s3_app, enqueued):
     data = photo_jpeg(64, 48, seed=3)
     job_id = upload(client, data).json["id"]
-    s3_app.extensions["m2fp"].jobs.transition(job_id, JobStatus.FAILED, error={"code": "x", "message": "y"})
+    s3_app.extensions["m2fp"].jobs.fail(job_id, JobError(code="x", message="y"))
     again = upload(client, data)
     assert again.status_code == 202 and again.json["id"] != job_id
 
@@ -146,7 +151,7 @@ def test_poll_many_jobs_at_once(client):
 
 def test_full_backfill_queue_refuses_backfill_but_never_interactive(client, s3_app):
     deps = s3_app.extensions["m2fp"]
-    deps.jobs.client.rpush(deps.settings.backfill_queue_name, "m1", "m2", "m3")  # 3 waiting messages
+    deps.redis.rpush(deps.settings.backfill_queue_name, "m1", "m2", "m3")  # 3 waiting messages
     refused = upload(client, photo_jpeg(32, 32, seed=10), priority="backfill")
     assert refused.status_code == 429 and refused.json["error"]["code"] == "queue_full"
     assert refused.headers["Retry-After"] == "5"

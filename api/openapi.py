@@ -1,0 +1,143 @@
+"""The OpenAPI 3.1 document, generated from the pydantic models of :mod:`common.schema`.
+
+spectree (its Flask plugin) validates each decorated view's request against the
+models and collects them into the document; it takes JSON and multipart bodies on
+the same operation and picks the model by content type, which our submission routes
+need. What spectree cannot say by itself is added in :func:`openapi_document`: the
+table of error codes (each with its status and meaning) and binary output responses.
+Validation failures are raised as our own :class:`ServiceError`, so they render like
+every other error (``api.errors``).
+"""
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any, Optional
+
+from pydantic import ValidationError
+from spectree import Response, SpecTree
+from spectree.model_adapter.pydantic_adapter import PydanticModelAdapter
+
+from common.errors import ErrorCode, ServiceError
+from common.schema import BatchItem, ErrorResponse
+from api.errors import ERROR_CODES
+
+API_VERSION = "1.0.0"
+DESCRIPTION = """\
+Multi-person human parsing (M2FP, 20 CIHP classes) as a job queue. Submit a photo
+(multipart upload) or a reference to an object in a readable bucket (JSON); the answer
+comes at once with a job id; poll the job until it is `succeeded` or `failed`; download
+the outputs. Every error is `{"error": {"code", "message"}}` with a stable `code`
+(schema `ErrorCode` lists each one with its HTTP status).
+
+The model's licence: M2FP's code is CC BY-NC 4.0 and the official weights are for
+non-commercial use.
+"""
+JSON_TYPES = ("application/json",)
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+class _Adapter(PydanticModelAdapter):
+    """spectree serialises a validation error before our hook sees it; leave the input
+    out (an uploaded file in it cannot be serialised, and it may be large)."""
+
+    def validation_errors(self, err: ValidationError) -> Any:
+        return err.errors(include_input=False, include_url=False, include_context=False)
+
+
+def validation_failed(error: ValidationError) -> ServiceError:
+    """The stable code of a request that does not match its model."""
+    first = error.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = f"{where}: {first['msg']}" if where else first["msg"]
+    codes = {code.value for code in ErrorCode}
+    if first["type"] in codes:  # raised by a validator of common.schema with its own code
+        return ServiceError(first["msg"], ErrorCode(first["type"]))
+    field = first["loc"][0] if first["loc"] else None
+    if first["type"] == "too_long" and field in ("items", "image"):
+        return ServiceError(f"at most {first['ctx']['max_length']} items per batch", ErrorCode.BATCH_TOO_LARGE)
+    if field == "source":
+        return ServiceError(f'send {{"source": "s3://bucket/key"}} or a multipart image ({message})',
+                            ErrorCode.INVALID_SOURCE)
+    if field == "image" and first["type"] in ("missing", "too_short"):
+        return ServiceError("send the image as multipart/form-data in the field 'image'", ErrorCode.MISSING_IMAGE)
+    return ServiceError(message, ErrorCode.BAD_REQUEST)
+
+
+def _before(request: Any, _response: Any, error: Optional[ValidationError], _instance: Any, _adapter: Any) -> None:
+    """Runs after spectree validated the request, before the view."""
+    body_route = request.method in ("POST", "PUT", "PATCH")
+    if body_route and request.mimetype in JSON_TYPES and not isinstance(request.get_json(silent=True), dict):
+        raise ServiceError("the body is not a JSON object", ErrorCode.BAD_REQUEST)
+    if body_route and request.mimetype not in JSON_TYPES + FORM_TYPES:
+        # Neither encoding: as if an empty form had been sent.
+        raise ServiceError("send the image as multipart/form-data in the field 'image'", ErrorCode.MISSING_IMAGE)
+    if error is not None:
+        raise validation_failed(error)
+
+
+spec = SpecTree(
+    "flask",
+    title="m2fp-queue",
+    version=API_VERSION,
+    description=DESCRIPTION,
+    before=_before,
+    model_adapter=_Adapter(),
+    validation_error_status=400,
+    validation_error_model=ErrorResponse,
+    page_templates={},  # the docs page is ours (api/docs.py), served from shipped files
+    path="_spectree",  # never registered: the document is served at /v1/openapi.json
+    naming_strategy=lambda model: model.__name__,
+    nested_naming_strategy=lambda _parent, child: child,
+)
+
+
+def errors(*codes: ErrorCode) -> dict[str, tuple[type, str]]:
+    """spectree responses for these error codes, one per status, naming the codes."""
+    by_status: dict[int, list[ErrorCode]] = {}
+    for code in codes:
+        status = ERROR_CODES[code].status
+        assert status is not None, f"{code} is never an HTTP answer"
+        by_status.setdefault(status, []).append(code)
+    return {f"HTTP_{status}": (ErrorResponse, "; ".join(f"`{c.value}`: {ERROR_CODES[c].when}" for c in group))
+            for status, group in sorted(by_status.items())}
+
+
+class MediaResponse(Response):
+    """A spectree response that also declares non-JSON content (an output file)."""
+
+    def __init__(self, *codes: str, media: Optional[dict[str, dict]] = None, **models: Any) -> None:
+        super().__init__(*codes, **models)
+        self.media = media or {}
+
+    def generate_spec(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        responses = super().generate_spec(*args, **kwargs)
+        for status, content in self.media.items():
+            responses.setdefault(status, {"description": "the file"})["content"] = content
+        return responses
+
+
+def _error_code_schema() -> dict[str, Any]:
+    return {
+        "title": "ErrorCode",
+        "description": "Every error code; HTTP status and when it happens. Codes marked 'a job's error' appear "
+                       "only in a failed job's `error`.",
+        "type": "string",
+        "oneOf": [{"const": code.value,
+                   "description": (f"HTTP {info.status}: " if info.status else "") + info.when}
+                  for code, info in ERROR_CODES.items()],
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The full document (built once, after every route is registered)."""
+    document = copy.deepcopy(spec.spec)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorCode"] = _error_code_schema()
+    schemas["ErrorDetail"]["properties"]["code"] = {"$ref": "#/components/schemas/ErrorCode"}
+    batch_item = BatchItem.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(batch_item.pop("$defs", {}))
+    schemas["BatchItem"] = batch_item
+    schemas["BatchJson"]["properties"]["items"]["items"] = {"$ref": "#/components/schemas/BatchItem"}
+    return document

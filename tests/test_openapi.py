@@ -1,0 +1,85 @@
+"""The published contract: the OpenAPI document describes every route, every error
+code and both request encodings; the docs page works offline; the API side never
+loads the model side."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from api.app import create_app
+from api.errors import ERROR_CODES
+from common.errors import ErrorCode
+from common.services import Services
+from scripts.processes import REPO
+
+DOCUMENTED_ELSEWHERE = {"static"}  # Flask's own static route: the API serves no static files
+
+
+@pytest.fixture()
+def app(settings):
+    return create_app(services=Services.create(settings))
+
+
+@pytest.fixture()
+def document(app):
+    response = app.test_client().get("/v1/openapi.json")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    return response.get_json()
+
+
+def test_every_route_and_method_is_in_the_document(app, document):
+    assert document["openapi"].startswith("3.1")
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in DOCUMENTED_ELSEWHERE:
+            continue
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+        assert path in document["paths"], f"route {rule.rule} is missing from the OpenAPI document"
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            operation = document["paths"][path].get(method.lower())
+            assert operation, f"{method} {path} is missing from the OpenAPI document"
+            assert operation["responses"] and operation.get("summary"), f"{method} {path} is undescribed"
+            for name in re.findall(r"{(\w+)}", path):
+                assert name in {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+
+
+def test_every_error_code_is_documented_with_its_status(document):
+    documented = {entry["const"]: entry["description"]
+                  for entry in document["components"]["schemas"]["ErrorCode"]["oneOf"]}
+    assert set(documented) == {code.value for code in ErrorCode}
+    for code, info in ERROR_CODES.items():
+        if info.status:
+            assert documented[code.value].startswith(f"HTTP {info.status}: ")
+    # Each status an operation can answer with names its codes, and every API code is answerable somewhere.
+    described = " ".join(response["description"] for path in document["paths"].values()
+                         for operation in path.values() for response in operation["responses"].values())
+    for code, info in ERROR_CODES.items():
+        if info.status and code not in (ErrorCode.METHOD_NOT_ALLOWED, ErrorCode.INTERNAL_ERROR):
+            assert f"`{code.value}`" in described, f"no operation documents {code.value}"
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/jobs/batch"])
+def test_submissions_document_both_encodings(document, path):
+    content = document["paths"][path]["post"]["requestBody"]["content"]
+    assert set(content) == {"application/json", "multipart/form-data"}
+    form = document["components"]["schemas"][content["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    image = form["properties"]["image"]
+    assert (image.get("items") or image)["format"] == "binary"
+
+
+def test_docs_page_is_served_from_shipped_files(app):
+    page = app.test_client().get("/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert "/v1/openapi.json" in html and "SwaggerUIBundle" in html
+    assert not re.findall(r"""(?:src|href)\s*=\s*["']https?://""", html), "the page loads something from the web"
+
+
+def test_the_api_never_imports_the_model_side():
+    probe = ("import sys; from api.app import create_app; import api.wsgi; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'worker', 'torch', 'numpy', 'openvino'}))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
+                         env={"REDIS_URL": "redis://127.0.0.1:9/0", "LOCAL_STORE_DIR": "/tmp/m2fp-probe-store",
+                              "PATH": ""}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["['numpy']"], out.stdout  # numpy: Pillow's image checks, not the model
