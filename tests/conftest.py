@@ -129,3 +129,11 @@ def services(settings):
     from common.services import Services
 
     return Services.create(settings)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    import sys
+
+    contract = sys.modules.get("tests.test_contract")
+    if contract:
+        contract.report(terminalreporter.write_line)
