@@ -1,0 +1,242 @@
+"""A Python client of the m2fp-queue HTTP API, typed by the API's own contract.
+
+Every answer is read into the models of ``common.schema`` (the module the API renders
+its bodies from), so a field the API renames fails here, loudly, instead of turning
+into a ``KeyError`` deep in a caller. Those models ignore fields they do not know, so a
+newer server never breaks an older client.
+
+Every failure (an error answer, an unreachable or silent server) is one exception type,
+:class:`ApiError`, carrying the API's stable ``code`` for callers to branch on.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence, Union
+from urllib.parse import urlparse
+
+import requests
+from pydantic import ValidationError
+
+from common.schema import (MAX_BATCH, OUTPUTS, BatchResponse, ErrorResponse, JobsResponse, JobView, MissingJob,
+                           Priority, SourceRef)
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+# Codes of failures the client detects itself (the API's own codes are in common.errors).
+UNREACHABLE = "api_unreachable"
+TIMEOUT = "api_timeout"
+BAD_ANSWER = "bad_answer"
+
+Image = Union[str, Path, bytes]
+Job = Union[JobView, MissingJob]
+
+
+class ApiError(Exception):
+    """The API refused a request, or could not be reached.
+
+    ``code`` is the API's error code (``invalid_image``, ``queue_full``, ...) or one of
+    the client's own (``api_unreachable``, ``api_timeout``, ``bad_answer``); ``status``
+    is the HTTP status (``None`` when no answer came); ``retry_after`` is the server's
+    ``Retry-After`` in seconds, when it sent one.
+    """
+
+    def __init__(self, code: str, message: str, status: Optional[int] = None,
+                 retry_after: Optional[float] = None) -> None:
+        super().__init__(f"{code}: {message}" if status is None else f"{status} {code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def unreachable(self) -> bool:
+        return self.code == UNREACHABLE
+
+    @property
+    def transient(self) -> bool:
+        """Asking again later may succeed (the service is busy, down or restarting)."""
+        return self.status in (429, 502, 503, 504) or self.code in (UNREACHABLE, TIMEOUT)
+
+
+def _error_from(response: requests.Response) -> ApiError:
+    """The API's ``{"error": {code, message}}``; a proxy's own page gets a code from its status."""
+    retry_after = _seconds(response.headers.get("Retry-After"))
+    try:
+        detail = ErrorResponse.model_validate(response.json()).error
+        return ApiError(detail.code, detail.message, response.status_code, retry_after)
+    except (ValueError, ValidationError):  # not JSON, or not the API's error shape
+        code = {413: "payload_too_large", 404: "not_found"}.get(response.status_code, f"http_{response.status_code}")
+        return ApiError(code, response.text[:500].strip() or response.reason, response.status_code, retry_after)
+
+
+def _seconds(value: Optional[str]) -> Optional[float]:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:  # an HTTP date: rare, and a default back-off serves as well
+        return None
+
+
+def _image_bytes(image: Image) -> tuple[str, bytes]:
+    if isinstance(image, bytes):
+        return "image", image
+    path = Path(image)
+    return path.name, path.read_bytes()
+
+
+class Client:
+    """The API at ``base_url`` (default ``$M2FP_API_URL``, else ``http://127.0.0.1:8000``),
+    sending ``Authorization: Bearer $M2FP_API_KEY`` when a key is set."""
+
+    def __init__(self, base_url: Optional[str] = None, api_key: Optional[str] = None,
+                 timeout: float = 120.0) -> None:
+        self.base_url = (base_url or os.environ.get("M2FP_API_URL") or DEFAULT_API_URL).rstrip("/")
+        self.timeout = timeout
+        self.http = requests.Session()
+        key = api_key if api_key is not None else os.environ.get("M2FP_API_KEY")
+        self._auth = {"Authorization": f"Bearer {key}"} if key else {}
+
+    # ---- transport ----------------------------------------------------------------
+
+    def _request(self, method: str, url: str, **kwargs) -> requests.Response:
+        """One request; any failure as an ApiError. The key goes only to the API itself:
+        an output link may be a presigned bucket URL, which must carry no other credential."""
+        url = self.base_url + url if url.startswith("/") else url
+        headers = self._auth if self._same_origin(url) else {}
+        try:
+            response = self.http.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
+        except requests.ConnectionError as exc:
+            raise ApiError(UNREACHABLE, f"cannot reach {url}: {_reason(exc)}") from exc
+        except requests.Timeout as exc:
+            raise ApiError(TIMEOUT, f"no answer from {url} within {self.timeout:.0f} s") from exc
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+    def _same_origin(self, url: str) -> bool:
+        ours, theirs = urlparse(self.base_url), urlparse(url)
+        return (ours.scheme, ours.netloc) == (theirs.scheme, theirs.netloc)
+
+    def _read(self, response: requests.Response, model):
+        try:
+            return model.model_validate(response.json())
+        except (ValueError, ValidationError) as exc:
+            raise ApiError(BAD_ANSWER, f"{response.url} answered what the contract does not describe: {exc}",
+                           response.status_code) from exc
+
+    # ---- the API ------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """The API process answers (``GET /healthz``)."""
+        try:
+            return self._request("GET", "/healthz").ok
+        except ApiError:
+            return False
+
+    def submit(self, image: Image, priority: Priority = Priority.INTERACTIVE) -> JobView:
+        """Upload one image (a path or its bytes); the job, new or (same content) existing."""
+        name, data = _image_bytes(image)
+        response = self._request("POST", "/v1/jobs", files={"image": (name, data, "application/octet-stream")},
+                                 data={"priority": Priority(priority).value})
+        return self._read(response, JobView)
+
+    def submit_source(self, source: Union[str, SourceRef], priority: Priority = Priority.INTERACTIVE) -> JobView:
+        """Submit an object already in a bucket the service reads; nothing is uploaded."""
+        ref = source if isinstance(source, SourceRef) else SourceRef.from_uri(source)
+        response = self._request("POST", "/v1/jobs", json={"source": ref.uri(), "priority": Priority(priority).value})
+        return self._read(response, JobView)
+
+    def submit_batch(self, uploads: Sequence[tuple[str, bytes]] = (), sources: Sequence[tuple[str, SourceRef]] = (),
+                     priority: Priority = Priority.BACKFILL) -> BatchResponse:
+        """Up to MAX_BATCH images in one request: ``(ref, bytes)`` uploads or ``(ref,
+        SourceRef)`` references (one kind per call). One answer per item, in order; an
+        item the API refuses carries its own error, the others still count."""
+        if bool(uploads) == bool(sources):
+            raise ValueError("pass uploads or sources, one of the two")
+        if len(uploads) + len(sources) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} items per batch")
+        if sources:
+            items = [{"source": ref.uri(), "ref": name} for name, ref in sources]
+            response = self._request("POST", "/v1/jobs/batch", json={"items": items, "priority": Priority(priority).value})
+        else:
+            files = [("image", (name, data, "application/octet-stream")) for name, data in uploads]
+            response = self._request("POST", "/v1/jobs/batch", files=files, data={"priority": Priority(priority).value})
+        answer = self._read(response, BatchResponse)
+        if len(answer.items) != len(uploads) + len(sources):
+            raise ApiError(BAD_ANSWER, f"{len(answer.items)} answers for a batch of {len(uploads) + len(sources)}",
+                           response.status_code)
+        return answer
+
+    def job(self, job_id: str) -> JobView:
+        """One job; ApiError ``not_found`` for an unknown or expired id."""
+        return self._read(self._request("GET", f"/v1/jobs/{job_id}"), JobView)
+
+    def jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        """Any number of jobs, in order, MAX_BATCH per request; unknown ids as MissingJob."""
+        found: list[Job] = []
+        for start in range(0, len(job_ids), MAX_BATCH):
+            chunk = job_ids[start:start + MAX_BATCH]
+            response = self._request("GET", "/v1/jobs", params={"ids": ",".join(chunk)})
+            found.extend(self._read(response, JobsResponse).jobs)
+        return found
+
+    def wait(self, job_ids: Sequence[str], poll_interval: float = 1.0,
+             on_finished: Optional[Callable[[Job], None]] = None) -> list[Job]:
+        """Poll until every job is succeeded, failed or gone; the last answers, in order.
+
+        ``on_finished`` is called once per job as it ends (for a progress display).
+        While the service is busy or restarting, polling backs off and goes on.
+        """
+        last: dict[str, Job] = {}
+        waiting = list(dict.fromkeys(job_ids))
+        while waiting:
+            try:
+                answers = self.jobs(waiting)
+            except ApiError as exc:
+                if not exc.transient:
+                    raise
+                time.sleep(max(poll_interval, exc.retry_after or 2.0))
+                continue
+            for job in answers:
+                last[job.id] = job
+                if _finished(job) and on_finished:
+                    on_finished(job)
+            waiting = [job.id for job in answers if not _finished(job)]
+            if waiting:
+                time.sleep(poll_interval)
+        return [last[job_id] for job_id in job_ids]
+
+    def download(self, job: JobView, out_dir: Union[str, Path], names: Iterable[str] = OUTPUTS) -> dict[str, Path]:
+        """Write a succeeded job's outputs into ``out_dir`` (created); name -> path.
+
+        Each file is written under a temporary name and renamed, so a cut-off download
+        never leaves a file that looks complete."""
+        if job.result is None:
+            raise ValueError(f"job {job.id} is {job.status.value}: it has no outputs")
+        target = Path(out_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        written: dict[str, Path] = {}
+        for name in names:
+            url = job.result.outputs.get(name)
+            if url is None:
+                continue
+            path = target / name
+            partial = path.with_name(f".{name}.partial")
+            partial.write_bytes(self._request("GET", url).content)
+            partial.replace(path)
+            written[name] = path
+        return written
+
+
+def _finished(job: Job) -> bool:
+    return isinstance(job, MissingJob) or job.status.terminal
+
+
+def _reason(exc: requests.ConnectionError) -> str:
+    """The innermost cause ("Connection refused"), not urllib3's nested wrapper text."""
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "No route to host",
+                   "Temporary failure in name resolution", "timed out"):
+        if marker in text:
+            return marker.lower()
+    return text[:300]
