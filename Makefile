@@ -11,19 +11,20 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test synthetic-model engine bench bench-scale backfill check-env lock clean-venv
+.PHONY: help venv client run test synthetic-model engine bench bench-scale backfill check-env lock clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 venv: $(STAMP) ## create .venv with the pinned stack (first time: torch download + ~7 min mmcv-full build)
 
-$(STAMP): requirements/*.txt
+$(STAMP): requirements/*.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: set PYTHON=/path/to/python3.10" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(CONSTRAINTS) -r requirements/torch.txt
 	MMCV_WITH_OPS=1 $(PIP) install $(CONSTRAINTS) --no-build-isolation mmcv-full==1.7.1
 	$(PIP) install $(CONSTRAINTS) -r requirements/dev.txt
+	$(PIP) install --no-deps -e .
 	$(PY) -m worker.selfcheck
 	touch $@
 
@@ -62,4 +63,16 @@ API_URL ?= http://127.0.0.1:8000
 BACKFILL_ARGS ?=
 backfill: $(STAMP) ## parse every image of SRC=<folder or s3://bucket/prefix> once through the API at API_URL
 	@test -n "$(SRC)" || { echo "usage: make backfill SRC=<folder or s3://bucket/prefix> [API_URL=...] [BACKFILL_ARGS=...]" >&2; exit 2; }
-	$(PY) -m scripts.backfill "$(SRC)" --api-url "$(API_URL)" $(BACKFILL_ARGS)
+	$(VENV)/bin/m2fp backfill "$(SRC)" --api-url "$(API_URL)" $(BACKFILL_ARGS)
+
+CLIENT_VENV ?= .venv-client
+CLIENT_PY := $(CLIENT_VENV)/bin/python
+client: $(CLIENT_VENV)/.installed ## a light environment in CLIENT_VENV (.venv-client) with only the client and `m2fp` (no torch, numpy or Celery)
+
+$(CLIENT_VENV)/.installed: requirements/client.txt pyproject.toml $(wildcard m2fp_client/*.py) common/schema.py common/errors.py
+	@test -n "$(PYTHON)" || { echo "error: set PYTHON=/path/to/python3.10" >&2; exit 1; }
+	test -x $(CLIENT_PY) || $(PYTHON) -m venv $(CLIENT_VENV)
+	$(CLIENT_PY) -m pip --disable-pip-version-check install -c requirements/lock.txt -r requirements/client.txt
+	rm -rf build  # setuptools builds in the tree: never let an earlier build's files into this one
+	$(CLIENT_PY) -m pip --disable-pip-version-check install --no-deps --force-reinstall .
+	touch $@
