@@ -1,0 +1,167 @@
+"""The `m2fp` command line against a real system: gunicorn API, Redis, a Celery worker
+with the tiny synthetic model and a moto S3 store, each its own process; and the light
+client environment that `make client` builds, without the service's stack."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from common.schema import OUTPUTS, JobStatus, Priority
+from common.storage import S3Store
+from scripts.imagegen import photo_jpeg
+from scripts.processes import REPO, free_port
+from scripts.stack import Stack
+from m2fp_client import ApiError, Client
+from tests.conftest import S3_KEYS
+
+M2FP = Path(sys.executable).with_name("m2fp")  # the console script `make venv` installs
+
+
+@pytest.fixture(scope="module")
+def system(redis_server, tiny_model, s3_endpoint, tmp_path_factory):
+    """One API and one worker for the whole module: the commands only read and add jobs."""
+    name = f"cli-{uuid.uuid4().hex[:12]}"
+    S3Store(s3_endpoint, S3_KEYS["access_key"], S3_KEYS["secret_key"], name).ensure_bucket()
+    env = {
+        "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/5",
+        "M2FP_MODEL": str(tiny_model), "INFERENCE_MAX_SIDE": "64", "TORCH_THREADS": "1",
+        "S3_ENDPOINT": s3_endpoint, "S3_ACCESS_KEY": S3_KEYS["access_key"],
+        "S3_SECRET_KEY": S3_KEYS["secret_key"], "S3_BUCKET": name,
+    }
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+    running = Stack(env=env, log_dir=tmp_path_factory.mktemp("cli-system")).start_api()
+    running.start_worker("cli")
+    yield running
+    running.stop()
+
+
+def m2fp(*args: str, cwd: Path, executable: Path = M2FP, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(executable), *args], cwd=cwd, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=300)
+
+
+def lines(result: subprocess.CompletedProcess) -> list[list[str]]:
+    return [line.split("\t") for line in result.stdout.splitlines()]
+
+
+def without_links(job: dict) -> dict:
+    """A job minus its output links: presigned URLs are signed anew at every answer."""
+    return {**job, "result": {**job["result"], "outputs": sorted(job["result"]["outputs"])}}
+
+
+def test_submit_waits_and_downloads_the_four_outputs(system, tmp_path):
+    for i, name in enumerate(["a.jpg", "b.jpg"]):
+        (tmp_path / name).write_bytes(photo_jpeg(40, 32, seed=9100 + i))
+    out = tmp_path / "out"
+    done = m2fp("submit", "a.jpg", "b.jpg", "--out", str(out), "--poll-interval", "0.2", cwd=tmp_path,
+                M2FP_API_URL=system.api_url, M2FP_API_KEY="a-key-the-api-does-not-check-yet")
+    assert done.returncode == 0, done.stderr + system.logs()
+    rows = lines(done)
+    assert [(row[0], row[2]) for row in rows] == [("a.jpg", "succeeded"), ("b.jpg", "succeeded")]
+    for photo, job_id, _, folder in rows:
+        assert Path(folder) == out / job_id  # the folder is named after the job, not the photo
+        assert sorted(p.name for p in (out / job_id).iterdir()) == sorted(OUTPUTS)
+        assert (out / job_id / "colored.png").read_bytes().startswith(b"\x89PNG")
+        summary = json.loads((out / job_id / "result.json").read_text())
+        assert (summary["width"], summary["height"]) == (40, 32)
+        assert system.job(job_id)["status"] == "succeeded"
+
+
+def test_status_prints_jobs_and_get_downloads_a_finished_one(system, tmp_path):
+    (tmp_path / "p.jpg").write_bytes(photo_jpeg(32, 32, seed=9200))
+    done = m2fp("submit", "p.jpg", "--wait", "--poll-interval", "0.2", "--api-url", system.api_url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    [[_, job_id, status, _]] = lines(done)
+    assert status == "succeeded"
+
+    unknown = "A" * 22
+    shown = m2fp("status", job_id, unknown, "--api-url", system.api_url, cwd=tmp_path)
+    assert shown.returncode == 1, shown.stderr  # one id is unknown
+    decoder, text, jobs = json.JSONDecoder(), shown.stdout.strip(), []
+    while text:
+        job, end = decoder.raw_decode(text)
+        jobs.append(job)
+        text = text[end:].strip()
+    assert without_links(jobs[0]) == without_links(system.job(job_id))  # what the API says of it
+    assert jobs[1] == {"id": unknown, "status": "not_found"}
+
+    got = m2fp("get", job_id, "--out", str(tmp_path / "got"), "--api-url", system.api_url, cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert sorted(p.name for p in (tmp_path / "got" / job_id).iterdir()) == sorted(OUTPUTS)
+    assert got.stdout.split() == [str(tmp_path / "got" / job_id / name) for name in OUTPUTS]
+
+    missing = m2fp("get", unknown, "--out", str(tmp_path / "none"), "--api-url", system.api_url, cwd=tmp_path)
+    assert missing.returncode == 2 and "not_found" in missing.stderr
+
+
+def test_a_bad_photo_gets_the_api_error_code_and_a_failing_exit(system, tmp_path):
+    (tmp_path / "good.jpg").write_bytes(photo_jpeg(32, 32, seed=9300))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    done = m2fp("submit", "good.jpg", "broken.jpg", "--wait", "--poll-interval", "0.2", cwd=tmp_path,
+                M2FP_API_URL=system.api_url)
+    assert done.returncode == 1, done.stderr
+    good, broken = lines(done)
+    assert good[2] == "succeeded"
+    assert broken[:3] == ["broken.jpg", "-", "refused"] and broken[3].startswith("invalid_image: ")
+
+
+def test_an_unreachable_api_is_named_with_the_fix(tmp_path):
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    for args, env in [(["--api-url", nowhere], {}), ([], {"M2FP_API_URL": nowhere})]:
+        result = m2fp("status", "A" * 22, *args, cwd=tmp_path, **env)
+        assert result.returncode == 2
+        assert f"cannot reach {nowhere}" in result.stderr and "make run" in result.stderr
+        assert "--api-url" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_client_submits_by_reference_and_reads_typed_jobs(system):
+    bucket = system.env["S3_BUCKET"]
+    S3Store(system.env["S3_ENDPOINT"], S3_KEYS["access_key"], S3_KEYS["secret_key"], bucket).put(
+        "refs/r.jpg", photo_jpeg(32, 32, seed=9500), "image/jpeg")
+    client = Client(system.api_url)
+    job = client.submit_source(f"s3://{bucket}/refs/r.jpg", Priority.BACKFILL)
+    assert job.input.source == f"s3://{bucket}/refs/r.jpg" and job.priority is Priority.BACKFILL
+    [done] = client.wait([job.id], poll_interval=0.2)
+    assert done.status is JobStatus.SUCCEEDED and set(done.result.keys) == set(OUTPUTS)
+    with pytest.raises(ApiError) as refused:
+        client.submit_source(f"s3://{bucket}/refs/missing.jpg")
+    assert (refused.value.status, refused.value.code) == (404, "source_not_found")
+
+
+def test_the_light_environment_runs_the_client_without_the_service_stack(system, tmp_path):
+    venv = tmp_path / "venv"
+    build = subprocess.run(["make", "client", f"CLIENT_VENV={venv}"], cwd=REPO, capture_output=True, text=True,
+                           timeout=600)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    outside = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(tmp_path))}  # no PYTHONPATH
+    for module in ("numpy", "celery", "torch", "redis", "PIL"):
+        probe = subprocess.run([str(venv / "bin/python"), "-c", f"import {module}"], cwd=tmp_path, env=outside,
+                               capture_output=True, text=True)
+        assert probe.returncode == 1 and "ModuleNotFoundError" in probe.stderr, (module, probe.stderr)
+    light = venv / "bin/m2fp"
+    assert subprocess.run([str(light), "--help"], cwd=tmp_path, env=outside).returncode == 0
+
+    (tmp_path / "q.jpg").write_bytes(photo_jpeg(32, 32, seed=9400))
+    sent = subprocess.run([str(light), "submit", "q.jpg", "--api-url", system.api_url], cwd=tmp_path, env=outside,
+                          capture_output=True, text=True, timeout=120)
+    assert sent.returncode == 0, sent.stderr
+    [[_, job_id, _]] = [row[:3] for row in lines(sent)]
+    shown = subprocess.run([str(light), "status", job_id, "--api-url", system.api_url], cwd=tmp_path, env=outside,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["id"] == job_id, shown.stderr
+
+    # An S3 listing for a backfill by reference, with the service's S3_* variables.
+    bucket = system.env["S3_BUCKET"]
+    S3Store(system.env["S3_ENDPOINT"], S3_KEYS["access_key"], S3_KEYS["secret_key"], bucket).put(
+        "light/one.jpg", photo_jpeg(32, 32, seed=9401), "image/jpeg")
+    listed = subprocess.run([str(light), "backfill", f"s3://{bucket}/light/", "--dry-run"], cwd=tmp_path,
+                            env={**outside, **{k: v for k, v in system.env.items() if k.startswith("S3_")}},
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and listed.stdout.split() == ["light/one.jpg"], listed.stderr
