@@ -50,7 +50,7 @@ bench: $(STAMP) ## seconds per photo: stock pipeline vs torch and OpenVINO engin
 lock: $(STAMP) ## rewrite requirements/lock.txt from the working .venv (after changing a pin)
 	{ echo "# Full pin set of a working worker + dev environment (pip freeze of .venv), used as a"; \
 	  echo "# constraints file by every install step. Regenerate with: make lock"; \
-	  $(PIP) freeze | grep -v -E '^(-e|pkg_resources)'; } > requirements/lock.txt
+	  $(PIP) freeze | grep -v -E '^(-e|pkg_resources|# Editable)'; } > requirements/lock.txt
 	touch $(STAMP)
 
 bench-scale: $(STAMP) ## jobs per minute through 1 and 2 worker processes, peak memory by photo size (default engine)

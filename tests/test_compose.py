@@ -56,6 +56,8 @@ def test_dockerfiles_copy_what_exists_and_run_the_compose_commands():
                         for line in (REPO / "requirements" / path).read_text().splitlines()
                         if line and not line.startswith("#")]
     assert not [line for line in api_requirements if re.match(r"(torch|mmcv|modelscope|openvino)", line)]
+    api_copies = re.findall(r"^COPY (\S+) ", (REPO / "compose/api.Dockerfile").read_text(), flags=re.M)
+    assert "worker/" not in api_copies  # the API enqueues through common/queue.py, never imports worker/
     assert "RUN python -m worker.selfcheck" in worker  # a broken stack fails the build, not a job
 
 
