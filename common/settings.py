@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     # the derived concurrency fits the memory limit with it.
     model_process_memory_mb: int = Field(2800, gt=0)
 
+    # Metrics (README "Metrics"). prometheus-client's multiprocess directory: give the API
+    # and each worker their own; unset, each server makes a temporary one at every start.
+    prometheus_multiproc_dir: Optional[Path] = None
+    # Port of a worker's /metrics, served by its main process for all its model
+    # processes; 0: no endpoint (the tests' workers, several to a machine, use 0).
+    worker_metrics_port: int = Field(9808, ge=0, le=65535)
+
     @model_validator(mode="after")
     def _check(self) -> "Settings":
         if self.storage_backend is None:
