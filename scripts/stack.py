@@ -44,7 +44,9 @@ class Stack:
         return self
 
     def start_worker(self, name: str = "w1", **env: str) -> Process:
-        env = {"WORKER_CONCURRENCY": "1", **env}
+        """A worker; with no metrics endpoint unless ``WORKER_METRICS_PORT`` is passed
+        (several workers on one machine cannot share the default port)."""
+        env = {"WORKER_CONCURRENCY": "1", "WORKER_METRICS_PORT": "0", **env}
         worker = Process(name, worker_command(name=f"{name}@%h", app=self.worker_app), {**self.env, **env},
                          log_path=self.log_dir / f"{name}.log")
         self.workers.append(worker)

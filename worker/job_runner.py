@@ -17,6 +17,7 @@ from common.errors import ErrorCode, InputRejected, ObjectNotFound
 from common.images import decode_rgb
 from common.jobs import OUTPUTS, Job, JobError, JobResult, JobStatus, input_key, output_key
 from common.services import Services
+from worker import metrics
 from worker.engine import ParsingEngine
 from worker.outputs import RenderedOutputs, render
 
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 
 def fail(services: Services, job_id: str, code: ErrorCode, message: str) -> Job:
     log.warning("job %s failed: %s: %s", job_id, code.value, message)
-    return services.jobs.fail(job_id, JobError.of(code, message))
+    job = services.jobs.fail(job_id, JobError.of(code, message))
+    metrics.count_job("failed", code)
+    return job
 
 
 def read_input(services: Services, job: Job) -> bytes:
@@ -91,6 +94,7 @@ def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Opti
                     "it will not be tried again")
 
     job = services.jobs.start(job_id, worker=worker, message_id=message_id)
+    metrics.job_started(job)
     try:
         image = _decoded_input(services, job)
     except InputRejected as exc:
@@ -98,14 +102,19 @@ def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Opti
     started = time.perf_counter()
     parsing = engine.parse(image)
     inference_seconds = time.perf_counter() - started
-    rendered = render(image, parsing, {
-        "job_id": job_id,
-        "model": engine.description,
-        "inference_size": list(parsing.size),
-        "inference_seconds": round(inference_seconds, 3),
-    })
-    keys = _store(services, job_id, rendered)
+    metrics.INFERENCE_SECONDS.observe(inference_seconds)
+    with metrics.RENDER_SECONDS.time():
+        rendered = render(image, parsing, {
+            "job_id": job_id,
+            "model": engine.description,
+            "inference_size": list(parsing.size),
+            "inference_seconds": round(inference_seconds, 3),
+        })
+    with metrics.STORE_SECONDS.time():
+        keys = _store(services, job_id, rendered)
     log.info("job %s succeeded in %.2f s of inference (%d classes, %s persons)", job_id,
              inference_seconds, len(rendered.summary["classes"]), rendered.summary["persons"])
     summary = {k: v for k, v in rendered.summary.items() if k != "legend"}
-    return services.jobs.succeed(job_id, JobResult(outputs=keys, summary=summary))
+    job = services.jobs.succeed(job_id, JobResult(outputs=keys, summary=summary))
+    metrics.count_job("succeeded")
+    return job

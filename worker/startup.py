@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from celery.signals import celeryd_after_setup, worker_init, worker_process_init
+from celery.signals import celeryd_after_setup, worker_init, worker_process_init, worker_process_shutdown
 
+from common.metrics import clear_metrics_dir, mark_process_dead
 from common.settings import Settings
 from worker.engine import EngineChoice
 from worker.model_source import ModelUnavailable, resolve_model_dir
@@ -116,6 +117,20 @@ def check_environment_and_model(sender: Any = None, **_: Any) -> None:
         raise SystemExit(f"m2fp worker cannot start: {exc}") from None
     _note(f"self-check OK; model directory {model_dir}")
     _engine_choice = choose_engine(settings, model_dir)
+    serve_metrics(settings)
+
+
+def serve_metrics(settings: Settings) -> None:
+    """The endpoint of all this worker's model processes, from its main process, with
+    what an earlier run left in the metrics directory gone (pool processes are not
+    forked yet; this process's own files, opened at import, stay)."""
+    from worker import metrics
+    from worker.celery_app import metrics_dir
+
+    clear_metrics_dir(metrics_dir, keep_pid=os.getpid())
+    if settings.worker_metrics_port:
+        metrics.serve(settings.worker_metrics_port)
+        _note(f"metrics on port {settings.worker_metrics_port} (WORKER_METRICS_PORT)")
 
 
 @celeryd_after_setup.connect
@@ -151,3 +166,9 @@ def load_engine(**_: Any) -> None:
     log.info("worker process %d ready: %s engine (%s), model %s loaded in %.1f s, %d thread(s)",
              os.getpid(), engine.description["engine"], engine.description["precision"], choice.model_dir,
              time.perf_counter() - started, resource_plan.threads)
+
+
+@worker_process_shutdown.connect
+def stop_counting_as_live(pid: int, **_: Any) -> None:
+    """A model process exited: it no longer counts in the live gauges (busy processes)."""
+    mark_process_dead(pid)

@@ -14,6 +14,7 @@ from common.jobs import InvalidTransition, JobError
 from common.queue import PARSE_TASK
 from common.services import Services
 from worker.celery_app import app, settings
+from worker import metrics
 from worker.context import current_process
 from worker.job_runner import fail, run_job
 
@@ -42,13 +43,16 @@ def parse(self, job_id: str) -> Optional[str]:
     process = current_process()
     services = process.services
     try:
-        job = run_job(services, process.engine, job_id, worker=self.request.hostname, message_id=self.request.id)
+        with metrics.BUSY.track_inprogress():
+            job = run_job(services, process.engine, job_id, worker=self.request.hostname,
+                          message_id=self.request.id)
     except SoftTimeLimitExceeded:
         job = fail(services, job_id, ErrorCode.INFERENCE_TIMEOUT,
                    f"parsing took longer than {settings.task_soft_time_limit} s; try a smaller image")
     except (StorageUnavailable, redis.RedisError) as exc:
         # Transient: the job waits (queued) and runs again; it is never dropped.
         code = ErrorCode.STORAGE_UNAVAILABLE if isinstance(exc, StorageUnavailable) else ErrorCode.QUEUE_UNAVAILABLE
+        metrics.count_job("retried", code)
         try:
             services.jobs.requeue(job_id, JobError.of(code, str(exc)))
         except (redis.RedisError, InvalidTransition):
