@@ -11,6 +11,7 @@ from common.settings import Settings, load_settings
 from api.docs import docs
 from api.errors import register_error_handlers
 from api.health import health
+from api.metrics import metrics
 from api.routes import jobs
 
 # Headroom for the multipart envelope around the image itself.
@@ -32,6 +33,7 @@ def create_app(settings: Optional[Settings] = None, *, services: Optional[Servic
     app.register_blueprint(jobs)
     app.register_blueprint(health)
     app.register_blueprint(docs)
+    app.register_blueprint(metrics)
     register_error_handlers(app)
     logging.getLogger("api").setLevel(logging.INFO)
     return app

@@ -12,4 +12,4 @@ COPY api/ api/
 RUN useradd --system --uid 10001 app
 USER app
 EXPOSE 8000
-CMD ["gunicorn", "api.wsgi:app", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-", "--graceful-timeout", "10"]
+CMD ["gunicorn", "api.wsgi:app", "--config", "python:api.gunicorn_conf", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-", "--graceful-timeout", "10"]

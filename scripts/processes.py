@@ -139,8 +139,12 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+# gunicorn's hooks for the API's metrics (api/gunicorn_conf.py); compose passes the same.
+API_SERVER_CONFIG = "python:api.gunicorn_conf"
+
+
 def api_command(port: int, workers: int = 2) -> list[str]:
-    return python_module("gunicorn", "api.wsgi:app", "--bind", f"127.0.0.1:{port}",
+    return python_module("gunicorn", "api.wsgi:app", "--config", API_SERVER_CONFIG, "--bind", f"127.0.0.1:{port}",
                          "--workers", str(workers), "--access-logfile", "-", "--graceful-timeout", "10")
 
 
