@@ -24,5 +24,7 @@ RUN python -m worker.selfcheck
 RUN useradd --system --uid 10001 app && mkdir -p /models && chown app /models
 USER app
 VOLUME /models
+# Its metrics endpoint (WORKER_METRICS_PORT), served by the main worker process.
+EXPOSE 9808
 # The same entry point as `make run` and the tests; scale with `docker compose up --scale worker=N`.
 CMD ["celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO", "--hostname", "worker@%h"]

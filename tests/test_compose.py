@@ -89,3 +89,55 @@ def test_the_worker_healthcheck_answers_for_a_live_worker_only(redis_server, tin
     finally:
         worker.stop()
     assert healthcheck() != 0
+
+
+def _metric_names(*modules: str) -> set[str]:
+    """The metric names the service's metric modules define (their string literals)."""
+    return {name for module in modules
+            for name in re.findall(r'"(m2fp_[a-z_]+)"', (REPO / module).read_text())}
+
+
+def test_prometheus_scrapes_what_the_services_expose():
+    from common.settings import Settings
+
+    services = COMPOSE["services"]
+    for optional in ("prometheus", "grafana"):  # only with `docker compose --profile metrics up`
+        assert services[optional]["profiles"] == ["metrics"]
+    config_mount = next(volume for volume in services["prometheus"]["volumes"]
+                        if volume.endswith(":/etc/prometheus/prometheus.yml:ro"))
+    config = yaml.safe_load((REPO / config_mount.split(":")[0]).read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+
+    api = services["api"]["command"]
+    api_port = api[api.index("--bind") + 1].rsplit(":", 1)[1]
+    assert jobs["m2fp-api"]["static_configs"][0]["targets"] == [f"api:{api_port}"]
+    assert jobs["m2fp-api"]["metrics_path"] == "/metrics"
+    ours = api_command(8000)
+    assert api[api.index("--config") + 1] == ours[ours.index("--config") + 1] == "python:api.gunicorn_conf"
+
+    # Every replica of the worker, on the port its settings give it (compose leaves the default).
+    worker = services["worker"]
+    assert "WORKER_METRICS_PORT" not in worker["environment"]
+    port = Settings().worker_metrics_port
+    [discovery] = jobs["m2fp-worker"]["dns_sd_configs"]
+    assert discovery["names"] == ["worker"] and discovery["type"] == "A" and discovery["port"] == port
+    assert worker["expose"] == [str(port)]
+    assert f"EXPOSE {port}" in (REPO / "compose/worker.Dockerfile").read_text()
+
+
+def test_the_dashboard_reads_metrics_the_services_define():
+    import json
+
+    dashboard = json.loads((REPO / "compose/grafana/m2fp-dashboard.json").read_text())
+    datasource = yaml.safe_load((REPO / "compose/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    defined = _metric_names("api/metrics.py", "worker/metrics.py")
+    used = set()
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        for target in panel["targets"]:
+            used |= {re.sub(r"_(bucket|count|sum)$", "", name) for name in re.findall(r"m2fp_[a-z_]+", target["expr"])}
+    assert used and used <= defined, used - defined
+    assert defined <= used, f"metrics no panel shows: {defined - used}"
+    grafana = COMPOSE["services"]["grafana"]["volumes"]
+    assert any(v.startswith("./compose/grafana/m2fp-dashboard.json:") for v in grafana)
