@@ -61,6 +61,31 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process now holds the pid
+        return True
+    return True
+
+
+class _DeadProcessSweep:
+    """Runs first in every scrape: a process killed outright (SIGKILL, the out-of-memory
+    killer) runs no exit hook, so its live gauges are dropped here once it is gone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def collect(self) -> Iterable[Any]:
+        for entry in self.path.glob("gauge_live*_*.db"):
+            match = _FILE_PID.search(entry.name)
+            if match and not _alive(int(match.group(1))):
+                mark_process_dead(int(match.group(1)))
+        return []
+
+
 class _ThisProcess:
     """The metrics of this process alone (a process running without a metrics directory,
     such as an app built in a test or under ``flask run``)."""
@@ -79,6 +104,7 @@ def scrape_registry(*collectors: Any) -> Any:
 
     registry = CollectorRegistry(auto_describe=False)
     if MULTIPROC_VARIABLE in os.environ:
+        registry.register(_DeadProcessSweep(Path(os.environ[MULTIPROC_VARIABLE])))
         MultiProcessCollector(registry)
     else:
         registry.register(_ThisProcess())
