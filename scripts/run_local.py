@@ -44,8 +44,8 @@ def main() -> int:
     started.extend(children)
     print(f"api      http://127.0.0.1:{port}  (try: curl -F image=@photo.jpg http://127.0.0.1:{port}/v1/jobs)")
     print(f"workers  {workers} model process(es), model {settings.m2fp_model} (threads: see the worker's resource plan line)")
-    worker_metrics = (f"http://127.0.0.1:{settings.worker_metrics_port}/metrics" if settings.worker_metrics_port
-                      else "off (WORKER_METRICS_PORT=0)")
+    metrics_port = settings.worker_metrics_port
+    worker_metrics = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "off (WORKER_METRICS_PORT=0)"
     print(f"metrics  http://127.0.0.1:{port}/metrics (API), {worker_metrics} (worker)")
     print("Ctrl-C stops everything.")
     code = 0
