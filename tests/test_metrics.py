@@ -33,13 +33,16 @@ class Scrape:
         response = requests.get(url, timeout=10)
         assert response.status_code == 200, response.text[:300]
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        self.samples = [sample for family in text_string_to_metric_families(response.text)
-                        for sample in family.samples]
+        self.samples = parse(response.text)
 
     def value(self, name: str, **labels: str) -> Optional[float]:
         """The sum of the samples named ``name`` whose labels include ``labels``."""
         found = [s.value for s in self.samples if s.name == name and labels.items() <= s.labels.items()]
         return sum(found) if found else None
+
+
+def parse(text: str) -> list:
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
 @pytest.fixture()
@@ -158,3 +161,30 @@ def test_a_model_process_killed_mid_job_stops_counting_as_busy(tmp_path, redis_s
         wait_until(lambda: busy() == 0, 30, "the busy gauge to drop")
     finally:
         stack.stop()
+
+
+def test_each_batch_item_counts_as_a_submission_with_its_outcome(services):
+    """In one process (an app built in a test: no multiprocess directory): a batch of an
+    image, its duplicate and a broken file counts one created, one deduplicated and one
+    refused submission, at the batch's default priority."""
+    import io
+
+    from api.app import create_app
+
+    client = create_app(services=services).test_client()
+
+    def submissions() -> dict[tuple[str, str, str], float]:
+        page = client.get("/metrics")
+        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return {(s.labels["priority"], s.labels["outcome"], s.labels["code"]): s.value
+                for s in parse(page.get_data(as_text=True)) if s.name == "m2fp_api_submissions_total"}
+
+    before = submissions()
+    photo = photo_jpeg(96, 64, seed=11)
+    answer = client.post("/v1/jobs/batch", content_type="multipart/form-data", data={"image": [
+        (io.BytesIO(photo), "a.jpg"), (io.BytesIO(photo), "b.jpg"), (io.BytesIO(b"not an image"), "c.jpg")]})
+    assert [item["status"] for item in answer.get_json()["items"]] == [202, 200, 422]
+    after = submissions()
+    moved = {key: value - before.get(key, 0) for key, value in after.items() if value != before.get(key, 0)}
+    assert moved == {("backfill", "created", ""): 1, ("backfill", "deduplicated", ""): 1,
+                     ("backfill", "refused", "invalid_image"): 1}
