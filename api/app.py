@@ -6,13 +6,18 @@ from typing import Optional
 
 from flask import Flask
 
+from common.jobs import DEFAULT_TENANT
 from common.services import Services
 from common.settings import Settings, load_settings
+from api.auth import KeyRing
 from api.docs import docs
 from api.errors import register_error_handlers
 from api.health import health
 from api.metrics import metrics
+from api.rate_limit import SubmissionLimiter
 from api.routes import jobs
+
+log = logging.getLogger("api")
 
 # Headroom for the multipart envelope around the image itself.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -28,12 +33,21 @@ def create_app(settings: Optional[Settings] = None, *, services: Optional[Servic
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.json.sort_keys = False
-    app.extensions["m2fp"] = services or Services.create(
-        settings, redis_socket_timeout=REDIS_SOCKET_TIMEOUT, redis_retries=REDIS_RETRIES)
+    services = services or Services.create(settings, redis_socket_timeout=REDIS_SOCKET_TIMEOUT,
+                                           redis_retries=REDIS_RETRIES)
+    keys = KeyRing.from_settings(settings)
+    app.extensions["m2fp"] = services
+    app.extensions["m2fp.keys"] = keys
+    app.extensions["m2fp.limiter"] = SubmissionLimiter(services.redis, settings.submit_rate_per_minute)
     app.register_blueprint(jobs)
     app.register_blueprint(health)
     app.register_blueprint(docs)
     app.register_blueprint(metrics)
     register_error_handlers(app)
-    logging.getLogger("api").setLevel(logging.INFO)
+    log.setLevel(logging.INFO)
+    if keys.open:
+        log.warning("no API keys configured (API_KEYS, API_KEYS_FILE): the API is open to anyone who reaches it, "
+                    "and every job belongs to the tenant %r", DEFAULT_TENANT)
+    else:
+        log.info("%d API key(s) configured; requests without a valid key get 401", len(keys))
     return app

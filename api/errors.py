@@ -33,10 +33,13 @@ ERROR_CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.MISSING_IMAGE: CodeInfo(400, "no `image` file in a multipart body"),
     ErrorCode.INVALID_SOURCE: CodeInfo(400, "a reference that is malformed (not s3://bucket/key)"),
     ErrorCode.SOURCE_FORBIDDEN: CodeInfo(403, "a reference outside S3_BUCKET and SOURCE_BUCKETS, or to job files"),
-    ErrorCode.NOT_FOUND: CodeInfo(404, "no such job (unknown, or expired), output or route"),
+    ErrorCode.UNAUTHORIZED: CodeInfo(401, "no API key, or not a valid one, while the service has keys "
+                                          "configured"),
+    ErrorCode.NOT_FOUND: CodeInfo(404, "no such job (unknown, expired, or another tenant's), output or route"),
     ErrorCode.SOURCE_NOT_FOUND: CodeInfo(404, "the referenced object does not exist (also a job's error when "
                                               "it is deleted before the job ran)"),
     ErrorCode.METHOD_NOT_ALLOWED: CodeInfo(405, "the route exists, the method does not"),
+    ErrorCode.NOT_CANCELABLE: CodeInfo(409, "a cancel of a job that already ended (succeeded, failed or canceled)"),
     ErrorCode.PAYLOAD_TOO_LARGE: CodeInfo(413, "upload (or referenced object) above MAX_UPLOAD_BYTES"),
     ErrorCode.IMAGE_TOO_LARGE: CodeInfo(413, "more than MAX_SIDE px on a side or MAX_PIXELS in all"),
     ErrorCode.BATCH_TOO_LARGE: CodeInfo(413, "more than 100 items in a batch"),
@@ -44,6 +47,7 @@ ERROR_CODES: dict[ErrorCode, CodeInfo] = {
                                            "when the stored input cannot be decoded)"),
     ErrorCode.QUEUE_FULL: CodeInfo(429, "a backfill submission while BACKFILL_MAX_QUEUED backfill jobs wait; "
                                         "honour Retry-After"),
+    ErrorCode.RATE_LIMITED: CodeInfo(429, "this API key's submissions per minute are spent; honour Retry-After"),
     ErrorCode.INTERNAL_ERROR: CodeInfo(500, "a bug of the service (also a job's error when the worker failed "
                                             "on it); see the log"),
     ErrorCode.QUEUE_UNAVAILABLE: CodeInfo(503, "Redis is down or hung; nothing was accepted, retry"),
@@ -89,8 +93,11 @@ def error_response(exc: ServiceError) -> Response:
         log.error("%s: %s", exc.code.value, exc.message)
     response = jsonify({"error": body})
     response.status_code = status
-    if exc.code in RETRY_AFTER_SECONDS:
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS[exc.code])
+    retry_after = getattr(exc, "retry_after", None) or RETRY_AFTER_SECONDS.get(exc.code)
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    if exc.code is ErrorCode.UNAUTHORIZED:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="m2fp"'
     return response
 
 

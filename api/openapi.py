@@ -34,6 +34,8 @@ The model's licence: M2FP's code is CC BY-NC 4.0 and the official weights are fo
 non-commercial use.
 """
 JSON_TYPES = ("application/json",)
+# The routes that take a JSON or multipart body (the others take none).
+BODY_ENDPOINTS = frozenset({"jobs.create_job", "jobs.create_jobs"})
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
@@ -66,7 +68,7 @@ def validation_failed(error: ValidationError) -> ServiceError:
 
 def _before(request: Any, _response: Any, error: Optional[ValidationError], _instance: Any, _adapter: Any) -> None:
     """Runs after spectree validated the request, before the view."""
-    body_route = request.method in ("POST", "PUT", "PATCH")
+    body_route = request.endpoint in BODY_ENDPOINTS
     if body_route and request.mimetype in JSON_TYPES and not isinstance(request.get_json(silent=True), dict):
         raise ServiceError("the body is not a JSON object", ErrorCode.BAD_REQUEST)
     if body_route and request.mimetype not in JSON_TYPES + FORM_TYPES:
@@ -140,4 +142,10 @@ def openapi_document() -> dict[str, Any]:
     schemas.update(batch_item.pop("$defs", {}))
     schemas["BatchItem"] = batch_item
     schemas["BatchJson"]["properties"]["items"]["items"] = {"$ref": "#/components/schemas/BatchItem"}
+    document["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer",
+                   "description": "an API key (API_KEYS / API_KEYS_FILE); needed once the service has keys"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "the same key, "
+                   "for clients that cannot set Authorization"},
+    }
     return document

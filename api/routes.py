@@ -8,30 +8,52 @@ from __future__ import annotations
 
 from typing import Optional
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from pydantic import ValidationError
 from spectree import Response as Responses
 
 from common.errors import ErrorCode as E
 from common.errors import ServiceError
-from common.jobs import OUTPUTS, Job, Priority, is_job_id, output_key
+from common.jobs import OUTPUTS, InvalidTransition, Job, JobStatus, Priority, is_job_id, output_key
 from common.schema import (MAX_BATCH, BatchForm, BatchItem, BatchItemResult, BatchJson, BatchResponse, JobsQuery,
                            JobsResponse, JobView, MissingJob, SubmitForm, SubmitJson)
 from common.services import Services
+from api.auth import KeyRing, Principal, presented_key
 from api.errors import ApiError, error_body
 from api.openapi import MediaResponse, errors, spec, validation_failed
 from api.submission import Accepted, Submission, Upload, accept, check_capacity
-from api.views import job_view
+from api.views import job_view, waiting_places
 
 jobs = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
 _OUTAGES = (E.QUEUE_UNAVAILABLE, E.STORAGE_UNAVAILABLE)
-_SUBMIT_ERRORS = (E.BAD_REQUEST, E.MISSING_IMAGE, E.INVALID_SOURCE, E.SOURCE_FORBIDDEN, E.SOURCE_NOT_FOUND,
-                  E.PAYLOAD_TOO_LARGE, E.IMAGE_TOO_LARGE, E.INVALID_IMAGE, E.QUEUE_FULL, *_OUTAGES)
+_SUBMIT_ERRORS = (E.BAD_REQUEST, E.UNAUTHORIZED, E.MISSING_IMAGE, E.INVALID_SOURCE, E.SOURCE_FORBIDDEN,
+                  E.SOURCE_NOT_FOUND, E.PAYLOAD_TOO_LARGE, E.IMAGE_TOO_LARGE, E.INVALID_IMAGE, E.QUEUE_FULL,
+                  E.RATE_LIMITED, *_OUTAGES)
+# Every job route needs the caller's key once keys are configured.
+SECURITY = [{"bearer": []}, {"apiKey": []}]
 
 
 def services() -> Services:
     return current_app.extensions["m2fp"]
+
+
+def caller() -> Principal:
+    return g.caller
+
+
+@jobs.before_request
+def identify_caller() -> None:
+    """Every job route knows its caller (401 for a missing or unknown key), before its
+    request body is even read."""
+    keys: KeyRing = current_app.extensions["m2fp.keys"]
+    g.caller = keys.identify(presented_key(request.headers.get("Authorization"), request.headers.get("X-API-Key")))
+
+
+def _submitting(priority: Priority) -> None:
+    """What every submission request passes first: the key's rate, then backpressure."""
+    current_app.extensions["m2fp.limiter"].take(caller())
+    check_capacity(services(), priority)
 
 
 def _accepted_view(accepted: Accepted) -> dict:
@@ -39,7 +61,7 @@ def _accepted_view(accepted: Accepted) -> dict:
 
 
 @jobs.post("")
-@spec.validate(json=SubmitJson, form=SubmitForm, tags=["jobs"], resp=Responses(
+@spec.validate(json=SubmitJson, form=SubmitForm, tags=["jobs"], security=SECURITY, resp=Responses(
     HTTP_202=(JobView, "a new job, queued"),
     HTTP_200=(JobView, "this content already had a job: that job (`deduplicated: true`)"),
     **errors(*_SUBMIT_ERRORS)))
@@ -55,13 +77,13 @@ def create_job():
         priority = request.context.json.priority
     else:
         submission, priority = Upload(request.context.form.image.stream), request.context.form.priority
-    check_capacity(services(), priority)
-    accepted = accept(services(), submission, priority)
+    _submitting(priority)
+    accepted = accept(services(), submission, priority, caller())
     return _accepted_view(accepted), 202 if accepted.created else 200, {"Location": f"/v1/jobs/{accepted.job.id}"}
 
 
 @jobs.post("/batch")
-@spec.validate(json=BatchJson, form=BatchForm, tags=["jobs"], resp=Responses(
+@spec.validate(json=BatchJson, form=BatchForm, tags=["jobs"], security=SECURITY, resp=Responses(
     HTTP_200=(BatchResponse, "one answer per item, in order: its job (status 202 or 200) or its own error"),
     **errors(*_SUBMIT_ERRORS, E.BATCH_TOO_LARGE)))
 def create_jobs():
@@ -79,13 +101,13 @@ def create_jobs():
     else:
         priority = request.context.form.priority
         work = [(upload.filename, Upload(upload.stream, upload.filename)) for upload in request.context.form.image]
-    check_capacity(services(), priority)
+    _submitting(priority)
     results = []
     for ref, submission in work:
         try:
             if isinstance(submission, ServiceError):
                 raise submission
-            accepted = accept(services(), submission, priority)
+            accepted = accept(services(), submission, priority, caller())
         except ServiceError as exc:
             body, status = error_body(exc)
             if status >= 500:
@@ -107,9 +129,10 @@ def _batch_item(item: dict) -> tuple[Optional[str], Submission | ServiceError]:
 
 
 @jobs.get("")
-@spec.validate(query=JobsQuery, tags=["jobs"], resp=Responses(
-    HTTP_200=(JobsResponse, "the jobs, in the order asked; unknown or expired ids as `not_found` entries"),
-    **errors(E.BAD_REQUEST, E.QUEUE_UNAVAILABLE)))
+@spec.validate(query=JobsQuery, tags=["jobs"], security=SECURITY, resp=Responses(
+    HTTP_200=(JobsResponse, "the jobs, in the order asked; unknown, expired or another tenant's ids as "
+                            "`not_found` entries"),
+    **errors(E.BAD_REQUEST, E.UNAUTHORIZED, E.QUEUE_UNAVAILABLE)))
 def get_jobs():
     """Poll many jobs
 
@@ -118,31 +141,62 @@ def get_jobs():
     ids = [i for i in request.context.query.ids.split(",") if i]
     if not ids or len(ids) > MAX_BATCH:
         raise ApiError(f"pass 1 to {MAX_BATCH} comma-separated job ids in ?ids=", E.BAD_REQUEST)
-    found = services().jobs.get_many([i if is_job_id(i) else "-" for i in ids])
-    return JobsResponse(jobs=[job_view(job, services()) if job else MissingJob(id=job_id)
+    found = [job if job and caller().owns(job.tenant) else None
+             for job in services().jobs.get_many([i if is_job_id(i) else "-" for i in ids])]
+    places = waiting_places([job for job in found if job], services())
+    return JobsResponse(jobs=[job_view(job, services(), places=places) if job else MissingJob(id=job_id)
                               for job_id, job in zip(ids, found)]).model_dump(mode="json", by_alias=True)
 
 
 def _find(job_id: str) -> Job:
+    """The caller's job; another tenant's answers exactly as an unknown id does."""
     job = services().jobs.get(job_id) if is_job_id(job_id) else None
-    if job is None:
+    if job is None or not caller().owns(job.tenant):
         raise ApiError(f"no job {job_id!r} (unknown, or expired)", E.NOT_FOUND)
     return job
 
 
 @jobs.get("/<job_id>")
-@spec.validate(tags=["jobs"], path_parameter_descriptions={"job_id": "the id a submission answered"},
-               resp=Responses(HTTP_200=(JobView, "the job"), **errors(E.NOT_FOUND, E.QUEUE_UNAVAILABLE)))
+@spec.validate(tags=["jobs"], security=SECURITY, path_parameter_descriptions={
+    "job_id": "the id a submission answered"},
+    resp=Responses(HTTP_200=(JobView, "the job"), **errors(E.UNAUTHORIZED, E.NOT_FOUND, E.QUEUE_UNAVAILABLE)))
 def get_job(job_id: str):
     """Poll one job"""
     return job_view(_find(job_id), services()).to_json()
 
 
+@jobs.post("/<job_id>/cancel")
+@spec.validate(tags=["jobs"], security=SECURITY, path_parameter_descriptions={
+    "job_id": "the id a submission answered"}, resp=Responses(
+    HTTP_200=(JobView, "the job, `canceled` (it was still queued)"),
+    HTTP_202=(JobView, "the job, still `running` with `cancel_requested: true`: it ends `canceled` at its next "
+                       "safe point (before inference, or before its outputs are stored)"),
+    **errors(E.UNAUTHORIZED, E.NOT_FOUND, E.NOT_CANCELABLE, E.QUEUE_UNAVAILABLE)))
+def cancel_job(job_id: str):
+    """Cancel a job
+
+    A queued job is canceled at once (its queue message is dropped when a worker sees
+    it); a running job is stopped at its next safe point and publishes no outputs; a
+    job that already ended answers `409 not_cancelable`. A canceled job's content may
+    be submitted again.
+    """
+    _find(job_id)
+    try:
+        job = services().jobs.request_cancel(job_id)
+        if job.status is JobStatus.CANCELED:
+            services().queue.taken(job_id)
+    except InvalidTransition as exc:
+        raise ApiError(f"{exc}: only a queued or running job can be canceled", E.NOT_CANCELABLE) from None
+    except KeyError:  # expired in between
+        raise ApiError(f"no job {job_id!r} (unknown, or expired)", E.NOT_FOUND) from None
+    return job_view(job, services()).to_json(), 200 if job.status is JobStatus.CANCELED else 202
+
+
 @jobs.get("/<job_id>/outputs/<name>")
-@spec.validate(tags=["jobs"], path_parameter_descriptions={
+@spec.validate(tags=["jobs"], security=SECURITY, path_parameter_descriptions={
     "job_id": "the id a submission answered", "name": f"one of {', '.join(OUTPUTS)}"},
     resp=MediaResponse(HTTP_200=(None, "the output file"),
-                       **errors(E.NOT_FOUND, E.QUEUE_UNAVAILABLE, E.STORAGE_UNAVAILABLE),
+                       **errors(E.UNAUTHORIZED, E.NOT_FOUND, E.QUEUE_UNAVAILABLE, E.STORAGE_UNAVAILABLE),
                        media={"200": {media: {"schema": {"type": "string", "format": "binary"}}
                                       for media in sorted(set(OUTPUTS.values()))}}))
 def get_output(job_id: str, name: str):

@@ -18,6 +18,7 @@ from common.errors import ErrorCode, ObjectNotFound, ServiceError
 from common.images import inspect_image
 from common.jobs import InputInfo, Job, JobStatus, Priority, SourceRef, input_key, new_job_id
 from common.services import Services
+from api.auth import Principal
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,18 @@ def check_capacity(services: Services, priority: Priority) -> None:
         raise ServiceError(f"{waiting} backfill jobs are waiting; retry later", ErrorCode.QUEUE_FULL)
 
 
-def accept(services: Services, submission: Submission, priority: Priority) -> Accepted:
-    """Accept one upload or reference as a job (or find the job that already has it)."""
+def accept(services: Services, submission: Submission, priority: Priority, caller: Principal) -> Accepted:
+    """Accept one upload or reference as ``caller``'s job (or find the caller's job that
+    already has this content)."""
     if isinstance(submission, SourceRef):
-        _check_readable(services, submission)
+        _check_readable(services, submission, caller)
         try:
             data = services.storage.get_from(submission.bucket, submission.key,
                                               max_bytes=services.settings.max_upload_bytes)
         except ObjectNotFound:
             raise ServiceError(f"no object {submission.uri()}", ErrorCode.SOURCE_NOT_FOUND) from None
-        return _accept(services, data, submission, priority)
-    return _accept(services, _read(services, submission), None, priority)
+        return _accept(services, data, submission, priority, caller.tenant)
+    return _accept(services, _read(services, submission), None, priority, caller.tenant)
 
 
 def _read(services: Services, upload: Upload) -> bytes:
@@ -69,39 +71,43 @@ def _read(services: Services, upload: Upload) -> bytes:
     return data
 
 
-def _check_readable(services: Services, source: SourceRef) -> None:
-    """Only buckets the operator opened (SOURCE_BUCKETS), never the service's own job files."""
+def _check_readable(services: Services, source: SourceRef, caller: Principal) -> None:
+    """Only buckets the operator opened (SOURCE_BUCKETS), never the service's own job
+    files, and within the prefixes the caller's key allows, when it names any."""
     if source.bucket not in services.settings.readable_buckets:
         raise ServiceError(f"bucket {source.bucket!r} is not one this service reads (SOURCE_BUCKETS)",
                            ErrorCode.SOURCE_FORBIDDEN)
     if source.bucket == services.settings.s3_bucket and source.key.startswith("jobs/"):
         raise ServiceError("the service's own job files cannot be submitted", ErrorCode.SOURCE_FORBIDDEN)
+    if not caller.may_read(source.uri()):
+        raise ServiceError(f"this API key may not submit {source.uri()}", ErrorCode.SOURCE_FORBIDDEN)
 
 
-def _accept(services: Services, data: bytes, source: Optional[SourceRef], priority: Priority) -> Accepted:
+def _accept(services: Services, data: bytes, source: Optional[SourceRef], priority: Priority,
+            tenant: str) -> Accepted:
     info = inspect_image(data, services.settings.image_limits)
     digest = hashlib.sha256(data).hexdigest()
-    existing = services.jobs.job_for_content(digest)
+    existing = services.jobs.job_for_content(tenant, digest)
     if existing:
         return Accepted(_with_priority(services, existing, priority), created=False)
     job_id = new_job_id()
-    if not services.jobs.claim_content(digest, job_id):
-        existing = services.jobs.job_for_content(digest)  # a concurrent submission of the same bytes won
+    if not services.jobs.claim_content(tenant, digest, job_id):
+        existing = services.jobs.job_for_content(tenant, digest)  # a concurrent submission of the same bytes won
         if existing:
             return Accepted(_with_priority(services, existing, priority), created=False)
-        services.jobs.claim_content(digest, job_id, replace=True)  # the other one failed or expired
+        services.jobs.claim_content(tenant, digest, job_id, replace=True)  # the other one failed or expired
     input_info = InputInfo(width=info.width, height=info.height, format=info.format, bytes=len(data), sha256=digest)
     try:
         if source is None:
             services.storage.put(input_key(job_id), data, content_type="application/octet-stream")
-        job = services.jobs.create(job_id, input_info, priority, source)
+        job = services.jobs.create(job_id, input_info, priority, source, tenant)
         services.queue.enqueue(job_id, priority)
     except Exception:
         log.exception("could not accept job %s; rolling it back", job_id)
-        _discard(services, job_id, digest, uploaded=source is None)
+        _discard(services, job_id, tenant, digest, uploaded=source is None)
         raise
-    log.info("job %s queued (%s, %dx%d %s, %d bytes%s)", job_id, priority.value, info.width, info.height,
-             info.format, len(data), f", {source.uri()}" if source else "")
+    log.info("job %s queued (tenant %s, %s, %dx%d %s, %d bytes%s)", job_id, tenant, priority.value, info.width,
+             info.height, info.format, len(data), f", {source.uri()}" if source else "")
     return Accepted(job, created=True)
 
 
@@ -120,8 +126,9 @@ def _with_priority(services: Services, job: Job, priority: Priority) -> Job:
     return promoted or services.jobs.get(job.id) or job
 
 
-def _discard(services: Services, job_id: str, digest: str, uploaded: bool) -> None:
-    steps = [lambda: services.jobs.delete(job_id), lambda: services.jobs.release_content(digest, job_id)]
+def _discard(services: Services, job_id: str, tenant: str, digest: str, uploaded: bool) -> None:
+    steps = [lambda: services.jobs.delete(job_id), lambda: services.jobs.release_content(tenant, digest, job_id),
+             lambda: services.queue.taken(job_id)]
     if uploaded:
         steps.append(lambda: services.storage.delete(input_key(job_id)))
     for undo in steps:

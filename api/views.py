@@ -6,11 +6,20 @@ from typing import Optional
 from flask import url_for
 
 from common.jobs import Job, JobStatus
-from common.schema import ErrorDetail, InputView, JobLinks, JobView, ResultView
+from common.queue import Place
+from common.schema import ErrorDetail, InputView, JobLinks, JobView, QueuePlace, ResultView
 from common.services import Services
 
 
-def job_view(job: Job, services: Services, deduplicated: Optional[bool] = None) -> JobView:
+def waiting_places(jobs: list[Job], services: Services) -> dict[str, Place]:
+    """The queue place of each queued job among ``jobs``, in one Redis round trip."""
+    return services.queue.places([(job.id, job.priority) for job in jobs if job.status is JobStatus.QUEUED])
+
+
+def job_view(job: Job, services: Services, deduplicated: Optional[bool] = None,
+             places: Optional[dict[str, Place]] = None) -> JobView:
+    """``places``: from :func:`waiting_places` when rendering many jobs, else looked up."""
+    place = (waiting_places([job], services) if places is None else places).get(job.id)
     result = None
     if job.status is JobStatus.SUCCEEDED and job.result:
         result = ResultView(
@@ -34,6 +43,8 @@ def job_view(job: Job, services: Services, deduplicated: Optional[bool] = None) 
         error=ErrorDetail(**job.error.model_dump()) if job.status is JobStatus.FAILED and job.error else None,
         last_error=ErrorDetail(**job.last_error.model_dump()) if job.last_error and not job.status.terminal else None,
         deduplicated=deduplicated,
+        cancel_requested=True if job.cancel_requested and job.status is JobStatus.RUNNING else None,
+        queue=QueuePlace(position=place.position, ahead=place.ahead, eta_seconds=place.eta_seconds) if place else None,
     )
 
 

@@ -22,6 +22,9 @@ class ErrorCode(str, Enum):
     SOURCE_CHANGED = "source_changed"
     BATCH_TOO_LARGE = "batch_too_large"
     QUEUE_FULL = "queue_full"
+    UNAUTHORIZED = "unauthorized"
+    RATE_LIMITED = "rate_limited"
+    NOT_CANCELABLE = "not_cancelable"
     # The service's own faults (5xx, or a job that failed after retries)
     QUEUE_UNAVAILABLE = "queue_unavailable"
     STORAGE_UNAVAILABLE = "storage_unavailable"

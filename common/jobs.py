@@ -8,12 +8,16 @@ arrow is one method of :class:`JobStore`, and nothing else writes a record:
                   │                │  ^
                   │                │  └── start: redelivered after its worker died
                   │                └──requeue──> queued (waiting out a transient error)
-                  └────────────────┴──fail────> failed
+                  ├────────────────┴──fail────> failed
+                  └──cancel──> canceled <──stop── running (at a safe point, once
+                                                  request_cancel marked it)
 
     promote: a queued backfill job gets interactive priority (no change of state)
+    request_cancel: a running job is marked; its worker stops it at the next safe
+                    point (before inference, or before storing outputs)
 
-``succeeded`` and ``failed`` are terminal. Records expire ``job_ttl_seconds`` after
-their last change.
+``succeeded``, ``failed`` and ``canceled`` are terminal. Records expire
+``job_ttl_seconds`` after their last change.
 """
 from __future__ import annotations
 
@@ -32,19 +36,20 @@ from common.errors import ErrorCode
 from common.schema import (JOB_ID_PATTERN, MAX_BATCH, OUTPUTS, TERMINAL_STATUSES, JobStatus, Priority,
                            SourceRef)
 
-__all__ = ["MAX_BATCH", "OUTPUTS", "TERMINAL_STATUSES", "JobStatus", "Priority", "SourceRef", "InputInfo",
+__all__ = ["DEFAULT_TENANT", "MAX_BATCH", "OUTPUTS", "TERMINAL_STATUSES", "JobStatus", "Priority", "SourceRef", "InputInfo",
            "JobResult", "JobError", "Job", "JobStore", "InvalidTransition", "new_job_id", "is_job_id",
            "input_key", "output_key", "redis_client", "utcnow"]
 
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED}),
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELED}),
     JobStatus.RUNNING: frozenset(
-        {JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED}
+        {JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}
     ),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELED: frozenset(),
 }
 
 
@@ -104,8 +109,14 @@ class JobResult(_Part):
     summary: dict[str, Any]  # what the worker found (worker/outputs.py)
 
 
+# The tenant of every job when the service runs without API keys (and of records
+# written before tenants existed).
+DEFAULT_TENANT = "default"
+
+
 class Job(_Part):
     id: str
+    tenant: str = DEFAULT_TENANT  # who submitted it; no other tenant can see it
     status: JobStatus
     created_at: str
     updated_at: str
@@ -121,6 +132,7 @@ class Job(_Part):
     result: Optional[JobResult] = None
     error: Optional[JobError] = None  # why it failed (terminal)
     last_error: Optional[JobError] = None  # a transient error it is waiting out
+    cancel_requested: bool = False  # running, and to be stopped at its next safe point
 
     def to_redis(self, fields: Optional[set[str]] = None) -> dict[str, str]:
         """One JSON value per field (all, or only ``fields``), as the Redis hash holds them."""
@@ -172,6 +184,10 @@ class JobStore:
         values = self.client.hgetall(self._key(job_id))
         return Job.from_redis(values) if values else None
 
+    def cancel_pending(self, job_id: str) -> bool:
+        """Whether a cancel waits for this running job's next safe point (one field read)."""
+        return self.client.hget(self._key(job_id), "cancel_requested") == b"true"
+
     def get_many(self, job_ids: list[str]) -> list[Optional[Job]]:
         with self.client.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
@@ -181,11 +197,11 @@ class JobStore:
     # ---- the lifecycle ---------------------------------------------------------------
 
     def create(self, job_id: str, input_info: InputInfo, priority: Priority,
-               source: Optional[SourceRef] = None) -> Job:
+               source: Optional[SourceRef] = None, tenant: str = DEFAULT_TENANT) -> Job:
         """A new ``queued`` job (its input is already stored, its message not yet sent)."""
         now = utcnow()
-        job = Job(id=job_id, status=JobStatus.QUEUED, created_at=now, updated_at=now, input=input_info,
-                  priority=priority, source=source)
+        job = Job(id=job_id, tenant=tenant, status=JobStatus.QUEUED, created_at=now, updated_at=now,
+                  input=input_info, priority=priority, source=source)
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(self._key(job.id), mapping=job.to_redis())
             pipe.expire(self._key(job.id), self.ttl)
@@ -205,8 +221,27 @@ class JobStore:
         return self._step(job_id, JobStatus.QUEUED, lambda job: {"last_error": error})
 
     def succeed(self, job_id: str, result: JobResult) -> Job:
-        """``running`` -> ``succeeded``, with the stored outputs."""
-        return self._step(job_id, JobStatus.SUCCEEDED, lambda job: {"finished_at": utcnow(), "result": result})
+        """``running`` -> ``succeeded``, with the stored outputs; ``canceled`` instead
+        (outputs unpublished) when a cancel arrived while they were being stored."""
+        return self._step_unless_canceled(job_id, JobStatus.SUCCEEDED, lambda job: {
+            "finished_at": utcnow(), "result": result})
+
+    def request_cancel(self, job_id: str) -> Job:
+        """A client withdraws the job: ``queued`` -> ``canceled`` at once; a running job is
+        marked, and its worker stops it at the next safe point (:meth:`stop`).
+        :class:`InvalidTransition` for a job that already ended."""
+        def cancel(job: Job) -> Optional[dict[str, Any]]:
+            if job.status.terminal:
+                raise InvalidTransition(f"job {job_id} is {job.status.value}")
+            if job.status is JobStatus.QUEUED:
+                return {"status": JobStatus.CANCELED, "finished_at": utcnow(), "last_error": None}
+            return {"cancel_requested": True}
+
+        return self._apply(job_id, None, cancel)[0]
+
+    def stop(self, job_id: str) -> Job:
+        """``running`` -> ``canceled``: its worker reached a safe point after a cancel."""
+        return self._step(job_id, JobStatus.CANCELED, lambda job: {"finished_at": utcnow()})
 
     def fail(self, job_id: str, error: JobError) -> Job:
         """``queued`` or ``running`` -> ``failed``, for good."""
@@ -229,6 +264,15 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         """Undo :meth:`create` when the job could not be enqueued (nothing was promised)."""
         self.client.delete(self._key(job_id))
+
+    def _step_unless_canceled(self, job_id: str, to: JobStatus, change: _Change) -> Job:
+        """Like :meth:`_step`, but a job marked for cancel ends ``canceled`` instead."""
+        def step(job: Job) -> Optional[dict[str, Any]]:
+            if job.cancel_requested and job.status is JobStatus.RUNNING:
+                return {"status": JobStatus.CANCELED, "finished_at": utcnow()}
+            return {"status": to, **(change(job) or {})}
+
+        return self._apply(job_id, to, step)[0]
 
     def _step(self, job_id: str, to: JobStatus, change: _Change) -> Job:
         """Move the job to ``to`` writing ``change``'s fields, atomically.
@@ -253,7 +297,7 @@ class JobStore:
             fields = change(job)
             if fields is None:
                 return job, False
-            fields = {**fields, "updated_at": utcnow(), **({"status": to} if to is not None else {})}
+            fields = {**({"status": to} if to is not None else {}), **fields, "updated_at": utcnow()}
             updated = Job.model_validate({**job.model_dump(), **fields})
             pipe.multi()
             pipe.hset(key, mapping=updated.to_redis(set(fields)))
@@ -263,20 +307,25 @@ class JobStore:
         return self.client.transaction(transaction, key, value_from_callable=True)
 
     # ---- the content index ---------------------------------------------------------
-    # sha256 of an input -> the job that parses it, so the same image submitted twice
-    # (a re-run backfill, a retrying client) is parsed once.
+    # (tenant, sha256 of an input) -> the job that parses it, so the same image
+    # submitted twice by one tenant (a re-run backfill, a retrying client) is parsed
+    # once, and no tenant learns what another one submitted.
 
-    def job_for_content(self, digest: str) -> Optional[Job]:
-        """The live job for this content, or None if there is none or it failed."""
-        job_id = self.client.get(self.content_prefix + digest)
+    def _content_key(self, tenant: str, digest: str) -> str:
+        return f"{self.content_prefix}{tenant}:{digest}"
+
+    def job_for_content(self, tenant: str, digest: str) -> Optional[Job]:
+        """The tenant's live job for this content, or None if there is none or it failed
+        or was canceled (then the content may be submitted anew)."""
+        job_id = self.client.get(self._content_key(tenant, digest))
         job = self.get(job_id.decode()) if job_id else None
-        return job if job and job.status is not JobStatus.FAILED else None
+        return job if job and job.status not in (JobStatus.FAILED, JobStatus.CANCELED) else None
 
-    def claim_content(self, digest: str, job_id: str, replace: bool = False) -> bool:
+    def claim_content(self, tenant: str, digest: str, job_id: str, replace: bool = False) -> bool:
         """Point the content at ``job_id``; without ``replace``, only if nobody has."""
-        return bool(self.client.set(self.content_prefix + digest, job_id, ex=self.ttl, nx=not replace))
+        return bool(self.client.set(self._content_key(tenant, digest), job_id, ex=self.ttl, nx=not replace))
 
-    def release_content(self, digest: str, job_id: str) -> None:
-        key = self.content_prefix + digest
+    def release_content(self, tenant: str, digest: str, job_id: str) -> None:
+        key = self._content_key(tenant, digest)
         if self.client.get(key) == job_id.encode():
             self.client.delete(key)

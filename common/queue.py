@@ -8,6 +8,9 @@ factory, so both sides always agree. Importing it loads no model code.
 """
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import dataclass
 from typing import Optional
 
 import redis
@@ -62,8 +65,33 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where a queued job stands: ``position`` in its own queue (1 = next), ``ahead`` =
+    jobs any worker takes before it (for a backfill job, every waiting interactive job
+    too), and ``eta_seconds`` until a worker starts it, when the workers' recent service
+    times are known."""
+
+    position: int
+    ahead: int
+    eta_seconds: Optional[float]
+
+
 class JobQueue:
-    """Hands job ids to the workers and says how many wait, per priority."""
+    """Hands job ids to the workers, says how many wait, and where each waiting job stands.
+
+    Besides the Celery message, each waiting job has an entry in a sorted set per
+    priority (job id -> enqueue time), removed when a worker takes the job or it is
+    canceled: a job's place is its rank there, found in O(log n) without reading the
+    queue itself. ETAs come from the last :data:`SERVICE_SAMPLES` per-job service times
+    the workers record and from the model processes that reported in the last
+    :data:`PROCESS_WINDOW` seconds.
+    """
+
+    WAITING = "m2fp:waiting:"
+    SERVICE_TIMES = "m2fp:service-seconds"
+    PROCESSES = "m2fp:model-processes"
+    SERVICE_SAMPLES = 50
 
     def __init__(self, settings: Settings, client: redis.Redis, socket_timeout: float = 10) -> None:
         self.names = queue_names(settings)
@@ -71,6 +99,9 @@ class JobQueue:
         self.settings = settings
         self._socket_timeout = socket_timeout
         self._celery: Optional[Celery] = None
+        # A process that reported within this window still serves; it reports at start and
+        # after every job, so the window spans the longest job (the hard time limit) twice.
+        self.process_window = 2 * settings.task_time_limit
 
     def _app(self) -> Celery:
         if self._celery is None:  # built on first send: processes that only read never need one
@@ -81,12 +112,74 @@ class JobQueue:
             self._celery = app
         return self._celery
 
+    def _waiting(self, priority: Priority) -> str:
+        return self.WAITING + self.names[priority]
+
     def enqueue(self, job_id: str, priority: Priority) -> None:
-        """Send the job's message; retried briefly, then the error reaches the caller."""
+        """Send the job's message; retried briefly, then the error reaches the caller. A job
+        moved to the interactive queue leaves the backfill one's order."""
+        now = time.time()
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(self._waiting(priority), {job_id: now}, nx=True)
+            if priority is Priority.INTERACTIVE:
+                pipe.zrem(self._waiting(Priority.BACKFILL), job_id)
+            # Entries of jobs whose messages never reached a worker go with their records.
+            pipe.zremrangebyscore(self._waiting(priority), "-inf", now - self.settings.job_ttl_seconds)
+            pipe.execute()
+        self.send(job_id, priority)
+
+    def send(self, job_id: str, priority: Priority) -> None:
+        """The Celery message alone."""
         self._app().send_task(PARSE_TASK, args=[job_id], queue=self.names[priority],
                               retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
                                                         "interval_step": 0.5, "interval_max": 2})
 
+    def taken(self, job_id: str) -> None:
+        """The job left the queue: a worker took it, or it was canceled or rolled back."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for priority in Priority:
+                pipe.zrem(self._waiting(priority), job_id)
+            pipe.execute()
+
     def depth(self, priority: Priority) -> int:
         """Messages waiting in the priority's queue (kombu keeps each queue as a Redis list)."""
         return int(self.client.llen(self.names[priority]))
+
+    def places(self, jobs: list[tuple[str, Priority]]) -> dict[str, Place]:
+        """The place of each waiting job among ``(job id, priority)``, in one round trip."""
+        if not jobs:
+            return {}
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.zcard(self._waiting(Priority.INTERACTIVE))
+            pipe.lrange(self.SERVICE_TIMES, 0, self.SERVICE_SAMPLES - 1)
+            pipe.zcount(self.PROCESSES, time.time() - self.process_window, "+inf")
+            for job_id, priority in jobs:
+                pipe.zrank(self._waiting(priority), job_id)
+            interactive_waiting, samples, processes, *ranks = pipe.execute()
+        seconds = [float(sample) for sample in samples]
+        per_job = sum(seconds) / len(seconds) if seconds else None
+        found = {}
+        for (job_id, priority), rank in zip(jobs, ranks):
+            if rank is None:
+                continue
+            ahead = rank + (interactive_waiting if priority is Priority.BACKFILL else 0)
+            eta = None
+            if per_job is not None and processes:
+                eta = round(math.ceil((ahead + 1) / processes) * per_job, 1)
+            found[job_id] = Place(position=rank + 1, ahead=ahead, eta_seconds=eta)
+        return found
+
+    def record_service(self, process: str, seconds: float) -> None:
+        """A model process finished a job in ``seconds`` (and still serves)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.lpush(self.SERVICE_TIMES, f"{seconds:.3f}")
+            pipe.ltrim(self.SERVICE_TIMES, 0, self.SERVICE_SAMPLES - 1)
+            pipe.zadd(self.PROCESSES, {process: time.time()})
+            pipe.execute()
+
+    def serving(self, process: str, serves: bool = True) -> None:
+        """A model process is ready to take jobs (at its start), or stops (at its exit)."""
+        if serves:
+            self.client.zadd(self.PROCESSES, {process: time.time()})
+        else:
+            self.client.zrem(self.PROCESSES, process)

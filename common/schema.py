@@ -34,10 +34,11 @@ class JobStatus(str, Enum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELED = "canceled"
 
     @property
     def terminal(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
 
 
 TERMINAL_STATUSES = frozenset(status.value for status in JobStatus if status.terminal)
@@ -224,6 +225,15 @@ class ResultView(_Response):
                                     "model, inference size and time")
 
 
+class QueuePlace(_Response):
+    """Where a queued job stands."""
+
+    position: int = Field(description="its place in its own queue, 1 = next")
+    ahead: int = Field(description="jobs a worker takes before it (a backfill job waits for every interactive one)")
+    eta_seconds: Optional[float] = Field(description="estimated seconds until a worker starts it, from the workers' "
+                                         "recent per-job times and the model processes serving; null until known")
+
+
 class JobLinks(_Response):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -250,8 +260,11 @@ class JobView(_Response):
     last_error: Optional[ErrorDetail] = None
     deduplicated: Optional[bool] = Field(None, description="on submission answers: true when this content "
                                          "already had a job, which is returned instead of a new one")
+    cancel_requested: Optional[bool] = Field(None, description="true while a running job's cancel waits for its "
+                                             "next safe point; it then ends `canceled`")
+    queue: Optional[QueuePlace] = Field(None, description="while the job waits in its queue: its place and ETA")
 
-    _omit_when_none = ("result", "error", "last_error", "deduplicated")
+    _omit_when_none = ("result", "error", "last_error", "deduplicated", "cancel_requested", "queue")
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

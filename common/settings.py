@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     # comma-separated list; references into any other bucket are refused.
     source_buckets: str = ""
 
+    # Callers: with no key configured the API runs open (one warning at start). See
+    # api/auth.py for the formats: API_KEYS "tenant:key,...", API_KEYS_FILE one hashed key
+    # per line. Submissions per minute per key (0: unlimited), unless its line says rate=N.
+    api_keys: str = Field("", repr=False)
+    api_keys_file: Optional[Path] = None
+    submit_rate_per_minute: int = Field(0, ge=0)
+
     # Input limits, checked by the API before a job exists
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_pixels: int = Field(40_000_000, gt=0)

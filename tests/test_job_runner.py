@@ -133,3 +133,13 @@ def test_a_second_message_for_a_running_job_is_dropped_not_counted_as_a_death(ct
     assert (job.status, job.attempts, job.lost, job.message_id) == (JobStatus.RUNNING, 1, 0, "first")
     redelivered = run_job(ctx, job_id, message_id="first")  # its own message again: its worker died
     assert redelivered.status is JobStatus.SUCCEEDED and redelivered.lost == 1 and redelivered.attempts == 2
+
+
+def test_a_job_canceled_while_running_stops_before_inference_and_publishes_nothing(ctx):
+    job_id = queue_job(ctx, photo_jpeg(64, 64))
+    ctx.jobs.start(job_id, worker="w", message_id="first")
+    ctx.jobs.request_cancel(job_id)  # a cancel while its (dead) worker had it; the message comes back
+    job = run_job(ctx, job_id, message_id="first")
+    assert job.status is JobStatus.CANCELED and job.result is None
+    with pytest.raises(ObjectNotFound):
+        ctx.storage.get(output_key(job_id, "labels.png"))

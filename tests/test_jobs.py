@@ -74,3 +74,36 @@ def test_a_misspelled_field_is_an_error_not_a_silent_drop(job_store):
         Job.model_validate({**job.model_dump(), "atempts": 1})
     with pytest.raises(pydantic.ValidationError):
         job.attempts = "many"
+
+
+def test_cancel_ends_a_queued_job_at_once_and_marks_a_running_one(job_store):
+    queued = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
+    canceled = job_store.request_cancel(queued.id)
+    assert canceled.status is JobStatus.CANCELED and canceled.finished_at
+    with pytest.raises(InvalidTransition):
+        job_store.request_cancel(queued.id)
+    with pytest.raises(InvalidTransition):
+        job_store.start(queued.id, None, None)
+
+    running = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
+    job_store.start(running.id, "w", "m")
+    marked = job_store.request_cancel(running.id)
+    assert marked.status is JobStatus.RUNNING and marked.cancel_requested and job_store.cancel_pending(running.id)
+    stopped = job_store.stop(running.id)
+    assert stopped.status is JobStatus.CANCELED and stopped.result is None
+
+
+def test_a_cancel_that_lands_while_outputs_are_stored_still_wins(job_store):
+    job = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
+    job_store.start(job.id, "w", "m")
+    job_store.request_cancel(job.id)
+    ended = job_store.succeed(job.id, JobResult(outputs={"labels.png": "k"}, summary={}))
+    assert ended.status is JobStatus.CANCELED and ended.result is None
+
+
+def test_canceled_content_may_be_submitted_again(job_store):
+    job = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
+    job_store.claim_content("t", INPUT.sha256, job.id)
+    assert job_store.job_for_content("t", INPUT.sha256).id == job.id
+    job_store.request_cancel(job.id)
+    assert job_store.job_for_content("t", INPUT.sha256) is None

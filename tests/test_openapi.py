@@ -94,3 +94,10 @@ def test_the_readme_error_table_names_every_code_with_its_status():
         assert rows, f"README's error table lacks {code.value}"
         if info.status:
             assert any(str(info.status) in row for row in rows), f"README gives {code.value} another status"
+
+
+def test_an_open_service_says_so_once_per_process_at_start(settings, caplog):
+    with caplog.at_level("WARNING", logger="api"):
+        create_app(services=Services.create(settings))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "api"]
+    assert len(warnings) == 1 and "no API keys configured" in warnings[0]

@@ -205,3 +205,54 @@ def test_running_worker_reconnects_after_a_redis_restart(tiny_model, tmp_path):
     finally:
         stack.stop()
         server.stop()
+
+
+def test_a_running_job_canceled_stops_at_its_next_safe_point_and_publishes_nothing(fault_stack, tmp_path):
+    import requests
+
+    stack, hold = fault_stack
+    worker = stack.start_worker("w")
+    job_id, _ = hold_a_job(stack, hold)  # held inside inference: past the first safe point
+    answer = requests.post(f"{stack.api_url}/v1/jobs/{job_id}/cancel", timeout=30)
+    assert answer.status_code == 202 and answer.json()["cancel_requested"] is True, answer.json()
+    assert answer.json()["status"] == "running"
+    hold.unlink()
+    job = stack.wait_for(job_id)
+    assert job["status"] == "canceled" and "result" not in job and "cancel_requested" not in job, job
+    assert not (tmp_path / "store" / "jobs" / job_id / "labels.png").exists()
+    finished = requests.post(f"{stack.api_url}/v1/jobs/{job_id}/cancel", timeout=30)
+    assert finished.status_code == 409 and finished.json()["error"]["code"] == "not_cancelable"
+    after = stack.submit(photo_jpeg(64, 64)).json()["id"]
+    assert stack.wait_for(after)["status"] == "succeeded" and worker.alive()
+
+
+def test_queued_jobs_show_their_place_and_an_eta_behind_a_held_job(fault_stack):
+    """One model process, held on a job: the jobs behind it know their place exactly (an
+    interactive job before any backfill job), and ETAs grow with it by the measured
+    per-job time. A canceled job leaves the order."""
+    import requests
+
+    stack, hold = fault_stack
+    stack.start_worker("w")
+    first = stack.submit(photo_jpeg(64, 64, seed=50)).json()["id"]
+    assert stack.wait_for(first)["status"] == "succeeded"  # one measured service time
+    held, _ = hold_a_job(stack, hold)
+    interactive = [stack.submit(photo_jpeg(64, 64, seed=51 + i)).json()["id"] for i in range(3)]
+    backfill = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("b.jpg", photo_jpeg(64, 64, seed=60))},
+                             data={"priority": "backfill"}, timeout=30).json()["id"]
+    places = {job["id"]: job.get("queue") for job in requests.get(
+        f"{stack.api_url}/v1/jobs", params={"ids": ",".join([held, *interactive, backfill])}, timeout=30).json()["jobs"]}
+    assert places[held] is None  # running: no place in a queue
+    assert [(places[i]["position"], places[i]["ahead"]) for i in interactive] == [(1, 0), (2, 1), (3, 2)]
+    assert (places[backfill]["position"], places[backfill]["ahead"]) == (1, 3)
+    per_job = places[interactive[0]]["eta_seconds"]
+    assert per_job is not None and per_job > 0
+    for job_id, jobs_until_started in [(interactive[1], 2), (interactive[2], 3), (backfill, 4)]:
+        assert abs(places[job_id]["eta_seconds"] - jobs_until_started * per_job) <= 0.15  # rounding to 0.1 s
+
+    assert requests.post(f"{stack.api_url}/v1/jobs/{interactive[1]}/cancel", timeout=30).status_code == 200
+    assert stack.job(interactive[2])["queue"]["position"] == 2 and stack.job(backfill)["queue"]["ahead"] == 2
+    hold.unlink()
+    for job_id in [held, interactive[0], interactive[2], backfill]:
+        job = stack.wait_for(job_id)
+        assert job["status"] == "succeeded" and "queue" not in job, job

@@ -1,5 +1,9 @@
 """One job, start to finish: start → read input → parse → render → store → succeed.
 
+A cancel requested while the job runs stops it at a safe point: before inference, or
+before the outputs are stored (and a cancel that lands while they are stored still
+wins: ``succeed`` then ends the job ``canceled``, its files unreferenced).
+
 Kept free of Celery so it can be read (and tested) as plain code; the Celery task in
 :mod:`worker.tasks` only maps its outcomes onto retries. Every change of the job's
 record is one lifecycle step of :class:`common.jobs.JobStore`.
@@ -8,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import socket
 import time
 from typing import Optional
 
@@ -58,6 +64,12 @@ def _decoded_input(services: Services, job: Job) -> np.ndarray:
                             "rule before the job ran); submit the image again", ErrorCode.INPUT_MISSING) from None
 
 
+def _stop(services: Services, job_id: str) -> Job:
+    """End a job whose cancel was requested while it ran; nothing of it is published."""
+    log.info("job %s canceled at a safe point", job_id)
+    return services.jobs.stop(job_id)
+
+
 def _store(services: Services, job_id: str, rendered: RenderedOutputs) -> dict[str, str]:
     """Write every output under its fixed key (a rerun overwrites); name -> key."""
     keys = {}
@@ -94,11 +106,15 @@ def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Opti
                     "it will not be tried again")
 
     job = services.jobs.start(job_id, worker=worker, message_id=message_id)
+    services.queue.taken(job_id)
     metrics.job_started(job)
+    began = time.monotonic()
     try:
         image = _decoded_input(services, job)
     except InputRejected as exc:
         return fail(services, job_id, exc.code, exc.message)
+    if services.jobs.cancel_pending(job_id):  # safe point: before inference
+        return _stop(services, job_id)
     started = time.perf_counter()
     parsing = engine.parse(image)
     inference_seconds = time.perf_counter() - started
@@ -110,11 +126,19 @@ def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Opti
             "inference_size": list(parsing.size),
             "inference_seconds": round(inference_seconds, 3),
         })
+    if services.jobs.cancel_pending(job_id):  # safe point: before the outputs are stored
+        return _stop(services, job_id)
     with metrics.STORE_SECONDS.time():
         keys = _store(services, job_id, rendered)
     log.info("job %s succeeded in %.2f s of inference (%d classes, %s persons)", job_id,
              inference_seconds, len(rendered.summary["classes"]), rendered.summary["persons"])
     summary = {k: v for k, v in rendered.summary.items() if k != "legend"}
     job = services.jobs.succeed(job_id, JobResult(outputs=keys, summary=summary))
-    metrics.count_job("succeeded")
+    services.queue.record_service(model_process(), time.monotonic() - began)  # for queued jobs' ETAs
+    metrics.count_job(job.status.value)
     return job
+
+
+def model_process() -> str:
+    """This process's name among the model processes serving the queue."""
+    return f"{socket.gethostname()}:{os.getpid()}"

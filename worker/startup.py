@@ -146,6 +146,7 @@ def load_engine(**_: Any) -> None:
     from common.services import Services
     from worker.context import WorkerProcess, set_process
     from worker.engine import load_engine
+    from worker.job_runner import model_process
 
     settings, resource_plan = _config()
     torch.set_num_threads(resource_plan.threads)
@@ -162,7 +163,9 @@ def load_engine(**_: Any) -> None:
         # A pool process that dies at start is respawned forever; stop the whole worker.
         os.kill(os.getppid(), signal.SIGTERM)
         os._exit(1)
-    set_process(WorkerProcess(Services.create(settings), engine))
+    services = Services.create(settings)
+    set_process(WorkerProcess(services, engine))
+    services.queue.serving(model_process())
     log.info("worker process %d ready: %s engine (%s), model %s loaded in %.1f s, %d thread(s)",
              os.getpid(), engine.description["engine"], engine.description["precision"], choice.model_dir,
              time.perf_counter() - started, resource_plan.threads)
@@ -170,5 +173,13 @@ def load_engine(**_: Any) -> None:
 
 @worker_process_shutdown.connect
 def stop_counting_as_live(pid: int, **_: Any) -> None:
-    """A model process exited: it no longer counts in the live gauges (busy processes)."""
+    """A model process exited: it no longer counts in the live gauges (busy processes),
+    nor among the processes that serve the queue (ETAs)."""
     mark_process_dead(pid)
+    from worker.context import current_process
+    from worker.job_runner import model_process
+
+    try:
+        current_process().services.queue.serving(model_process(), serves=False)
+    except Exception:  # never loaded its model, or Redis is away: its entry ages out
+        log.debug("could not withdraw process %d from the queue's ETA", pid, exc_info=True)

@@ -11,13 +11,14 @@ from common.schema import Priority
 
 
 class RecordingQueue(JobQueue):
-    """Counts real queue depths in Redis, but hands each message to ``record``."""
+    """Keeps the real bookkeeping in Redis (depths, places), but hands each message to
+    ``record`` instead of Celery."""
 
     def __init__(self, queue: JobQueue, record: Callable[[str, Priority], None]) -> None:
         super().__init__(queue.settings, queue.client)
         self.record = record
 
-    def enqueue(self, job_id: str, priority: Priority) -> None:
+    def send(self, job_id: str, priority: Priority) -> None:
         self.record(job_id, priority)
 
 
@@ -25,5 +26,5 @@ class DownQueue(RecordingQueue):
     def __init__(self, queue: JobQueue) -> None:
         super().__init__(queue, lambda *_: None)
 
-    def enqueue(self, job_id: str, priority: Priority) -> None:
+    def send(self, job_id: str, priority: Priority) -> None:
         raise kombu.exceptions.OperationalError("connection refused")
