@@ -138,7 +138,8 @@ def test_the_api_starts_with_its_configured_metrics_dir_emptied(tmp_path):
 
 def test_a_model_process_killed_mid_job_stops_counting_as_busy(tmp_path, redis_server, tiny_model):
     """SIGKILL runs no exit hook: the scrape itself drops the dead process's busy value,
-    so the job's new process counts once, not twice (harness: the job is held in parse)."""
+    so the job's new process counts once, not twice (harness: the job is held in parse).
+    The job is then canceled, and counts as that."""
     hold = tmp_path / "hold"
     env = {"REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/9", "M2FP_MODEL": str(tiny_model),
            "INFERENCE_MAX_SIDE": "64", "TORCH_THREADS": "1", "LOCAL_STORE_DIR": str(tmp_path / "store"),
@@ -156,9 +157,13 @@ def test_a_model_process_killed_mid_job_stops_counting_as_busy(tmp_path, redis_s
         os.kill(killed, signal.SIGKILL)  # the worker requeues the job to the process that replaces it
         wait_until(lambda: set(holding_pids(hold)) - {killed}, 120, "a new model process to hold the job")
         assert busy() == 1
+        # Canceled while held: it stops at the next safe point (before its outputs are stored).
+        assert requests.post(f"{stack.api_url}/v1/jobs/{job_id}/cancel", timeout=10).status_code == 202
         hold.unlink()
-        assert stack.wait_for(job_id)["status"] == "succeeded"
+        assert stack.wait_for(job_id)["status"] == "canceled"
         wait_until(lambda: busy() == 0, 30, "the busy gauge to drop")
+        jobs = Scrape(f"http://127.0.0.1:{port}/metrics")
+        assert jobs.value("m2fp_worker_jobs_total") == jobs.value("m2fp_worker_jobs_total", outcome="canceled") == 1
     finally:
         stack.stop()
 

@@ -67,7 +67,9 @@ def _decoded_input(services: Services, job: Job) -> np.ndarray:
 def _stop(services: Services, job_id: str) -> Job:
     """End a job whose cancel was requested while it ran; nothing of it is published."""
     log.info("job %s canceled at a safe point", job_id)
-    return services.jobs.stop(job_id)
+    job = services.jobs.stop(job_id)
+    metrics.count_job(job.status.value)
+    return job
 
 
 def _store(services: Services, job_id: str, rendered: RenderedOutputs) -> dict[str, str]:
