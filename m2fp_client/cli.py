@@ -161,6 +161,26 @@ def status(client: Client, job_ids: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.argument("job_ids", nargs=-1, required=True, metavar="ID...")
+@api_command
+def cancel(client: Client, job_ids: tuple[str, ...]) -> None:
+    """Cancel each job; print its id and what became of it (canceled, or cancel_requested
+    while it runs to its next safe point). Exit 1 if a job had already ended or is unknown."""
+    refused = False
+    for job_id in job_ids:
+        try:
+            job = client.cancel(job_id)
+        except ApiError as error:
+            if error.code not in ("not_cancelable", "not_found"):
+                raise
+            refused = True
+            click.echo(f"{job_id}\t{error.code}\t{error.message}")
+            continue
+        click.echo(f"{job.id}\t{'cancel_requested' if job.cancel_requested else job.status.value}")
+    sys.exit(SOME_FAILED if refused else SUCCEEDED)
+
+
+@main.command()
 @click.argument("job_id", metavar="ID")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="write the outputs into DIR/<job id>/")

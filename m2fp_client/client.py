@@ -171,6 +171,12 @@ class Client:
         """One job; ApiError ``not_found`` for an unknown or expired id."""
         return self._read(self._request("GET", f"/v1/jobs/{job_id}"), JobView)
 
+    def cancel(self, job_id: str) -> JobView:
+        """Withdraw a job: ``canceled`` at once if it was queued, else still ``running`` with
+        ``cancel_requested`` until its worker stops it; ApiError ``not_cancelable`` once it
+        ended, ``not_found`` for an unknown id."""
+        return self._read(self._request("POST", f"/v1/jobs/{job_id}/cancel"), JobView)
+
     def jobs(self, job_ids: Sequence[str]) -> list[Job]:
         """Any number of jobs, in order, MAX_BATCH per request; unknown ids as MissingJob."""
         found: list[Job] = []

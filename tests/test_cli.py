@@ -100,6 +100,11 @@ def test_status_prints_jobs_and_get_downloads_a_finished_one(system, tmp_path):
     missing = m2fp("get", unknown, "--out", str(tmp_path / "none"), "--api-url", system.api_url, cwd=tmp_path)
     assert missing.returncode == 2 and "not_found" in missing.stderr
 
+    late = m2fp("cancel", job_id, unknown, "--api-url", system.api_url, cwd=tmp_path)
+    assert late.returncode == 1, late.stderr  # one ended already, one does not exist
+    assert [line[:2] for line in lines(late)] == [[job_id, "not_cancelable"], [unknown, "not_found"]]
+    assert system.job(job_id)["status"] == "succeeded"
+
 
 def test_a_bad_photo_gets_the_api_error_code_and_a_failing_exit(system, tmp_path):
     (tmp_path / "good.jpg").write_bytes(photo_jpeg(32, 32, seed=9300))
