@@ -9,6 +9,7 @@ from flask import Flask
 from common.jobs import DEFAULT_TENANT
 from common.services import Services
 from common.settings import Settings, load_settings
+from common.webhooks import WebhookPolicy
 from api.auth import KeyRing
 from api.docs import docs
 from api.errors import register_error_handlers
@@ -16,6 +17,7 @@ from api.health import health
 from api.metrics import metrics
 from api.rate_limit import SubmissionLimiter
 from api.routes import jobs
+from api.webhooks import webhooks
 
 log = logging.getLogger("api")
 
@@ -39,7 +41,9 @@ def create_app(settings: Optional[Settings] = None, *, services: Optional[Servic
     app.extensions["m2fp"] = services
     app.extensions["m2fp.keys"] = keys
     app.extensions["m2fp.limiter"] = SubmissionLimiter(services.redis, settings.submit_rate_per_minute)
+    app.extensions["m2fp.webhook_policy"] = WebhookPolicy.from_settings(settings)
     app.register_blueprint(jobs)
+    app.register_blueprint(webhooks)
     app.register_blueprint(health)
     app.register_blueprint(docs)
     app.register_blueprint(metrics)
@@ -50,4 +54,6 @@ def create_app(settings: Optional[Settings] = None, *, services: Optional[Servic
                     "and every job belongs to the tenant %r", DEFAULT_TENANT)
     else:
         log.info("%d API key(s) configured; requests without a valid key get 401", len(keys))
+    if not settings.webhook_signing_key:
+        log.info("no WEBHOOK_SIGNING_KEY: submissions that name a webhook get 400 webhooks_disabled")
     return app

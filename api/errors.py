@@ -32,6 +32,11 @@ ERROR_CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.BAD_REQUEST: CodeInfo(400, "the request does not match its schema (see the message)"),
     ErrorCode.MISSING_IMAGE: CodeInfo(400, "no `image` file in a multipart body"),
     ErrorCode.INVALID_SOURCE: CodeInfo(400, "a reference that is malformed (not s3://bucket/key)"),
+    ErrorCode.INVALID_WEBHOOK: CodeInfo(400, "a webhook URL that is not https, names a private or local address "
+                                             "the operator did not allow (WEBHOOK_ALLOW_HOSTS), or unknown "
+                                             "webhook_events"),
+    ErrorCode.WEBHOOKS_DISABLED: CodeInfo(400, "a webhook (or the webhook secret) asked of a service whose operator "
+                                               "set no WEBHOOK_SIGNING_KEY"),
     ErrorCode.SOURCE_FORBIDDEN: CodeInfo(403, "a reference outside S3_BUCKET and SOURCE_BUCKETS, or to job files"),
     ErrorCode.UNAUTHORIZED: CodeInfo(401, "no API key, or not a valid one, while the service has keys "
                                           "configured"),

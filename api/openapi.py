@@ -58,6 +58,8 @@ def validation_failed(error: ValidationError) -> ServiceError:
     field = first["loc"][0] if first["loc"] else None
     if first["type"] == "too_long" and field in ("items", "image"):
         return ServiceError(f"at most {first['ctx']['max_length']} items per batch", ErrorCode.BATCH_TOO_LARGE)
+    if field in ("webhook", "webhook_events"):
+        return ServiceError(message, ErrorCode.INVALID_WEBHOOK)
     if field == "source":
         return ServiceError(f'send {{"source": "s3://bucket/key"}} or a multipart image ({message})',
                             ErrorCode.INVALID_SOURCE)

@@ -14,10 +14,11 @@ from spectree import Response as Responses
 
 from common.errors import ErrorCode as E
 from common.errors import ServiceError
-from common.jobs import OUTPUTS, InvalidTransition, Job, JobStatus, Priority, is_job_id, output_key
-from common.schema import (MAX_BATCH, BatchForm, BatchItem, BatchItemResult, BatchJson, BatchResponse, JobsQuery,
-                           JobsResponse, JobView, MissingJob, SubmitForm, SubmitJson)
+from common.jobs import OUTPUTS, InvalidTransition, Job, JobStatus, Priority, Webhook, is_job_id, output_key
+from common.schema import (DEFAULT_WEBHOOK_EVENTS, MAX_BATCH, BatchForm, BatchItem, BatchItemResult, BatchJson,
+                           BatchResponse, JobsQuery, JobsResponse, JobView, MissingJob, SubmitForm, SubmitJson)
 from common.services import Services
+from common.webhooks import WebhookPolicy
 from api.auth import KeyRing, Principal, presented_key
 from api.errors import ApiError, error_body
 from api.openapi import MediaResponse, errors, spec, validation_failed
@@ -27,9 +28,9 @@ from api.views import job_view, waiting_places
 jobs = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
 _OUTAGES = (E.QUEUE_UNAVAILABLE, E.STORAGE_UNAVAILABLE)
-_SUBMIT_ERRORS = (E.BAD_REQUEST, E.UNAUTHORIZED, E.MISSING_IMAGE, E.INVALID_SOURCE, E.SOURCE_FORBIDDEN,
-                  E.SOURCE_NOT_FOUND, E.PAYLOAD_TOO_LARGE, E.IMAGE_TOO_LARGE, E.INVALID_IMAGE, E.QUEUE_FULL,
-                  E.RATE_LIMITED, *_OUTAGES)
+_SUBMIT_ERRORS = (E.BAD_REQUEST, E.UNAUTHORIZED, E.MISSING_IMAGE, E.INVALID_SOURCE, E.INVALID_WEBHOOK,
+                  E.WEBHOOKS_DISABLED, E.SOURCE_FORBIDDEN, E.SOURCE_NOT_FOUND, E.PAYLOAD_TOO_LARGE, E.IMAGE_TOO_LARGE,
+                  E.INVALID_IMAGE, E.QUEUE_FULL, E.RATE_LIMITED, *_OUTAGES)
 # Every job route needs the caller's key once keys are configured.
 SECURITY = [{"bearer": []}, {"apiKey": []}]
 
@@ -50,10 +51,26 @@ def identify_caller() -> None:
     g.caller = keys.identify(presented_key(request.headers.get("Authorization"), request.headers.get("X-API-Key")))
 
 
-def _submitting(priority: Priority) -> None:
-    """What every submission request passes first: the key's rate, then backpressure."""
+def _submitting(body: SubmitJson | SubmitForm | BatchJson | BatchForm) -> Optional[Webhook]:
+    """What every submission request passes first: its webhook, the key's rate, then
+    backpressure. The webhook its jobs get, if it names one."""
+    webhook = _webhook(body)
     current_app.extensions["m2fp.limiter"].take(caller())
-    check_capacity(services(), priority)
+    check_capacity(services(), body.priority)
+    return webhook
+
+
+def _webhook(body: SubmitJson | SubmitForm | BatchJson | BatchForm) -> Optional[Webhook]:
+    if body.webhook is None:
+        if body.webhook_events:
+            raise ApiError("webhook_events without a webhook: name the URL in `webhook`", E.INVALID_WEBHOOK)
+        return None
+    if not services().settings.webhook_signing_key:
+        raise ApiError("this service sends no webhooks: its operator has not set WEBHOOK_SIGNING_KEY",
+                       E.WEBHOOKS_DISABLED)
+    policy: WebhookPolicy = current_app.extensions["m2fp.webhook_policy"]
+    events = list(dict.fromkeys(body.webhook_events or DEFAULT_WEBHOOK_EVENTS))
+    return Webhook(url=policy.check(body.webhook), events=events, links_base=request.url_root)
 
 
 def _accepted_view(accepted: Accepted) -> dict:
@@ -69,16 +86,14 @@ def create_job():
     """Submit one photo
 
     An upload (multipart field `image`) or a reference (JSON `source`), with an optional
-    `priority` (`interactive` by default). 202 with the new job, or 200 with the job
-    that already has this content (same sha256); `Location` names the job.
+    `priority` (`interactive` by default) and `webhook` (with `webhook_events`). 202 with
+    the new job, or 200 with the job that already has this content (same sha256), which
+    gets the webhook only if it has none and has not ended; `Location` names the job.
     """
-    if request.context.json is not None:
-        submission: Submission = request.context.json.source
-        priority = request.context.json.priority
-    else:
-        submission, priority = Upload(request.context.form.image.stream), request.context.form.priority
-    _submitting(priority)
-    accepted = accept(services(), submission, priority, caller())
+    body = request.context.json or request.context.form
+    submission: Submission = body.source if request.context.json is not None else Upload(body.image.stream)
+    webhook = _submitting(body)
+    accepted = accept(services(), submission, body.priority, caller(), webhook)
     return _accepted_view(accepted), 202 if accepted.created else 200, {"Location": f"/v1/jobs/{accepted.job.id}"}
 
 
@@ -91,23 +106,22 @@ def create_jobs():
 
     JSON `{"items": [{"source": ..., "ref": ...}], "priority": ...}` or multipart with
     several `image` files (each file's name is echoed back as its `ref`). Default
-    priority `backfill`. A client error fails only its item; an outage fails the request
-    (503), and sending it again is safe: content already accepted returns its job.
+    priority `backfill`; a `webhook` serves every item's job. A client error fails only
+    its item; an outage fails the request (503), and sending it again is safe: content
+    already accepted returns its job.
     """
+    body = request.context.json or request.context.form
     if request.context.json is not None:
-        priority = request.context.json.priority
-        work: list[tuple[Optional[str], Submission | ServiceError]] = [
-            _batch_item(item) for item in request.context.json.items]
+        work: list[tuple[Optional[str], Submission | ServiceError]] = [_batch_item(item) for item in body.items]
     else:
-        priority = request.context.form.priority
-        work = [(upload.filename, Upload(upload.stream, upload.filename)) for upload in request.context.form.image]
-    _submitting(priority)
+        work = [(upload.filename, Upload(upload.stream, upload.filename)) for upload in body.image]
+    webhook = _submitting(body)
     results = []
     for ref, submission in work:
         try:
             if isinstance(submission, ServiceError):
                 raise submission
-            accepted = accept(services(), submission, priority, caller())
+            accepted = accept(services(), submission, body.priority, caller(), webhook)
         except ServiceError as exc:
             body, status = error_body(exc)
             if status >= 500:

@@ -25,6 +25,8 @@ class ErrorCode(str, Enum):
     UNAUTHORIZED = "unauthorized"
     RATE_LIMITED = "rate_limited"
     NOT_CANCELABLE = "not_cancelable"
+    INVALID_WEBHOOK = "invalid_webhook"
+    WEBHOOKS_DISABLED = "webhooks_disabled"
     # The service's own faults (5xx, or a job that failed after retries)
     QUEUE_UNAVAILABLE = "queue_unavailable"
     STORAGE_UNAVAILABLE = "storage_unavailable"

@@ -15,6 +15,12 @@ arrow is one method of :class:`JobStore`, and nothing else writes a record:
     promote: a queued backfill job gets interactive priority (no change of state)
     request_cancel: a running job is marked; its worker stops it at the next safe
                     point (before inference, or before storing outputs)
+    subscribe: a job that has no webhook gets one (a deduplicated submission's)
+    record_delivery: a webhook delivery attempt's outcome (no change of state)
+
+A job with a webhook that arrives at one of the webhook's events (a status) begins
+that event's delivery in the same write, and the store's ``on_event`` hook then sends
+it (:mod:`common.webhooks`); every step above thus notifies, and none can forget to.
 
 ``succeeded``, ``failed`` and ``canceled`` are terminal. Records expire
 ``job_ttl_seconds`` after their last change.
@@ -22,6 +28,7 @@ arrow is one method of :class:`JobStore`, and nothing else writes a record:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 from datetime import datetime, timezone
@@ -34,11 +41,13 @@ from redis.retry import Retry
 
 from common.errors import ErrorCode
 from common.schema import (JOB_ID_PATTERN, MAX_BATCH, OUTPUTS, TERMINAL_STATUSES, JobStatus, Priority,
-                           SourceRef)
+                           SourceRef, WebhookEvent)
 
 __all__ = ["DEFAULT_TENANT", "MAX_BATCH", "OUTPUTS", "TERMINAL_STATUSES", "JobStatus", "Priority", "SourceRef", "InputInfo",
-           "JobResult", "JobError", "Job", "JobStore", "InvalidTransition", "new_job_id", "is_job_id",
+           "JobResult", "JobError", "Webhook", "Delivery", "Job", "JobStore", "InvalidTransition", "new_job_id", "is_job_id",
            "input_key", "output_key", "redis_client", "utcnow"]
+
+log = logging.getLogger(__name__)
 
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 
@@ -109,6 +118,40 @@ class JobResult(_Part):
     summary: dict[str, Any]  # what the worker found (worker/outputs.py)
 
 
+class Delivery(_Part):
+    """The outcome of one attempt at delivering a webhook event."""
+
+    delivered: bool
+    status: Optional[int] = None  # the receiver's HTTP status, when it answered
+    error: Optional[str] = None  # why the attempt failed
+    next_attempt_at: Optional[str] = None  # None: delivered, or given up
+
+
+class Webhook(_Part):
+    """Where the job's events go, and how its latest event's delivery stands."""
+
+    url: str
+    events: list[WebhookEvent]
+    links_base: str  # the API's address as the submitter used it: links in the body start with it
+    event: Optional[WebhookEvent] = None
+    delivery_id: Optional[str] = None  # the webhook-id of the latest event's delivery
+    delivered: bool = False
+    attempts: int = Field(0, ge=0)
+    last_status: Optional[int] = None
+    last_error: Optional[str] = None
+    next_attempt_at: Optional[str] = None
+
+    def begin(self, event: WebhookEvent) -> "Webhook":
+        """A new event: a fresh delivery (a new webhook-id), not yet attempted."""
+        return Webhook(url=self.url, events=self.events, links_base=self.links_base, event=event,
+                       delivery_id=new_job_id())
+
+    def attempted(self, delivery: Delivery) -> "Webhook":
+        return self.model_copy(update={
+            "delivered": delivery.delivered, "attempts": self.attempts + 1, "last_status": delivery.status,
+            "last_error": delivery.error, "next_attempt_at": delivery.next_attempt_at})
+
+
 # The tenant of every job when the service runs without API keys (and of records
 # written before tenants existed).
 DEFAULT_TENANT = "default"
@@ -133,6 +176,7 @@ class Job(_Part):
     error: Optional[JobError] = None  # why it failed (terminal)
     last_error: Optional[JobError] = None  # a transient error it is waiting out
     cancel_requested: bool = False  # running, and to be stopped at its next safe point
+    webhook: Optional[Webhook] = None  # told of the job's changes (common.webhooks)
 
     def to_redis(self, fields: Optional[set[str]] = None) -> dict[str, str]:
         """One JSON value per field (all, or only ``fields``), as the Redis hash holds them."""
@@ -161,19 +205,33 @@ def redis_client(url: str, socket_timeout: float = 10, retries: int = 6) -> redi
     )
 
 
+def _webhook_event(job: Job, status: Optional[JobStatus]) -> Optional[WebhookEvent]:
+    """The event a move to ``status`` is for the job's webhook, if it asked for it."""
+    if status is None or status == job.status or job.webhook is None:
+        return None
+    event = WebhookEvent(status.value) if status.value in WebhookEvent._value2member_map_ else None
+    return event if event in job.webhook.events else None
+
+
 # What a lifecycle step writes, given the record as it is: the fields to change, or
 # None to leave the record alone.
 _Change = Callable[[Job], Optional[dict[str, Any]]]
 
 
 class JobStore:
-    """Job records in Redis, one hash per job, changed only by the lifecycle steps below."""
+    """Job records in Redis, one hash per job, changed only by the lifecycle steps below.
 
-    def __init__(self, client: redis.Redis, ttl_seconds: int, prefix: str = "m2fp:job:") -> None:
+    ``on_event`` is called with the job after a step began a webhook delivery (see the
+    module's docstring); its failure is logged, never raised: the step already happened.
+    """
+
+    def __init__(self, client: redis.Redis, ttl_seconds: int, prefix: str = "m2fp:job:",
+                 on_event: Optional[Callable[[Job], None]] = None) -> None:
         self.client = client
         self.ttl = ttl_seconds
         self.prefix = prefix
         self.content_prefix = prefix.replace(":job:", ":content:")
+        self.on_event = on_event
 
     def _key(self, job_id: str) -> str:
         return self.prefix + job_id
@@ -197,11 +255,12 @@ class JobStore:
     # ---- the lifecycle ---------------------------------------------------------------
 
     def create(self, job_id: str, input_info: InputInfo, priority: Priority,
-               source: Optional[SourceRef] = None, tenant: str = DEFAULT_TENANT) -> Job:
+               source: Optional[SourceRef] = None, tenant: str = DEFAULT_TENANT,
+               webhook: Optional[Webhook] = None) -> Job:
         """A new ``queued`` job (its input is already stored, its message not yet sent)."""
         now = utcnow()
         job = Job(id=job_id, tenant=tenant, status=JobStatus.QUEUED, created_at=now, updated_at=now,
-                  input=input_info, priority=priority, source=source)
+                  input=input_info, priority=priority, source=source, webhook=webhook)
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(self._key(job.id), mapping=job.to_redis())
             pipe.expire(self._key(job.id), self.ttl)
@@ -261,6 +320,27 @@ class JobStore:
             return None
         return job if changed else None
 
+    def subscribe(self, job_id: str, webhook: Webhook) -> Job:
+        """Give a job that has none the webhook of a later submission of the same content;
+        a job that already has one, or already ended, keeps what it has."""
+        def attach(job: Job) -> Optional[dict[str, Any]]:
+            return None if job.webhook or job.status.terminal else {"webhook": webhook}
+
+        return self._apply(job_id, None, attach)[0]
+
+    def record_delivery(self, job_id: str, delivery_id: str, delivery: Delivery) -> Optional[Job]:
+        """Note an attempt at delivering the job's latest event; an attempt at an earlier
+        event (its job moved on meanwhile) leaves the record alone. None if it expired."""
+        def note(job: Job) -> Optional[dict[str, Any]]:
+            if job.webhook is None or job.webhook.delivery_id != delivery_id:
+                return None
+            return {"webhook": job.webhook.attempted(delivery)}
+
+        try:
+            return self._apply(job_id, None, note)[0]
+        except KeyError:
+            return None
+
     def delete(self, job_id: str) -> None:
         """Undo :meth:`create` when the job could not be enqueued (nothing was promised)."""
         self.client.delete(self._key(job_id))
@@ -286,8 +366,10 @@ class JobStore:
         """Read, check, write only the changed fields: one Redis transaction, retried
         from the read when another client changed the record in between."""
         key = self._key(job_id)
+        began: list[bool] = []
 
         def transaction(pipe: redis.client.Pipeline) -> tuple[Job, bool]:
+            began.clear()
             values = pipe.hgetall(key)
             if not values:
                 raise KeyError(job_id)
@@ -298,13 +380,23 @@ class JobStore:
             if fields is None:
                 return job, False
             fields = {**({"status": to} if to is not None else {}), **fields, "updated_at": utcnow()}
+            event = _webhook_event(job, fields.get("status"))
+            if event is not None:
+                fields["webhook"] = job.webhook.begin(event)
+                began.append(True)
             updated = Job.model_validate({**job.model_dump(), **fields})
             pipe.multi()
             pipe.hset(key, mapping=updated.to_redis(set(fields)))
             pipe.expire(key, self.ttl)
             return updated, True
 
-        return self.client.transaction(transaction, key, value_from_callable=True)
+        updated, changed = self.client.transaction(transaction, key, value_from_callable=True)
+        if began and self.on_event is not None:
+            try:
+                self.on_event(updated)
+            except Exception:  # the step happened; a lost notice must not undo or fail it
+                log.exception("job %s: could not send its %s webhook", job_id, updated.webhook.event.value)
+        return updated, changed
 
     # ---- the content index ---------------------------------------------------------
     # (tenant, sha256 of an input) -> the job that parses it, so the same image

@@ -23,6 +23,9 @@ from common.settings import Settings
 PARSE_TASK = "m2fp.parse"
 # The worker module that defines the tasks; only a worker process imports it.
 TASK_MODULES = ["worker.tasks"]
+# Webhook deliveries: their own queue and their own light worker (delivery/), never a model process.
+WEBHOOK_TASK = "m2fp.webhook"
+WEBHOOK_TASK_MODULES = ["delivery.tasks"]
 
 
 def queue_names(settings: Settings) -> dict[Priority, str]:
@@ -30,18 +33,22 @@ def queue_names(settings: Settings) -> dict[Priority, str]:
     return {Priority.INTERACTIVE: settings.queue_name, Priority.BACKFILL: settings.backfill_queue_name}
 
 
-def create_celery(settings: Settings) -> Celery:
-    """A Celery app configured from ``settings``; delivery rules live here, once."""
-    app = Celery("m2fp", broker=settings.redis_url, include=TASK_MODULES)
+def create_celery(settings: Settings, tasks: Optional[list[str]] = None,
+                  queues: Optional[list[str]] = None) -> Celery:
+    """A Celery app configured from ``settings``; delivery rules live here, once. By
+    default the model workers' app (``tasks`` and the parse ``queues``); the webhook
+    delivery worker names its own."""
+    queues = queues or list(queue_names(settings).values())
+    app = Celery("m2fp", broker=settings.redis_url, include=TASK_MODULES if tasks is None else tasks)
     app.conf.update(
         # JSON only: a pickled message from anyone who reaches Redis would run code.
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
         task_ignore_result=True,  # job state lives in our own record (common.jobs)
-        task_default_queue=settings.queue_name,
+        task_default_queue=queues[0],
         # Consumed in this order ("priority" below): interactive jobs always first.
-        task_queues=[Queue(name) for name in queue_names(settings).values()],
+        task_queues=[Queue(name) for name in queues],
         # A job is acknowledged only once it finished; a worker killed mid-job leaves
         # it unacknowledged, and Redis hands it to another worker after the
         # visibility timeout (which must exceed the hard time limit).
@@ -131,6 +138,12 @@ class JobQueue:
     def send(self, job_id: str, priority: Priority) -> None:
         """The Celery message alone."""
         self._app().send_task(PARSE_TASK, args=[job_id], queue=self.names[priority],
+                              retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
+                                                        "interval_step": 0.5, "interval_max": 2})
+
+    def send_webhook(self, delivery: dict) -> None:
+        """A webhook delivery (:class:`common.webhooks.DeliveryMessage`) for the delivery worker."""
+        self._app().send_task(WEBHOOK_TASK, kwargs=delivery, queue=self.settings.webhook_queue_name,
                               retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
                                                         "interval_step": 0.5, "interval_max": 2})
 

@@ -44,6 +44,20 @@ class JobStatus(str, Enum):
 TERMINAL_STATUSES = frozenset(status.value for status in JobStatus if status.terminal)
 
 
+class WebhookEvent(str, Enum):
+    """A job change a webhook can be told of: the job reached this status."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+# Without ``webhook_events``: the job ended, whichever way.
+DEFAULT_WEBHOOK_EVENTS = (WebhookEvent.SUCCEEDED, WebhookEvent.FAILED, WebhookEvent.CANCELED)
+MAX_WEBHOOK_URL = 2048
+
+
 class Priority(str, Enum):
     """``interactive`` jobs are always taken before ``backfill`` jobs."""
 
@@ -125,6 +139,29 @@ def _default_if_blank(value: Any, model: type[BaseModel]) -> Any:
     return model.model_fields["priority"].default if value in ("", None) else value
 
 
+def _events(value: Any) -> Any:
+    """A list, one comma-separated string, or (in a form) repeated fields of either."""
+    if value in ("", None, [""]):
+        return None
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) for item in items):
+        return value  # not strings: let the list[WebhookEvent] type say why
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+class _WebhookFields(BaseModel):
+    """Where to tell the submitter that the job changed (README "Webhooks")."""
+
+    webhook: Optional[str] = Field(None, max_length=MAX_WEBHOOK_URL, description=(
+        "an https URL that receives a signed POST of the job's JSON at each event; http and private "
+        "addresses only for hosts the operator allows (WEBHOOK_ALLOW_HOSTS)"))
+    webhook_events: Optional[list[WebhookEvent]] = Field(None, min_length=1, description=(
+        "the statuses to be told of (a list, or comma-separated); default: succeeded, failed, canceled"))
+
+    _blank_webhook = field_validator("webhook", mode="before")(lambda cls, value: None if value == "" else value)
+    _split_events = field_validator("webhook_events", mode="before")(lambda cls, value: _events(value))
+
+
 class UploadedFile:
     """A file part of a multipart body (the server hands over werkzeug's FileStorage)."""
 
@@ -145,7 +182,7 @@ class UploadedFile:
 
 # ---- requests -------------------------------------------------------------------
 
-class SubmitJson(_Request):
+class SubmitJson(_Request, _WebhookFields):
     """Submit an object already in a readable bucket; the worker reads it in place."""
 
     source: Union[str, SourceRef] = Field(
@@ -156,7 +193,7 @@ class SubmitJson(_Request):
     _blank_priority = field_validator("priority", mode="before")(lambda cls, value: _default_if_blank(value, cls))
 
 
-class SubmitForm(BaseModel):
+class SubmitForm(_WebhookFields):
     """Upload one image (multipart/form-data)."""
 
     model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
@@ -176,8 +213,9 @@ class BatchItem(_Request):
     _check_source = field_validator("source", mode="before")(lambda cls, value: _source(value))
 
 
-class BatchJson(_Request):
-    """Many references in one request (default priority ``backfill``)."""
+class BatchJson(_Request, _WebhookFields):
+    """Many references in one request (default priority ``backfill``); a ``webhook`` serves
+    each item's job."""
 
     # Each item is checked on its own (a bad item fails alone, in its answer), so the
     # request only needs objects here; the OpenAPI document shows them as BatchItem.
@@ -187,7 +225,7 @@ class BatchJson(_Request):
     _blank_priority = field_validator("priority", mode="before")(lambda cls, value: _default_if_blank(value, cls))
 
 
-class BatchForm(BaseModel):
+class BatchForm(_WebhookFields):
     """Many uploads in one request: repeat the ``image`` field (default priority ``backfill``)."""
 
     model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
@@ -234,6 +272,27 @@ class QueuePlace(_Response):
                                          "recent per-job times and the model processes serving; null until known")
 
 
+class WebhookView(_Response):
+    """The job's webhook and the delivery of its latest event."""
+
+    url: str
+    events: list[WebhookEvent]
+    event: Optional[WebhookEvent] = Field(description="the latest event sent (null until one happened)")
+    delivery_id: Optional[str] = Field(description="that delivery's `webhook-id` header, the same on every attempt")
+    delivered: bool = Field(description="the receiver answered that delivery with a 2xx")
+    attempts: int = Field(description="attempts at that delivery so far")
+    last_status: Optional[int] = Field(description="HTTP status of the latest attempt; null when none answered")
+    last_error: Optional[str] = Field(description="why the latest attempt failed")
+    next_attempt_at: Optional[str] = Field(description="when it is tried again; null once delivered or given up")
+
+
+class WebhookSecret(_Response):
+    """The secret that signs this tenant's webhooks (Standard Webhooks, ``whsec_`` + base64)."""
+
+    tenant: str
+    secret: str
+
+
 class JobLinks(_Response):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -263,8 +322,9 @@ class JobView(_Response):
     cancel_requested: Optional[bool] = Field(None, description="true while a running job's cancel waits for its "
                                              "next safe point; it then ends `canceled`")
     queue: Optional[QueuePlace] = Field(None, description="while the job waits in its queue: its place and ETA")
+    webhook: Optional[WebhookView] = Field(None, description="when the submission named a webhook")
 
-    _omit_when_none = ("result", "error", "last_error", "deduplicated", "cancel_requested", "queue")
+    _omit_when_none = ("result", "error", "last_error", "deduplicated", "cancel_requested", "queue", "webhook")
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

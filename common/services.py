@@ -13,6 +13,7 @@ from common.jobs import JobStore, redis_client
 from common.queue import JobQueue
 from common.settings import Settings
 from common.storage import Storage, create_storage
+from common.webhooks import WebhookNotifier
 
 
 @dataclass
@@ -28,10 +29,9 @@ class Services:
         """Connect to what ``settings`` name. The API passes small Redis budgets (a hung
         Redis must answer 503 inside gunicorn's timeout); workers keep the defaults."""
         client = redis_client(settings.redis_url, redis_socket_timeout, redis_retries)
-        return cls(
-            settings=settings,
-            redis=client,
-            storage=create_storage(settings),
-            jobs=JobStore(client, settings.job_ttl_seconds),
-            queue=JobQueue(settings, client, socket_timeout=redis_socket_timeout),
-        )
+        storage = create_storage(settings)
+        queue = JobQueue(settings, client, socket_timeout=redis_socket_timeout)
+        # Every lifecycle step that reaches a job's webhook event sends it from here.
+        webhooks = WebhookNotifier(settings, storage, queue)
+        return cls(settings=settings, redis=client, storage=storage, queue=queue,
+                   jobs=JobStore(client, settings.job_ttl_seconds, on_event=webhooks.send))

@@ -65,6 +65,25 @@ class Settings(BaseSettings):
     api_keys_file: Optional[Path] = None
     submit_rate_per_minute: int = Field(0, ge=0)
 
+    # Webhooks (README "Webhooks"). Each tenant's signing secret is derived from this key;
+    # without it, submissions that name a webhook are refused (webhooks_disabled).
+    webhook_signing_key: str = Field("", repr=False)
+    # Hosts (names, IPs or CIDR networks, comma-separated) a webhook may reach over plain
+    # http and at private addresses; any other receiver must be https at a public address.
+    webhook_allow_hosts: str = ""
+    # Deliveries run on their own queue, in the light delivery worker (delivery/celery_app.py).
+    webhook_queue_name: str = "m2fp.webhooks"
+    webhook_timeout_seconds: float = Field(10, gt=0)
+    # An event is retried with exponential backoff (first wait, doubling, capped) until
+    # this long after it happened, then given up.
+    webhook_retry_seconds: int = Field(24 * 3600, gt=0)
+    webhook_backoff_first: float = Field(5, gt=0)
+    webhook_backoff_max: int = Field(1800, gt=0)
+    # Deliveries in flight per delivery worker (threads: they mostly wait on receivers).
+    webhook_concurrency: int = Field(16, gt=0)
+    # CA bundle for receivers behind a private CA (default: the certifi bundle).
+    webhook_ca_file: Optional[Path] = None
+
     # Input limits, checked by the API before a job exists
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_pixels: int = Field(40_000_000, gt=0)
@@ -123,8 +142,12 @@ class Settings(BaseSettings):
                 "VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT, or a long job is "
                 "redelivered to a second worker while the first still runs it"
             )
+        if self.webhook_backoff_max >= self.visibility_timeout:
+            raise ValueError(
+                "WEBHOOK_BACKOFF_MAX must stay below VISIBILITY_TIMEOUT: a delivery waiting longer "
+                "than that in its worker is handed to a second worker and sent twice"
+            )
         return self
-
 
     @property
     def image_limits(self) -> ImageLimits:

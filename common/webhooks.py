@@ -1,0 +1,175 @@
+"""Webhooks: which receivers may be called, what signs a delivery, and how an event
+leaves the process where the job changed.
+
+A job's webhook is told of the statuses it asked for (:class:`common.schema.WebhookEvent`).
+When a lifecycle step moves the job to one, the job store begins that event's delivery
+in the same write and calls :meth:`WebhookNotifier.send`, which renders the job's JSON
+at that moment (the body, signed as is on every attempt) and puts a
+:class:`DeliveryMessage` on the webhook queue. The light delivery worker
+(:mod:`delivery.tasks`) posts it, retries it, and notes each attempt on the job. A
+model process only ever pushes one small message: no receiver can slow parsing.
+
+Two guards against a webhook used to reach what it should not (SSRF): at submission,
+:meth:`WebhookPolicy.check` refuses plain http, credentials in the URL and literal local
+or private addresses; at each delivery, :meth:`WebhookPolicy.vet` resolves the host and
+refuses it unless every address is public, then the connection goes to the vetted
+address (so a DNS answer that changes in between cannot redirect it). Hosts the
+operator lists in ``WEBHOOK_ALLOW_HOSTS`` pass both.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import socket
+import time
+from dataclasses import dataclass
+from typing import Optional, Union
+from urllib.parse import SplitResult, urlsplit
+
+from pydantic import BaseModel
+
+from common.errors import ErrorCode, ServiceError
+from common.jobs import Job
+from common.queue import JobQueue
+from common.settings import Settings
+from common.storage import Storage
+from common.views import job_view
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+_SECRET_CONTEXT = b"m2fp-queue webhook secret\x00"
+
+
+class WebhookRefused(Exception):
+    """The receiver's address is one the policy forbids (not worth retrying)."""
+
+
+def tenant_secret(signing_key: str, tenant: str) -> str:
+    """The tenant's signing secret in the Standard Webhooks form (``whsec_`` + base64 of
+    32 bytes), derived from the operator's key: nothing to store, one key to rotate, and
+    no tenant's secret says anything about another's."""
+    digest = hmac.new(signing_key.encode(), _SECRET_CONTEXT + tenant.encode(), hashlib.sha256).digest()
+    return "whsec_" + base64.b64encode(digest).decode()
+
+
+def _public(address: IPAddress) -> bool:
+    return address.is_global and not address.is_multicast
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """Which receivers a webhook may name: https at public addresses, plus the hosts
+    (names, IPs, CIDR networks) the operator allows, over http too."""
+
+    names: frozenset[str]
+    networks: tuple[IPNetwork, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "WebhookPolicy":
+        names, networks = set(), []
+        for entry in (part.strip().lower() for part in settings.webhook_allow_hosts.split(",")):
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            except ValueError:
+                names.add(entry)
+        return cls(frozenset(names), tuple(networks))
+
+    def allows(self, host: str) -> bool:
+        """Whether the operator listed this host (by name, or an address in a network)."""
+        host = host.lower()
+        if host in self.names:
+            return True
+        address = _address(host)
+        return address is not None and any(address in network for network in self.networks)
+
+    def check(self, url: str) -> str:
+        """The URL, if a submission may name it; else :class:`ServiceError` invalid_webhook."""
+        parts = _split(url)
+        host = parts.hostname or ""
+        if parts.scheme != "https" and not self.allows(host):
+            raise _invalid(f"a webhook must be https (plain http only to hosts in WEBHOOK_ALLOW_HOSTS): {host!r}")
+        if self.allows(host):
+            return url
+        address = _address(host)
+        if (address is not None and not _public(address)) or host == "localhost" or host.endswith(".localhost"):
+            raise _invalid(f"the webhook host {host} is a local or private address; its operator may allow it "
+                           "with WEBHOOK_ALLOW_HOSTS")
+        return url
+
+    def vet(self, host: str, port: int) -> list[str]:
+        """The addresses to connect to for ``host``: all it resolves to, each public or
+        allowed; :class:`WebhookRefused` naming the first that is neither."""
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise OSError(f"cannot resolve {host}: {exc.strerror}") from None
+        addresses = list(dict.fromkeys(entry[4][0] for entry in found))
+        if self.allows(host):
+            return addresses
+        for text in addresses:
+            address = ipaddress.ip_address(text.split("%")[0])
+            if not _public(address) and not any(address in network for network in self.networks):
+                raise WebhookRefused(f"{host} resolves to {address}, which is not a public address; "
+                                     "allow it with WEBHOOK_ALLOW_HOSTS")
+        return addresses
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError:
+        raise _invalid("the webhook is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _invalid("the webhook must be an absolute https URL")
+    if parts.username is not None or parts.password is not None:
+        raise _invalid("a webhook URL must not carry user:password@ (it is shown in the job's JSON); "
+                       "verify deliveries by their signature")
+    return parts
+
+
+def _address(host: str) -> Optional[IPAddress]:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _invalid(message: str) -> ServiceError:
+    return ServiceError(message, ErrorCode.INVALID_WEBHOOK)
+
+
+class DeliveryMessage(BaseModel):
+    """A webhook delivery as its queue message carries it (JSON): all it needs, so it
+    is delivered even if the job's record expires meanwhile."""
+
+    job_id: str
+    delivery_id: str  # the webhook-id header, the same on every attempt
+    event: str
+    tenant: str
+    url: str
+    body: str  # the job's JSON when the event happened, signed and sent as is
+    deadline: float  # epoch seconds: no attempt after this
+
+
+class WebhookNotifier:
+    """Sends a job's begun webhook event to the delivery queue (the job store's ``on_event``)."""
+
+    def __init__(self, settings: Settings, storage: Storage, queue: JobQueue) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.queue = queue
+
+    def send(self, job: Job) -> None:
+        webhook = job.webhook
+        view = job_view(job, self.storage, self.settings.presign_seconds, webhook.links_base)
+        message = DeliveryMessage(job_id=job.id, delivery_id=webhook.delivery_id, event=webhook.event.value,
+                                  tenant=job.tenant, url=webhook.url,
+                                  body=json.dumps(view.to_json(), separators=(",", ":")),
+                                  deadline=time.time() + self.settings.webhook_retry_seconds)
+        self.queue.send_webhook(message.model_dump(mode="json"))
