@@ -110,18 +110,18 @@ def create_jobs():
     its item; an outage fails the request (503), and sending it again is safe: content
     already accepted returns its job.
     """
-    body = request.context.json or request.context.form
+    batch = request.context.json or request.context.form
     if request.context.json is not None:
-        work: list[tuple[Optional[str], Submission | ServiceError]] = [_batch_item(item) for item in body.items]
+        work: list[tuple[Optional[str], Submission | ServiceError]] = [_batch_item(item) for item in batch.items]
     else:
-        work = [(upload.filename, Upload(upload.stream, upload.filename)) for upload in body.image]
-    webhook = _submitting(body)
+        work = [(upload.filename, Upload(upload.stream, upload.filename)) for upload in batch.image]
+    webhook = _submitting(batch)
     results = []
     for ref, submission in work:
         try:
             if isinstance(submission, ServiceError):
                 raise submission
-            accepted = accept(services(), submission, body.priority, caller(), webhook)
+            accepted = accept(services(), submission, batch.priority, caller(), webhook)
         except ServiceError as exc:
             body, status = error_body(exc)
             if status >= 500:

@@ -101,12 +101,12 @@ class Sender:
 
 def _describe(exc: Exception) -> str:
     """Why a connection failed, in words, without the URL (its query may hold a token)."""
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # (a subclass of the timeout error)
+        return "connection refused" if isinstance(exc.__context__, ConnectionRefusedError) else "cannot connect"
     if isinstance(exc, (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError)):
         return "timed out"
     if isinstance(exc, urllib3.exceptions.SSLError):
         return f"TLS: {exc.__context__ or exc}"
-    if isinstance(exc, urllib3.exceptions.NewConnectionError):
-        return "connection refused" if isinstance(exc.__context__, ConnectionRefusedError) else "cannot connect"
     if isinstance(exc, urllib3.exceptions.ProtocolError):
         return "connection dropped"
     return type(exc).__name__

@@ -37,8 +37,9 @@ def report(write_line) -> None:
 @pytest.fixture(scope="module")
 def live_api(tmp_path_factory, redis_server, tiny_model):
     base = tmp_path_factory.mktemp("contract")
+    # Webhooks accepted, never delivered: no delivery worker runs, so a fuzzed URL reaches nobody.
     env = {"M2FP_MODEL": str(tiny_model), "INFERENCE_MAX_SIDE": "64", "TORCH_THREADS": "1",
-           "MAX_UPLOAD_BYTES": str(2 * 1024 * 1024)}
+           "MAX_UPLOAD_BYTES": str(2 * 1024 * 1024), "WEBHOOK_SIGNING_KEY": "contract-test"}
     with local_system(base, **env) as stack:
         stack.start_worker("contract")
         yield stack
