@@ -154,7 +154,7 @@ class DeliveryMessage(BaseModel):
     tenant: str
     url: str
     body: str  # the job's JSON when the event happened, signed and sent as is
-    deadline: float  # epoch seconds: no attempt after this
+    created: float  # when the event happened (epoch seconds): retries stop WEBHOOK_RETRY_SECONDS after
 
 
 class WebhookNotifier:
@@ -171,5 +171,5 @@ class WebhookNotifier:
         message = DeliveryMessage(job_id=job.id, delivery_id=webhook.delivery_id, event=webhook.event.value,
                                   tenant=job.tenant, url=webhook.url,
                                   body=json.dumps(view.to_json(), separators=(",", ":")),
-                                  deadline=time.time() + self.settings.webhook_retry_seconds)
+                                  created=time.time())
         self.queue.send_webhook(message.model_dump(mode="json"))

@@ -9,6 +9,8 @@ RUN pip install --no-cache-dir -c requirements/constraints.txt -c requirements/l
 # The API enqueues through common/queue.py (the queue contract); it never imports worker/.
 COPY common/ common/
 COPY api/ api/
+# The webhook delivery worker (compose's `webhooks` service) runs from this image too.
+COPY delivery/ delivery/
 RUN useradd --system --uid 10001 app
 USER app
 EXPOSE 8000

@@ -38,7 +38,7 @@ def deliver(self, **fields) -> bool:
     wait: Optional[float] = None
     if not outcome.delivered and outcome.retry:
         wait = backoff_seconds(attempts)
-        if time.time() + wait > message.deadline:
+        if time.time() + wait > message.created + settings.webhook_retry_seconds:
             wait = None
     _note(message, outcome, wait, attempts)
     if wait is not None:
@@ -48,7 +48,7 @@ def deliver(self, **fields) -> bool:
 
 def _note(message: DeliveryMessage, outcome: Attempt, wait: Optional[float], attempts: int) -> None:
     host = urlsplit(message.url).hostname  # never the whole URL: its query may hold a token
-    verdict = ("delivered" if outcome.delivered else f"failed ({outcome.error}), retry in {wait:.0f} s"
+    verdict = ("delivered" if outcome.delivered else f"failed ({outcome.error}), retry in {wait:.1f} s"
                if wait is not None else f"failed ({outcome.error}), given up")
     log.log(logging.INFO if outcome.delivered or wait is not None else logging.WARNING,
             "webhook %s of job %s (%s) to %s, attempt %d: %s", message.delivery_id, message.job_id,

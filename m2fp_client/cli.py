@@ -1,7 +1,10 @@
 """``m2fp``: the command line of m2fp-queue, on the Python client.
 
     m2fp submit PHOTO... [--wait] [--out DIR] [--priority interactive|backfill]
+                [--webhook URL [--webhook-event EVENT]...]
     m2fp status ID...
+    m2fp cancel ID...
+    m2fp webhook-secret
     m2fp get ID --out DIR [--wait]
     m2fp backfill SRC [options]
 
@@ -29,7 +32,7 @@ from typing import Callable, Optional
 import click
 from tqdm import tqdm
 
-from common.schema import JobView, Priority
+from common.schema import JobView, Priority, WebhookEvent
 from m2fp_client.client import DEFAULT_API_URL, ApiError, Client, Job
 
 SUCCEEDED, SOME_FAILED, FAILURE, INTERRUPTED = 0, 1, 2, 130
@@ -107,10 +110,13 @@ def main() -> None:
               help="download each job's four outputs into DIR/<job id>/ (implies --wait)")
 @click.option("--priority", type=click.Choice([p.value for p in Priority]), default=Priority.INTERACTIVE.value,
               show_default=True)
+@click.option("--webhook", metavar="URL", help="tell URL of each job's events (a signed POST of the job's JSON)")
+@click.option("--webhook-event", "webhook_events", multiple=True, type=click.Choice([e.value for e in WebhookEvent]),
+              help="an event to tell the webhook of (repeatable; default: succeeded, failed, canceled)")
 @click.option("--poll-interval", type=float, default=1.0, show_default=True, help="seconds between polls")
 @api_command
 def submit(client: Client, photos: tuple[Path, ...], wait: bool, out: Optional[Path], priority: str,
-           poll_interval: float) -> None:
+           webhook: Optional[str], webhook_events: tuple[str, ...], poll_interval: float) -> None:
     """Parse each PHOTO; print one tab-separated line per photo:
 
     \b
@@ -123,9 +129,10 @@ def submit(client: Client, photos: tuple[Path, ...], wait: bool, out: Optional[P
     submitted: list[tuple[Path, Optional[JobView], str]] = []
     for photo in photos:
         try:
-            submitted.append((photo, client.submit(photo, Priority(priority)), ""))
+            submitted.append((photo, client.submit(photo, Priority(priority), webhook, webhook_events), ""))
         except ApiError as error:
-            if error.status is None or error.status >= 500 or error.status in (401, 403, 429):
+            if error.status is None or error.status >= 500 or error.status in (401, 403, 429) \
+                    or error.code in ("invalid_webhook", "webhooks_disabled"):
                 raise  # the service's trouble, not this photo's
             submitted.append((photo, None, f"{error.code}: {error.message}"))
     jobs: dict[str, Job] = {job.id: job for _, job, _ in submitted if job}
@@ -178,6 +185,13 @@ def cancel(client: Client, job_ids: tuple[str, ...]) -> None:
             continue
         click.echo(f"{job.id}\t{'cancel_requested' if job.cancel_requested else job.status.value}")
     sys.exit(SOME_FAILED if refused else SUCCEEDED)
+
+
+@main.command("webhook-secret")
+@api_command
+def webhook_secret(client: Client) -> None:
+    """Print the secret that signs your tenant's webhooks (``whsec_...``), to verify them."""
+    click.echo(client.webhook_secret().secret)
 
 
 @main.command()

@@ -20,7 +20,7 @@ import requests
 from pydantic import ValidationError
 
 from common.schema import (MAX_BATCH, OUTPUTS, BatchResponse, ErrorResponse, JobsResponse, JobView, MissingJob,
-                           Priority, SourceRef)
+                           Priority, SourceRef, WebhookEvent, WebhookSecret)
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 # Codes of failures the client detects itself (the API's own codes are in common.errors).
@@ -133,21 +133,26 @@ class Client:
         except ApiError:
             return False
 
-    def submit(self, image: Image, priority: Priority = Priority.INTERACTIVE) -> JobView:
-        """Upload one image (a path or its bytes); the job, new or (same content) existing."""
+    def submit(self, image: Image, priority: Priority = Priority.INTERACTIVE, webhook: Optional[str] = None,
+               webhook_events: Sequence[WebhookEvent] = ()) -> JobView:
+        """Upload one image (a path or its bytes); the job, new or (same content) existing.
+        ``webhook``: an URL told of the job's ``webhook_events`` (default: its end)."""
         name, data = _image_bytes(image)
         response = self._request("POST", "/v1/jobs", files={"image": (name, data, "application/octet-stream")},
-                                 data={"priority": Priority(priority).value})
+                                 data={"priority": Priority(priority).value, **_webhook(webhook, webhook_events)})
         return self._read(response, JobView)
 
-    def submit_source(self, source: Union[str, SourceRef], priority: Priority = Priority.INTERACTIVE) -> JobView:
+    def submit_source(self, source: Union[str, SourceRef], priority: Priority = Priority.INTERACTIVE,
+                      webhook: Optional[str] = None, webhook_events: Sequence[WebhookEvent] = ()) -> JobView:
         """Submit an object already in a bucket the service reads; nothing is uploaded."""
         ref = source if isinstance(source, SourceRef) else SourceRef.from_uri(source)
-        response = self._request("POST", "/v1/jobs", json={"source": ref.uri(), "priority": Priority(priority).value})
+        response = self._request("POST", "/v1/jobs", json={"source": ref.uri(), "priority": Priority(priority).value,
+                                                          **_webhook(webhook, webhook_events)})
         return self._read(response, JobView)
 
     def submit_batch(self, uploads: Sequence[tuple[str, bytes]] = (), sources: Sequence[tuple[str, SourceRef]] = (),
-                     priority: Priority = Priority.BACKFILL) -> BatchResponse:
+                     priority: Priority = Priority.BACKFILL, webhook: Optional[str] = None,
+                     webhook_events: Sequence[WebhookEvent] = ()) -> BatchResponse:
         """Up to MAX_BATCH images in one request: ``(ref, bytes)`` uploads or ``(ref,
         SourceRef)`` references (one kind per call). One answer per item, in order; an
         item the API refuses carries its own error, the others still count."""
@@ -155,12 +160,13 @@ class Client:
             raise ValueError("pass uploads or sources, one of the two")
         if len(uploads) + len(sources) > MAX_BATCH:
             raise ValueError(f"at most {MAX_BATCH} items per batch")
+        fields = {"priority": Priority(priority).value, **_webhook(webhook, webhook_events)}
         if sources:
             items = [{"source": ref.uri(), "ref": name} for name, ref in sources]
-            response = self._request("POST", "/v1/jobs/batch", json={"items": items, "priority": Priority(priority).value})
+            response = self._request("POST", "/v1/jobs/batch", json={"items": items, **fields})
         else:
             files = [("image", (name, data, "application/octet-stream")) for name, data in uploads]
-            response = self._request("POST", "/v1/jobs/batch", files=files, data={"priority": Priority(priority).value})
+            response = self._request("POST", "/v1/jobs/batch", files=files, data=fields)
         answer = self._read(response, BatchResponse)
         if len(answer.items) != len(uploads) + len(sources):
             raise ApiError(BAD_ANSWER, f"{len(answer.items)} answers for a batch of {len(uploads) + len(sources)}",
@@ -176,6 +182,10 @@ class Client:
         ``cancel_requested`` until its worker stops it; ApiError ``not_cancelable`` once it
         ended, ``not_found`` for an unknown id."""
         return self._read(self._request("POST", f"/v1/jobs/{job_id}/cancel"), JobView)
+
+    def webhook_secret(self) -> WebhookSecret:
+        """The secret that signs this key's tenant's webhooks (verify deliveries with it)."""
+        return self._read(self._request("GET", "/v1/webhooks/secret"), WebhookSecret)
 
     def jobs(self, job_ids: Sequence[str]) -> list[Job]:
         """Any number of jobs, in order, MAX_BATCH per request; unknown ids as MissingJob."""
@@ -232,6 +242,13 @@ class Client:
             partial.replace(path)
             written[name] = path
         return written
+
+
+def _webhook(url: Optional[str], events: Sequence[WebhookEvent]) -> dict:
+    """The webhook fields of a submission (the same in JSON and in a form: events comma-separated)."""
+    if url is None:
+        return {}
+    return {"webhook": url, **({"webhook_events": ",".join(WebhookEvent(e).value for e in events)} if events else {})}
 
 
 def _finished(job: Job) -> bool:

@@ -34,6 +34,7 @@ def system(redis_server, tiny_model, s3_endpoint, tmp_path_factory):
         "M2FP_MODEL": str(tiny_model), "INFERENCE_MAX_SIDE": "64", "TORCH_THREADS": "1",
         "S3_ENDPOINT": s3_endpoint, "S3_ACCESS_KEY": S3_KEYS["access_key"],
         "S3_SECRET_KEY": S3_KEYS["secret_key"], "S3_BUCKET": name,
+        "WEBHOOK_SIGNING_KEY": "cli-signing-key", "WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
     }
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
     running = Stack(env=env, log_dir=tmp_path_factory.mktemp("cli-system")).start_api()
@@ -72,6 +73,22 @@ def test_submit_waits_and_downloads_the_four_outputs(system, tmp_path):
         summary = json.loads((out / job_id / "result.json").read_text())
         assert (summary["width"], summary["height"]) == (40, 32)
         assert system.job(job_id)["status"] == "succeeded"
+
+
+def test_submit_names_a_webhook_and_webhook_secret_prints_the_tenants_secret(system, tmp_path):
+    from common.webhooks import tenant_secret
+
+    (tmp_path / "w.jpg").write_bytes(photo_jpeg(32, 32, seed=9150))
+    env = {"M2FP_API_URL": system.api_url}
+    done = m2fp("submit", "w.jpg", "--webhook", "http://127.0.0.1:9/hook", "--webhook-event", "running",
+                "--webhook-event", "succeeded", cwd=tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+    job = system.job(lines(done)[0][1])
+    assert (job["webhook"]["url"], job["webhook"]["events"]) == ("http://127.0.0.1:9/hook", ["running", "succeeded"])
+    refused = m2fp("submit", "w.jpg", "--webhook", "http://hooks.example.com/hook", cwd=tmp_path, **env)
+    assert refused.returncode == 2 and "invalid_webhook" in refused.stderr and refused.stdout == ""
+    secret = m2fp("webhook-secret", cwd=tmp_path, **env)
+    assert secret.returncode == 0 and secret.stdout.strip() == tenant_secret("cli-signing-key", "default")
 
 
 def test_status_prints_jobs_and_get_downloads_a_finished_one(system, tmp_path):

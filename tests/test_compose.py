@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from scripts.processes import api_command, worker_command
+from scripts.processes import api_command, delivery_command, worker_command
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -15,7 +15,7 @@ COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
 def test_production_shape():
     services = COMPOSE["services"]
-    assert {"redis", "minio", "createbucket", "api", "worker"} <= set(services)
+    assert {"redis", "minio", "createbucket", "api", "worker", "webhooks"} <= set(services)
     assert "--appendonly" in services["redis"]["command"]
     assert "mc mb" in " ".join(services["createbucket"]["command"])
     assert "model-cache:/models" in services["worker"]["volumes"]
@@ -38,6 +38,9 @@ def test_services_start_the_same_entry_points_as_the_tests():
     assert api[:2] == ours[:2] == ["gunicorn", "api.wsgi:app"]
     worker = COMPOSE["services"]["worker"]["command"]
     assert worker[:4] == _module_args(worker_command())[:4] == ["celery", "-A", "worker.celery_app", "worker"]
+    webhooks = COMPOSE["services"]["webhooks"]
+    assert webhooks["command"] == _module_args(delivery_command())
+    assert webhooks["build"] == COMPOSE["services"]["api"]["build"]  # no model: the API's light image
 
 
 def test_dockerfiles_copy_what_exists_and_run_the_compose_commands():

@@ -87,7 +87,7 @@ def test_at_delivery_a_name_that_resolves_to_a_private_address_is_refused_unless
 
 def message(url: str, tenant: str = "alice", body: str = '{"id":"x","status":"succeeded"}') -> DeliveryMessage:
     return DeliveryMessage(job_id="J" * 22, delivery_id="D" * 22, event="succeeded", tenant=tenant, url=url,
-                           body=body, deadline=0)
+                           body=body, created=0)
 
 
 def test_each_tenant_has_its_own_secret_and_the_reference_library_verifies_its_signatures():
@@ -337,7 +337,6 @@ def hook_stack(redis_server, tiny_model, tmp_path):
            "WEBHOOK_BACKOFF_FIRST": "0.2", "WEBHOOK_TIMEOUT_SECONDS": "120"}
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
     stack = Stack(env=env, log_dir=tmp_path).start_api()
-    stack.start_delivery()
     yield stack
     stack.stop()
 
@@ -358,6 +357,7 @@ def verified(delivery) -> dict:
 def test_a_receiver_that_fails_at_first_gets_each_event_signed_and_the_job_shows_the_delivery(hook_stack):
     stack = hook_stack
     stack.start_worker()
+    stack.start_delivery()
     with Receiver(fail_first=2) as receiver:
         job = post(stack, photo_jpeg(160, 120), webhook=receiver.url(), webhook_events="running,succeeded")
         done = receiver.wait_for(lambda r: r.answered == 200 and json.loads(r.body)["status"] == "succeeded",
@@ -383,6 +383,7 @@ def test_a_receiver_that_fails_at_first_gets_each_event_signed_and_the_job_shows
 def test_a_receiver_that_hangs_never_holds_up_the_next_job(hook_stack):
     stack = hook_stack
     stack.start_worker()
+    stack.start_delivery()
     with Receiver(hold=True) as receiver:
         slow = post(stack, photo_jpeg(160, 120), webhook=receiver.url())
         assert receiver.arrived.wait(120), stack.logs()  # the delivery of `slow` waits on the receiver now
@@ -395,13 +396,34 @@ def test_a_receiver_that_hangs_never_holds_up_the_next_job(hook_stack):
     assert verified(receiver.received()[0])["id"] == slow["id"]
 
 
-def test_canceling_a_queued_job_delivers_the_canceled_event(hook_stack):
-    stack = hook_stack  # no model worker: the job stays queued until canceled
+def cancel(stack: Stack, job_id: str) -> None:
     import requests
 
+    assert requests.post(f"{stack.api_url}/v1/jobs/{job_id}/cancel", timeout=10).status_code == 200
+
+
+def test_canceling_a_queued_job_delivers_the_canceled_event(hook_stack):
+    stack = hook_stack  # no model worker: the job stays queued until canceled
+    stack.start_delivery()
     with Receiver() as receiver:
         job = post(stack, photo_jpeg(160, 120), webhook=receiver.url(), webhook_events="canceled")
-        assert requests.post(f"{stack.api_url}/v1/jobs/{job['id']}/cancel", timeout=10).status_code == 200
+        cancel(stack, job["id"])
         delivery = receiver.wait_for(lambda r: True, "the canceled event")
     body = verified(delivery)
     assert (body["id"], body["status"], body["webhook"]["event"]) == (job["id"], "canceled", "canceled")
+
+
+def test_a_delivery_is_given_up_once_its_retry_window_has_passed(hook_stack):
+    stack = hook_stack
+    delivery = stack.start_delivery(WEBHOOK_RETRY_SECONDS="2")  # waits 0.2, 0.4, 0.8 s...: a few attempts
+    wait_until(lambda: " ready." in delivery.log_text(), 60, "the delivery worker to start")
+    with Receiver(fail_first=1000) as receiver:
+        job = post(stack, photo_jpeg(160, 120), webhook=receiver.url())
+        cancel(stack, job["id"])
+        wait_until(lambda: stack.job(job["id"])["webhook"]["attempts"] > 0
+                   and stack.job(job["id"])["webhook"]["next_attempt_at"] is None, 60, "the delivery to be given up")
+        given_up = stack.job(job["id"])["webhook"]
+        attempts = len(receiver.received())
+    assert (given_up["delivered"], given_up["last_status"], given_up["last_error"]) == (False, 500, "HTTP 500")
+    assert given_up["attempts"] == attempts >= 2  # retried before giving up
+    assert "given up" in delivery.log_text()
