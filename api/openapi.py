@@ -27,8 +27,11 @@ DESCRIPTION = """\
 Multi-person human parsing (M2FP, 20 CIHP classes) as a job queue. Submit a photo
 (multipart upload) or a reference to an object in a readable bucket (JSON); the answer
 comes at once with a job id; poll the job until it is `succeeded` or `failed`; download
-the outputs. Every error is `{"error": {"code", "message"}}` with a stable `code`
-(schema `ErrorCode` lists each one with its HTTP status).
+the outputs. Or name a `webhook` in the submission: each event you pick (`running`,
+`succeeded`, `failed`, `canceled`) is POSTed to it as the job's JSON, signed after the
+Standard Webhooks convention with your tenant's secret (`GET /v1/webhooks/secret`).
+Every error is `{"error": {"code", "message"}}` with a stable `code` (schema
+`ErrorCode` lists each one with its HTTP status).
 
 The model's licence: M2FP's code is CC BY-NC 4.0 and the official weights are for
 non-commercial use.

@@ -108,6 +108,25 @@ def test_each_tenant_has_its_own_secret_and_the_reference_library_verifies_its_s
         Verifier(alice).verify(delivery.body, stale)  # a replay
 
 
+def test_the_readme_verification_snippet_accepts_our_signatures_and_refuses_others():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Webhooks"):]
+    snippet = section[section.index("```python\n") + len("```python\n"):section.index("\n```", section.index("```python"))]
+    namespace: dict = {}
+    exec(snippet, namespace)  # noqa: S102 (our own README)
+    verify = namespace["verify"]
+    delivery = message("https://hooks.example.com/hook")
+    headers, body = signed_headers(delivery, SIGNING_KEY), delivery.body.encode()
+    assert verify(tenant_secret(SIGNING_KEY, "alice"), headers, body)
+    assert not verify(tenant_secret(SIGNING_KEY, "bob"), headers, body)
+    assert not verify(tenant_secret(SIGNING_KEY, "alice"), headers, body + b" ")
+    stale = signed_headers(delivery, SIGNING_KEY, datetime.datetime.now(datetime.timezone.utc)
+                           - datetime.timedelta(minutes=10))
+    assert not verify(tenant_secret(SIGNING_KEY, "alice"), stale, body)
+
+
 # ---- the job store's events -------------------------------------------------------------
 
 @pytest.fixture()
