@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     # Deliveries run on their own queue, in the light delivery worker (delivery/celery_app.py).
     webhook_queue_name: str = "m2fp.webhooks"
     webhook_timeout_seconds: float = Field(10, gt=0)
-    # An event is retried with exponential backoff (first wait, doubling, capped) until
+    # An event is retried with exponential backoff (first wait, doubling, capped at this or
+    # half VISIBILITY_TIMEOUT, whichever is less) until
     # this long after it happened, then given up.
     webhook_retry_seconds: int = Field(24 * 3600, gt=0)
     webhook_backoff_first: float = Field(5, gt=0)
@@ -142,17 +143,19 @@ class Settings(BaseSettings):
                 "VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT, or a long job is "
                 "redelivered to a second worker while the first still runs it"
             )
-        if self.webhook_backoff_max >= self.visibility_timeout:
-            raise ValueError(
-                "WEBHOOK_BACKOFF_MAX must stay below VISIBILITY_TIMEOUT: a delivery waiting longer "
-                "than that in its worker is handed to a second worker and sent twice"
-            )
         return self
 
     @property
     def image_limits(self) -> ImageLimits:
         """The input limits the API checks and the worker applies again."""
         return ImageLimits(self.max_pixels, self.max_side)
+
+    @property
+    def webhook_backoff_cap(self) -> float:
+        """The longest wait between attempts: WEBHOOK_BACKOFF_MAX, but at most half the
+        visibility timeout (a retry waiting longer inside its worker would be handed to a
+        second worker meanwhile and sent twice)."""
+        return min(self.webhook_backoff_max, self.visibility_timeout / 2)
 
     @property
     def readable_buckets(self) -> frozenset[str]:

@@ -13,6 +13,7 @@ import redis
 
 from common.jobs import Delivery, JobStore, redis_client
 from common.queue import WEBHOOK_TASK
+from common.settings import Settings
 from common.webhooks import DeliveryMessage
 from delivery.celery_app import app, settings
 from delivery.sender import Attempt, Sender
@@ -23,10 +24,10 @@ sender = Sender(settings)
 jobs = JobStore(redis_client(settings.redis_url), settings.job_ttl_seconds)
 
 
-def backoff_seconds(attempts: int) -> float:
+def backoff_seconds(attempts: int, settings: Settings = settings) -> float:
     """The wait after ``attempts`` failed attempts: doubling from the first wait, capped,
     with a little jitter so that many failed deliveries do not return in step."""
-    wait = min(settings.webhook_backoff_max, settings.webhook_backoff_first * 2 ** (attempts - 1))
+    wait = min(settings.webhook_backoff_cap, settings.webhook_backoff_first * 2 ** (attempts - 1))
     return wait * random.uniform(0.9, 1.1)
 
 
