@@ -56,4 +56,8 @@ def create_app(settings: Optional[Settings] = None, *, services: Optional[Servic
         log.info("%d API key(s) configured; requests without a valid key get 401", len(keys))
     if not settings.webhook_signing_key:
         log.info("no WEBHOOK_SIGNING_KEY: submissions that name a webhook get 400 webhooks_disabled")
+    elif keys.open:
+        log.warning("webhooks are signed, but with no API keys anyone who reaches the API can read the signing "
+                    "secret (GET /v1/webhooks/secret) and forge deliveries; configure API_KEYS before receivers "
+                    "trust signatures")
     return app

@@ -21,6 +21,8 @@ arrow is one method of :class:`JobStore`, and nothing else writes a record:
 A job with a webhook that arrives at one of the webhook's events (a status) begins
 that event's delivery in the same write, and the store's ``on_event`` hook then sends
 it (:mod:`common.webhooks`); every step above thus notifies, and none can forget to.
+The same write puts the delivery in an outbox that its first attempt empties, so one
+whose message never left (the process died, Redis blinked) is found and sent again.
 
 ``succeeded``, ``failed`` and ``canceled`` are terminal. Records expire
 ``job_ttl_seconds`` after their last change.
@@ -31,6 +33,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
@@ -147,8 +150,10 @@ class Webhook(_Part):
                        delivery_id=new_job_id())
 
     def attempted(self, delivery: Delivery) -> "Webhook":
+        """Noted after an attempt; once delivered it stays so (a late duplicate attempt
+        that failed does not undo a delivery)."""
         return self.model_copy(update={
-            "delivered": delivery.delivered, "attempts": self.attempts + 1, "last_status": delivery.status,
+            "delivered": self.delivered or delivery.delivered, "attempts": self.attempts + 1, "last_status": delivery.status,
             "last_error": delivery.error, "next_attempt_at": delivery.next_attempt_at})
 
 
@@ -205,6 +210,10 @@ def redis_client(url: str, socket_timeout: float = 10, retries: int = 6) -> redi
     )
 
 
+def _outbox_entry(job_id: str, delivery_id: str) -> str:
+    return f"{job_id} {delivery_id}"
+
+
 def _webhook_event(job: Job, status: Optional[JobStatus]) -> Optional[WebhookEvent]:
     """The event a move to ``status`` is for the job's webhook, if it asked for it."""
     if status is None or status == job.status or job.webhook is None:
@@ -231,6 +240,7 @@ class JobStore:
         self.ttl = ttl_seconds
         self.prefix = prefix
         self.content_prefix = prefix.replace(":job:", ":content:")
+        self.outbox = prefix.replace(":job:", ":webhook-outbox")
         self.on_event = on_event
 
     def _key(self, job_id: str) -> str:
@@ -334,12 +344,28 @@ class JobStore:
         def note(job: Job) -> Optional[dict[str, Any]]:
             if job.webhook is None or job.webhook.delivery_id != delivery_id:
                 return None
+            if job.webhook.delivered and not delivery.delivered:
+                return None  # a late duplicate attempt: the delivery already happened
             return {"webhook": job.webhook.attempted(delivery)}
 
         try:
             return self._apply(job_id, None, note)[0]
         except KeyError:
             return None
+
+    def delivery_attempted(self, job_id: str, delivery_id: str) -> None:
+        """The delivery reached its worker: it leaves the outbox."""
+        self.client.zrem(self.outbox, _outbox_entry(job_id, delivery_id))
+
+    def unsent_deliveries(self, older_than: float) -> list[tuple[str, str]]:
+        """``(job id, delivery id)`` of deliveries begun over ``older_than`` seconds ago
+        that no delivery worker has attempted; each is marked as just begun again, so
+        the next look finds it only after another ``older_than``."""
+        now = time.time()
+        entries = self.client.zrangebyscore(self.outbox, "-inf", now - older_than)
+        if entries:
+            self.client.zadd(self.outbox, {entry: now for entry in entries}, xx=True)
+        return [tuple(entry.decode().split(" ", 1)) for entry in entries]
 
     def delete(self, job_id: str) -> None:
         """Undo :meth:`create` when the job could not be enqueued (nothing was promised)."""
@@ -388,6 +414,8 @@ class JobStore:
             pipe.multi()
             pipe.hset(key, mapping=updated.to_redis(set(fields)))
             pipe.expire(key, self.ttl)
+            if began:
+                pipe.zadd(self.outbox, {_outbox_entry(job_id, updated.webhook.delivery_id): time.time()})
             return updated, True
 
         updated, changed = self.client.transaction(transaction, key, value_from_callable=True)

@@ -6,6 +6,7 @@ its engine. Tests build their own, with any part replaced behind the same interf
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import redis
 
@@ -23,6 +24,7 @@ class Services:
     storage: Storage
     jobs: JobStore
     queue: JobQueue
+    webhooks: Optional[WebhookNotifier] = None  # sends the jobs' webhook events (``jobs.on_event``)
 
     @classmethod
     def create(cls, settings: Settings, *, redis_socket_timeout: float = 10, redis_retries: int = 6) -> "Services":
@@ -33,5 +35,5 @@ class Services:
         queue = JobQueue(settings, client, socket_timeout=redis_socket_timeout)
         # Every lifecycle step that reaches a job's webhook event sends it from here.
         webhooks = WebhookNotifier(settings, storage, queue)
-        return cls(settings=settings, redis=client, storage=storage, queue=queue,
+        return cls(settings=settings, redis=client, storage=storage, queue=queue, webhooks=webhooks,
                    jobs=JobStore(client, settings.job_ttl_seconds, on_event=webhooks.send))

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     webhook_retry_seconds: int = Field(24 * 3600, gt=0)
     webhook_backoff_first: float = Field(5, gt=0)
     webhook_backoff_max: int = Field(1800, gt=0)
+    # A delivery whose message never reached a delivery worker (lost when the process that
+    # sent it died, or Redis blinked) is sent again after this many seconds.
+    webhook_resend_after: float = Field(300, gt=0)
     # Deliveries in flight per delivery worker (threads: they mostly wait on receivers).
     webhook_concurrency: int = Field(16, gt=0)
     # CA bundle for receivers behind a private CA (default: the certifi bundle).

@@ -23,6 +23,8 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -32,11 +34,13 @@ from urllib.parse import SplitResult, urlsplit
 from pydantic import BaseModel
 
 from common.errors import ErrorCode, ServiceError
-from common.jobs import Job
+from common.jobs import Job, JobStore
 from common.queue import JobQueue
 from common.settings import Settings
 from common.storage import Storage
 from common.views import job_view
+
+log = logging.getLogger(__name__)
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -55,8 +59,20 @@ def tenant_secret(signing_key: str, tenant: str) -> str:
     return "whsec_" + base64.b64encode(digest).decode()
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
 def _public(address: IPAddress) -> bool:
-    return address.is_global and not address.is_multicast
+    """A global unicast address, and so is any IPv4 address an IPv6 one carries (mapped,
+    6to4, Teredo, NAT64: Python 3.10 calls some of those global whatever they embed)."""
+    if not address.is_global or address.is_multicast:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        if any(address in network for network in _NAT64):
+            embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        return all(_public(inner) for inner in embedded if inner is not None)
+    return True
 
 
 @dataclass(frozen=True)
@@ -81,7 +97,7 @@ class WebhookPolicy:
 
     def allows(self, host: str) -> bool:
         """Whether the operator listed this host (by name, or an address in a network)."""
-        host = host.lower()
+        host = host.lower().rstrip(".")
         if host in self.names:
             return True
         address = _address(host)
@@ -90,7 +106,7 @@ class WebhookPolicy:
     def check(self, url: str) -> str:
         """The URL, if a submission may name it; else :class:`ServiceError` invalid_webhook."""
         parts = _split(url)
-        host = parts.hostname or ""
+        host = parts.hostname.rstrip(".")
         if parts.scheme != "https" and not self.allows(host):
             raise _invalid(f"a webhook must be https (plain http only to hosts in WEBHOOK_ALLOW_HOSTS): {host!r}")
         if self.allows(host):
@@ -108,6 +124,8 @@ class WebhookPolicy:
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise OSError(f"cannot resolve {host}: {exc.strerror}") from None
+        except UnicodeError:
+            raise WebhookRefused(f"{host!r} is not a valid host name") from None
         addresses = list(dict.fromkeys(entry[4][0] for entry in found))
         if self.allows(host):
             return addresses
@@ -130,14 +148,35 @@ def _split(url: str) -> SplitResult:
     if parts.username is not None or parts.password is not None:
         raise _invalid("a webhook URL must not carry user:password@ (it is shown in the job's JSON); "
                        "verify deliveries by their signature")
+    try:
+        ascii_host(parts.hostname)
+    except UnicodeError:
+        raise _invalid(f"the webhook host {parts.hostname!r} is not a valid host name") from None
     return parts
 
 
+def ascii_host(host: str) -> str:
+    """The host as it goes on the wire (IDNA for international names); UnicodeError if it
+    cannot be one (an empty or over-long label)."""
+    if _address(host) is not None and ":" in host:
+        return host
+    return host.encode("idna").decode("ascii")
+
+
 def _address(host: str) -> Optional[IPAddress]:
+    """The address a literal host names, in any form the resolver reads as one (also
+    ``2130706433``, ``127.1`` or ``0x7f.1`` for 127.0.0.1)."""
+    host = host.strip("[]").rstrip(".")
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(host)
     except ValueError:
-        return None
+        pass
+    if re.fullmatch(r"[0-9a-fA-FxX.]+", host) and any(c.isdigit() for c in host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
 
 
 def _invalid(message: str) -> ServiceError:
@@ -173,3 +212,18 @@ class WebhookNotifier:
                                   body=json.dumps(view.to_json(), separators=(",", ":")),
                                   created=time.time())
         self.queue.send_webhook(message.model_dump(mode="json"))
+
+    def resend_unsent(self, jobs: JobStore, older_than: float) -> int:
+        """Send again every delivery begun over ``older_than`` seconds ago that never
+        reached a delivery worker (its message was lost); the number sent."""
+        sent = 0
+        for job_id, delivery_id in jobs.unsent_deliveries(older_than):
+            job = jobs.get(job_id)
+            if job is None or job.webhook is None or job.webhook.delivery_id != delivery_id or job.webhook.attempts:
+                jobs.delivery_attempted(job_id, delivery_id)  # expired, superseded, or under way after all
+                continue
+            log.warning("job %s: its %s webhook never reached a delivery worker; sending it again", job_id,
+                        job.webhook.event.value)
+            self.send(job)
+            sent += 1
+        return sent

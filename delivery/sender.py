@@ -22,7 +22,7 @@ import urllib3
 from standardwebhooks import Webhook
 
 from common.settings import Settings
-from common.webhooks import DeliveryMessage, WebhookPolicy, WebhookRefused, tenant_secret
+from common.webhooks import DeliveryMessage, WebhookPolicy, WebhookRefused, ascii_host, tenant_secret
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,13 @@ class Sender:
                                        read=settings.webhook_timeout_seconds)
 
     def attempt(self, message: DeliveryMessage) -> Attempt:
+        try:
+            return self._attempt(message)
+        except Exception as exc:  # a URL this code cannot send to: give up, keep the worker serving
+            log.exception("webhook %s of job %s cannot be sent", message.delivery_id, message.job_id)
+            return Attempt(False, error=f"cannot send: {type(exc).__name__}", retry=False)
+
+    def _attempt(self, message: DeliveryMessage) -> Attempt:
         url = urlsplit(message.url)
         host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
         try:
@@ -67,14 +74,16 @@ class Sender:
             return Attempt(False, error=f"refused: {exc}", retry=False)
         except OSError as exc:
             return Attempt(False, error=str(exc))
+        wire_host = ascii_host(host)
+        netloc = f"[{wire_host}]" if ":" in wire_host else wire_host
         headers = {"content-type": "application/json", "user-agent": USER_AGENT,
-                   "host": url.netloc.rpartition("@")[2],
+                   "host": f"{netloc}:{url.port}" if url.port else netloc,
                    **signed_headers(message, self.settings.webhook_signing_key)}
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         error = "no address"
         for address in addresses:  # the first that answers
             try:
-                return self._post(url.scheme, host, address, port, path, headers, message.body)
+                return self._post(url.scheme, wire_host, address, port, path, headers, message.body)
             except urllib3.exceptions.HTTPError as exc:
                 error = _describe(exc)
         return Attempt(False, error=error)

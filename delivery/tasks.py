@@ -10,31 +10,39 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 import redis
+from celery.exceptions import Reject
 
-from common.jobs import Delivery, JobStore, redis_client
+from common.jobs import Delivery
 from common.queue import WEBHOOK_TASK
+from common.services import Services
 from common.settings import Settings
 from common.webhooks import DeliveryMessage
+from delivery import outbox
 from delivery.celery_app import app, settings
 from delivery.sender import Attempt, Sender
 
 log = logging.getLogger(__name__)
 
 sender = Sender(settings)
-jobs = JobStore(redis_client(settings.redis_url), settings.job_ttl_seconds)
+services = Services.create(settings)
+outbox.start(services)
 
 
 def backoff_seconds(attempts: int, settings: Settings = settings) -> float:
     """The wait after ``attempts`` failed attempts: doubling from the first wait, capped,
     with a little jitter so that many failed deliveries do not return in step."""
-    wait = min(settings.webhook_backoff_cap, settings.webhook_backoff_first * 2 ** (attempts - 1))
-    return wait * random.uniform(0.9, 1.1)
+    wait = settings.webhook_backoff_first * 2 ** (attempts - 1) * random.uniform(0.9, 1.1)
+    return min(settings.webhook_backoff_cap, wait)
 
 
 @app.task(name=WEBHOOK_TASK, bind=True, max_retries=None)
 def deliver(self, **fields) -> bool:
     message = DeliveryMessage.model_validate(fields)
     attempts = self.request.retries + 1
+    try:
+        services.jobs.delivery_attempted(message.job_id, message.delivery_id)
+    except redis.RedisError:
+        pass  # it stays in the outbox: at worst sent once more, under the same webhook-id
     outcome = sender.attempt(message)
     wait: Optional[float] = None
     if not outcome.delivered and outcome.retry:
@@ -43,7 +51,12 @@ def deliver(self, **fields) -> bool:
             wait = None
     _note(message, outcome, wait, attempts)
     if wait is not None:
-        raise self.retry(countdown=wait)
+        try:
+            raise self.retry(countdown=wait)
+        except Reject:
+            # Celery could not publish the retry (Redis is down) and would drop this message;
+            # hand it back instead: requeued now, or redelivered after the visibility timeout.
+            raise Reject(outcome.error, requeue=True) from None
     return outcome.delivered
 
 
@@ -59,7 +72,7 @@ def _note(message: DeliveryMessage, outcome: Attempt, wait: Optional[float], att
         next_at = datetime.fromtimestamp(time.time() + wait, timezone.utc).isoformat(timespec="milliseconds")
         next_at = next_at.replace("+00:00", "Z")
     try:
-        jobs.record_delivery(message.job_id, message.delivery_id, Delivery(
+        services.jobs.record_delivery(message.job_id, message.delivery_id, Delivery(
             delivered=outcome.delivered, status=outcome.status, error=outcome.error, next_attempt_at=next_at))
     except redis.RedisError:  # the delivery itself went on; only its note on the job is missing
         log.warning("could not note webhook %s on job %s", message.delivery_id, message.job_id, exc_info=True)

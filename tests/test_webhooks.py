@@ -46,6 +46,8 @@ def policy(allow: str = "") -> WebhookPolicy:
     ("http://receiver.internal/hook", "receiver.internal"),
     ("https://10.1.2.3/hook", "10.0.0.0/8"),
     ("http://[::1]:8080/hook", "::1"),
+    ("https://例え.jp/hook", ""),  # an international name (sent as IDNA)
+    ("https://1.com/hook", ""),  # digits, but a name
 ])
 def test_the_policy_accepts_public_https_and_what_the_operator_allows(url, allow):
     assert policy(allow).check(url) == url
@@ -66,6 +68,14 @@ def test_the_policy_accepts_public_https_and_what_the_operator_allows(url, allow
     ("https:///no-host", "", "absolute https URL"),
     ("hooks.example.com/hook", "", "absolute https URL"),
     ("https://hooks.example.com:99999/hook", "", "not a URL"),
+    ("https://2130706433/hook", "", "local or private"),  # 127.0.0.1, as the resolver reads it
+    ("https://127.1/hook", "", "local or private"),
+    ("https://0x7f.1/hook", "", "local or private"),
+    ("https://localhost./hook", "", "local or private"),
+    ("https://[64:ff9b::a00:1]/hook", "", "local or private"),  # NAT64 of 10.0.0.1
+    ("https://[2002:a00:1::]/hook", "", "local or private"),  # 6to4 of 10.0.0.1
+    ("https://a..b/hook", "", "not a valid host name"),
+    ("https://" + "a" * 64 + ".com/hook", "", "not a valid host name"),
 ])
 def test_the_policy_refuses_plain_http_local_addresses_and_credentials(url, allow, why):
     with pytest.raises(ServiceError) as refused:
@@ -178,6 +188,51 @@ def test_a_canceled_queued_job_notifies_and_subscribe_only_fills_an_empty_webhoo
     assert [s.webhook.event for s in sent] == [WebhookEvent.CANCELED]
 
 
+def test_a_delivery_that_stayed_delivered_ignores_a_late_failed_duplicate(notified_store):
+    store, _ = notified_store
+    store.create("e" * 22, INPUT, Priority.INTERACTIVE, webhook=hook(WebhookEvent.RUNNING))
+    delivery_id = store.start("e" * 22, "w1", "m1").webhook.delivery_id
+    store.record_delivery("e" * 22, delivery_id, Delivery(delivered=True, status=200))
+    late = store.record_delivery("e" * 22, delivery_id, Delivery(delivered=False, error="timed out",
+                                                                next_attempt_at="2030-01-01T00:00:00.000Z"))
+    assert (late.webhook.delivered, late.webhook.attempts, late.webhook.last_error) == (True, 1, None)
+
+
+class SentWebhooks:
+    """The queue side of the notifier, recording instead of sending (the outbox is real)."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send_webhook(self, delivery: dict) -> None:
+        self.sent.append(delivery)
+
+
+def test_a_delivery_whose_message_was_lost_is_found_in_the_outbox_and_sent_again(redis_url, local_store):
+    from common.webhooks import WebhookNotifier
+
+    def lost(_job):
+        raise redis.ConnectionError("the message never left")
+
+    store = JobStore(redis_client(redis_url), ttl_seconds=3600, on_event=lost)
+    store.create("f" * 22, INPUT, Priority.INTERACTIVE, webhook=hook(WebhookEvent.RUNNING, WebhookEvent.SUCCEEDED))
+    running = store.start("f" * 22, "w1", "m1").webhook.delivery_id
+    queue = SentWebhooks()
+    notifier = WebhookNotifier(Settings(), local_store, queue)
+    assert notifier.resend_unsent(store, older_than=60) == 0  # too recent: its message may still be on its way
+    assert notifier.resend_unsent(store, older_than=0) == 1
+    assert [(m["job_id"], m["delivery_id"], m["event"]) for m in queue.sent] == [("f" * 22, running, "running")]
+    assert json.loads(queue.sent[0]["body"])["status"] == "running"
+    assert notifier.resend_unsent(store, older_than=60) == 0  # re-dated: not sent again at once
+    store.delivery_attempted("f" * 22, running)
+    assert notifier.resend_unsent(store, older_than=0) == 0  # a delivery worker has it
+    succeeded = store.succeed("f" * 22, JobResult(outputs={}, summary={})).webhook.delivery_id
+    store.client.zadd(store.outbox, {f"{'f' * 22} {running}": 0})  # an older event's entry, left behind
+    assert notifier.resend_unsent(store, older_than=0) == 1  # only the latest event; the superseded one is dropped
+    assert queue.sent[-1]["delivery_id"] == succeeded
+    assert store.client.zcard(store.outbox) == 1
+
+
 def test_a_failing_notifier_never_fails_the_step(redis_url):
     def broken(_job):
         raise redis.ConnectionError("down")
@@ -213,6 +268,11 @@ def test_an_attempt_at_a_private_address_not_allowed_is_refused_without_connecti
         outcome = sender(allow="").attempt(message(receiver.url()))
     assert not outcome.delivered and not outcome.retry and outcome.error.startswith("refused: 127.0.0.1 resolves")
     assert receiver.received() == []
+
+
+def test_an_attempt_never_raises_whatever_the_url():
+    outcome = sender(allow="例え.test").attempt(message("http://例え.test:9/hook"))
+    assert not outcome.delivered and outcome.error.startswith("cannot resolve")
 
 
 def test_an_attempt_at_a_closed_port_fails_and_is_retried():
@@ -455,3 +515,18 @@ def test_a_delivery_is_given_up_once_its_retry_window_has_passed(hook_stack):
     assert (given_up["delivered"], given_up["last_status"], given_up["last_error"]) == (False, 500, "HTTP 500")
     assert given_up["attempts"] == attempts >= 2  # retried before giving up
     assert "given up" in delivery.log_text()
+
+
+def test_the_delivery_worker_sends_an_event_whose_message_was_lost(hook_stack):
+    stack = hook_stack
+    with Receiver() as receiver:
+        # A job moved to `canceled` by a process that died before sending the event's message.
+        store = JobStore(redis_client(stack.env["REDIS_URL"]), ttl_seconds=3600)
+        store.create("g" * 22, INPUT, Priority.INTERACTIVE, webhook=Webhook(
+            url=receiver.url(), events=[WebhookEvent.CANCELED], links_base=stack.api_url + "/"))
+        delivery_id = store.request_cancel("g" * 22).webhook.delivery_id
+        stack.start_delivery(WEBHOOK_RESEND_AFTER="1")
+        delivery = receiver.wait_for(lambda r: True, "the lost event to be sent from the outbox")
+    assert delivery.headers["webhook-id"] == delivery_id
+    assert verified(delivery)["status"] == "canceled"
+    assert "never reached a delivery worker; sending it again" in stack.workers[-1].log_text()
