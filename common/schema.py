@@ -23,6 +23,7 @@ MAX_BATCH = 100
 OUTPUTS: dict[str, str] = {
     "colored.png": "image/png",
     "labels.png": "image/png",
+    "persons.png": "image/png",
     "overlay.jpg": "image/jpeg",
     "result.json": "application/json",
 }

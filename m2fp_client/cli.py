@@ -107,7 +107,7 @@ def main() -> None:
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--wait", is_flag=True, help="wait until every job has ended (progress on stderr)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-              help="download each job's four outputs into DIR/<job id>/ (implies --wait)")
+              help="download each job's outputs into DIR/<job id>/ (implies --wait)")
 @click.option("--priority", type=click.Choice([p.value for p in Priority]), default=Priority.INTERACTIVE.value,
               show_default=True)
 @click.option("--webhook", metavar="URL", help="tell URL of each job's events (a signed POST of the job's JSON)")

@@ -56,7 +56,7 @@ def test_jpeg_job_succeeds_with_outputs_at_the_input_size(stack):
     assert job["status"] == "succeeded", job
     assert job["started_at"] and job["finished_at"] and job["attempts"] == 1
     outputs = job["result"]["outputs"]
-    assert set(outputs) == {"colored.png", "labels.png", "overlay.jpg", "result.json"}
+    assert set(outputs) == {"colored.png", "labels.png", "persons.png", "overlay.jpg", "result.json"}
     if "S3_ENDPOINT" in stack.env:
         assert "X-Amz-Signature=" in outputs["colored.png"]  # presigned, straight from the store
     else:
@@ -77,6 +77,23 @@ def test_jpeg_job_succeeds_with_outputs_at_the_input_size(stack):
     assert {c["id"] for c in summary["classes"]} == set(np.unique(labels).tolist())
     assert len(summary["legend"]) == 20
     assert job["result"]["summary"]["classes"] == summary["classes"]
+
+    # Who is who: every part pixel belongs to exactly one person of result.json, and
+    # background is background in both maps.
+    persons = np.asarray(Image.open(io.BytesIO(fetch(outputs["persons.png"]))))
+    assert persons.shape == labels.shape and persons.dtype == np.uint8
+    assert ((persons > 0) == (labels > 0)).all()
+    people = summary["people"]
+    assert summary["no_person_detected"] is False and len(people) == summary["persons"]
+    assert [p["id"] for p in people] == list(range(1, len(people) + 1)) == sorted(set(np.unique(persons)) - {0})
+    for person in people:
+        mine = persons == person["id"]
+        ys, xs = np.nonzero(mine)
+        assert person["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        assert person["pixel_fraction"] == pytest.approx(mine.mean(), abs=1e-6)
+        assert {part["id"] for part in person["parts"]} == set(np.unique(labels[mine]).tolist())
+    assert [p["pixel_fraction"] for p in people] == sorted((p["pixel_fraction"] for p in people), reverse=True)
+    assert job["result"]["summary"]["people"] == people
 
 
 def test_odd_inputs_are_converted_and_parsed(stack):

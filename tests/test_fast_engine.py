@@ -16,6 +16,7 @@ from scripts.imagegen import photo
 from scripts.processes import REPO
 from worker.engine import Parsing, decision_size, model_input
 from worker.engine_cache import CacheEntry, ensure_entry, entry_dir, is_complete
+from worker.instances import person_map
 from worker.network import ParsingNetwork
 from worker.openvino_engine import OpenVINOEngine, heads_of, preprocess
 from worker.postprocess import parse_logits
@@ -54,6 +55,10 @@ def test_fast_engine_agrees_with_torch_on_labels_and_persons(tiny_engine, fast_e
     assert [p.score for p in fast.persons] == pytest.approx([p.score for p in reference.persons], abs=1e-3)
     for ours, theirs in zip(fast.persons, reference.persons):
         assert agreement(ours.mask_logits > 0, theirs.mask_logits > 0) >= 0.995
+    # ... and on who is who: the person map each one's instances give.
+    fast_people, reference_people = person_map(fast.labels, fast.persons), person_map(reference.labels, reference.persons)
+    assert len(fast_people.scores) == len(reference_people.scores)
+    assert agreement(fast_people.ids, reference_people.ids) >= 0.995
 
 
 def test_dynamic_graph_agrees_with_the_fixed_shape_compilations(tiny_model, tiny_engine_dir, fast_engine):

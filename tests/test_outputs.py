@@ -57,7 +57,7 @@ def test_render_builds_all_outputs_at_the_original_size():
     semantic[labels, np.arange(2)[:, None], np.arange(2)[None, :]] = 0.9
     parsing = Parsing(semantic=semantic, persons=None, person_threshold=None, size=(2, 2))
     rendered = render(image, parsing, {"job_id": "x"})
-    assert set(rendered.files) == {"colored.png", "labels.png", "overlay.jpg", "result.json"}
+    assert set(rendered.files) == {"colored.png", "labels.png", "persons.png", "overlay.jpg", "result.json"}
     colored = np.asarray(Image.open(io.BytesIO(rendered.files["colored.png"])))
     assert colored.shape == (30, 50, 3)
     label_png = Image.open(io.BytesIO(rendered.files["labels.png"]))
@@ -68,6 +68,9 @@ def test_render_builds_all_outputs_at_the_original_size():
     assert Image.open(io.BytesIO(rendered.files["overlay.jpg"])).size == (50, 30)
     summary = json.loads(rendered.files["result.json"])
     assert summary["job_id"] == "x" and summary["persons"] is None
+    # A model without instance output: nobody can say who is there, and the map stays empty.
+    assert summary["people"] is None and summary["no_person_detected"] is None
+    assert not np.asarray(Image.open(io.BytesIO(rendered.files["persons.png"]))).any()
     assert {c["id"] for c in summary["classes"]} == {0, 5, 9, 14}
     assert all(c["score"] == 0.9 for c in summary["classes"])
 

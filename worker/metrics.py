@@ -34,8 +34,8 @@ QUEUE_WAIT_SECONDS = Histogram("m2fp_worker_queue_wait_seconds", "From a job's s
                                "model process starting it", buckets=_WAIT_BUCKETS)
 INFERENCE_SECONDS = Histogram("m2fp_worker_inference_seconds", "The model's parse of one photo",
                               buckets=_INFERENCE_BUCKETS)
-RENDER_SECONDS = Histogram("m2fp_worker_render_seconds", "Rendering one job's four outputs", buckets=_STEP_BUCKETS)
-STORE_SECONDS = Histogram("m2fp_worker_store_seconds", "Writing one job's four outputs to storage",
+RENDER_SECONDS = Histogram("m2fp_worker_render_seconds", "Rendering one job's outputs", buckets=_STEP_BUCKETS)
+STORE_SECONDS = Histogram("m2fp_worker_store_seconds", "Writing one job's outputs to storage",
                           buckets=_STEP_BUCKETS)
 BUSY = Gauge("m2fp_worker_processes_busy", "Model processes running a job now", multiprocess_mode="livesum")
 

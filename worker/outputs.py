@@ -1,4 +1,5 @@
-"""The four outputs of a job, built at the original image's resolution."""
+"""The outputs of a job, built at the original image's resolution: colored map, label
+map, person map, overlay and the JSON summary."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import numpy as np
 from common.images import encode_jpeg, encode_png
 from common.labels import CIHP_CLASSES, PALETTE, legend
 from worker.engine import Parsing
+from worker.instances import describe_people, person_map
 
 OVERLAY_ALPHA = 0.5
 
@@ -35,7 +37,7 @@ def blend(image: np.ndarray, colored: np.ndarray, labels: np.ndarray, alpha: flo
 
 
 def summarize(labels: np.ndarray, class_scores: dict[int, float], persons: int | None) -> dict[str, Any]:
-    """Classes present (pixel fraction, score), persons, and the palette legend."""
+    """Classes present (pixel fraction, score), the person count, and the palette legend."""
     counts = np.bincount(labels.ravel(), minlength=len(CIHP_CLASSES))
     total = labels.size
     classes = [
@@ -65,14 +67,23 @@ class RenderedOutputs:
 
 
 def render(image: np.ndarray, parsing: Parsing, extra: dict[str, Any]) -> RenderedOutputs:
-    """Scale the parsing to ``image`` and encode colored map, labels, overlay, summary."""
+    """Scale the parsing to ``image`` and encode colored map, labels, persons, overlay, summary."""
     height, width = image.shape[:2]
     full = parsing.labels_at((width, height))
     colored = colorize(full)
-    summary = summarize(full, parsing.class_scores, parsing.person_count) | extra
+    people = person_map(parsing.labels, parsing.persons or [])
+    persons = people.at((width, height))
+    summary = summarize(full, parsing.class_scores, None if parsing.persons is None else len(people.scores))
+    summary |= {
+        # None: the model has no instance output, so nobody can say whether a person is there.
+        "people": None if parsing.persons is None else describe_people(persons, full, people.scores, CIHP_CLASSES),
+        "no_person_detected": None if parsing.persons is None else not people.scores,
+        "person_score_threshold": None if parsing.person_threshold is None else round(parsing.person_threshold, 4),
+    } | extra
     files = {
         "colored.png": encode_png(colored),
         "labels.png": encode_png(full),
+        "persons.png": encode_png(persons),
         "overlay.jpg": encode_jpeg(blend(image, colored, full)),
         "result.json": json.dumps(summary, indent=2).encode(),
     }

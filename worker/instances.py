@@ -1,0 +1,98 @@
+"""Who is who: the person each part pixel belongs to, and what each person is made of.
+
+M2FP finds part masks and human masks as separate queries, and modelscope's pipeline
+hands them over as one flat list with no link between a part and its person. The link
+is made here from the model's own human instances (:class:`worker.engine.Person`,
+whichever engine ran): every part pixel goes to the person whose mask logit is highest
+there, so a part pixel belongs to exactly one person and background stays background,
+as in CIHP's ``Human_ids`` maps. Persons are numbered 1..N by area, largest first; a
+person whose mask won no part pixel is left out; more than :data:`MAX_PERSONS` are cut
+to the best-scoring ones (with a warning), since the map is 8-bit.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.images import resize_labels
+from worker.engine import Person
+
+log = logging.getLogger(__name__)
+
+MAX_PERSONS = 255
+_BLOCK_ROWS = 256  # rows counted at a time: a 40-megapixel photo stays within a few MB of temporaries
+
+
+@dataclass
+class PersonMap:
+    """Person ids per pixel at the decision size, and each id's model score (``scores[id - 1]``)."""
+
+    ids: np.ndarray  # (h, w) uint8: 0 background, 1..N
+    scores: list[float]
+
+    def at(self, size: tuple[int, int]) -> np.ndarray:
+        """The map at ``size`` = ``(W, H)``, scaled as the labels are (nearest)."""
+        return resize_labels(self.ids, size)
+
+
+def person_map(labels: np.ndarray, persons: list[Person]) -> PersonMap:
+    """Assign each part pixel of ``labels`` (CIHP ids, 0 = background) to one of ``persons``
+    (best score first, mask logits at the labels' size)."""
+    if len(persons) > MAX_PERSONS:
+        log.warning("%d persons found; persons.png keeps the %d best-scoring", len(persons), MAX_PERSONS)
+        persons = persons[:MAX_PERSONS]
+    if not persons:
+        return PersonMap(np.zeros(labels.shape, np.uint8), [])
+    best = np.full(labels.shape, -np.inf, np.float32)
+    owner = np.zeros(labels.shape, np.uint8)
+    for number, person in enumerate(persons, start=1):  # a running argmax: one map in memory at a time
+        higher = person.mask_logits > best
+        owner[higher] = number
+        np.maximum(best, person.mask_logits, out=best)
+    owner[labels == 0] = 0
+    areas = np.bincount(owner.ravel(), minlength=len(persons) + 1)[1:]
+    by_area = [index for index in np.argsort(-areas, kind="stable") if areas[index] > 0]
+    renumber = np.zeros(len(persons) + 1, np.uint8)
+    renumber[[index + 1 for index in by_area]] = np.arange(1, len(by_area) + 1)
+    return PersonMap(renumber[owner], [persons[index].score for index in by_area])
+
+
+def describe_people(ids: np.ndarray, labels: np.ndarray, scores: list[float],
+                    class_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each person of a full-size map: id, score, bbox ``[x, y, w, h]``, share of the
+    photo, and its parts (class id, name, share of the person's pixels), largest first."""
+    count = len(scores)
+    if count == 0:
+        return []
+    classes = len(class_names)
+    height, width = ids.shape
+    pixels = np.zeros((count + 1, classes), np.int64)
+    rows = np.zeros((count + 1, height), bool)
+    cols = np.zeros((count + 1, width), bool)
+    for top in range(0, height, _BLOCK_ROWS):
+        block, parts = ids[top:top + _BLOCK_ROWS], labels[top:top + _BLOCK_ROWS]
+        span = block.shape[0]
+        pixels += np.bincount((block.astype(np.int64) * classes + parts).ravel(),
+                              minlength=(count + 1) * classes).reshape(count + 1, classes)
+        per_row = np.bincount((block + np.arange(span)[:, None] * (count + 1)).ravel(),
+                              minlength=span * (count + 1)).reshape(span, count + 1)
+        rows[:, top:top + span] = per_row.T > 0
+        cols |= np.bincount((block.astype(np.int64) * width + np.arange(width)).ravel(),
+                            minlength=(count + 1) * width).reshape(count + 1, width) > 0
+    people = []
+    for person in range(1, count + 1):
+        area = int(pixels[person].sum())
+        ys, xs = np.flatnonzero(rows[person]), np.flatnonzero(cols[person])
+        people.append({
+            "id": person,
+            "score": round(scores[person - 1], 4),
+            "bbox": [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)],
+            "pixel_fraction": round(area / ids.size, 6),
+            "parts": [{"id": int(part), "name": class_names[part], "pixel_fraction": round(pixels[person, part] / area, 6)}
+                      for part in np.flatnonzero(pixels[person]) if part > 0],
+        })
+    return people
+
