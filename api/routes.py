@@ -14,7 +14,8 @@ from spectree import Response as Responses
 
 from common.errors import ErrorCode as E
 from common.errors import ServiceError
-from common.jobs import OUTPUTS, InvalidTransition, Job, JobStatus, Priority, Webhook, is_job_id, output_key
+from common.jobs import (OUTPUTS, InvalidTransition, Job, JobStatus, OutputOptions, Priority, Webhook, is_job_id,
+                         output_key)
 from common.schema import (DEFAULT_WEBHOOK_EVENTS, MAX_BATCH, BatchForm, BatchItem, BatchItemResult, BatchJson,
                            BatchResponse, JobsQuery, JobsResponse, JobView, MissingJob, SubmitForm, SubmitJson)
 from common.services import Services
@@ -60,6 +61,10 @@ def _submitting(body: SubmitJson | SubmitForm | BatchJson | BatchForm) -> Option
     return webhook
 
 
+def _output(body: SubmitJson | SubmitForm | BatchJson | BatchForm) -> OutputOptions:
+    return OutputOptions(labels=body.labels, labels_format=body.labels_format)
+
+
 def _webhook(body: SubmitJson | SubmitForm | BatchJson | BatchForm) -> Optional[Webhook]:
     if body.webhook is None:
         if body.webhook_events:
@@ -93,7 +98,7 @@ def create_job():
     body = request.context.json or request.context.form
     submission: Submission = body.source if request.context.json is not None else Upload(body.image.stream)
     webhook = _submitting(body)
-    accepted = accept(services(), submission, body.priority, caller(), webhook)
+    accepted = accept(services(), submission, body.priority, caller(), webhook, _output(body))
     return _accepted_view(accepted), 202 if accepted.created else 200, {"Location": f"/v1/jobs/{accepted.job.id}"}
 
 
@@ -121,7 +126,7 @@ def create_jobs():
         try:
             if isinstance(submission, ServiceError):
                 raise submission
-            accepted = accept(services(), submission, batch.priority, caller(), webhook)
+            accepted = accept(services(), submission, batch.priority, caller(), webhook, _output(batch))
         except ServiceError as exc:
             body, status = error_body(exc)
             if status >= 500:

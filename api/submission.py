@@ -16,7 +16,7 @@ from typing import IO, Optional, Union
 
 from common.errors import ErrorCode, ObjectNotFound, ServiceError
 from common.images import inspect_image
-from common.jobs import InputInfo, Job, JobStatus, Priority, SourceRef, Webhook, input_key, new_job_id
+from common.jobs import InputInfo, Job, JobStatus, OutputOptions, Priority, SourceRef, Webhook, input_key, new_job_id
 from common.services import Services
 from api.auth import Principal
 
@@ -50,9 +50,10 @@ def check_capacity(services: Services, priority: Priority) -> None:
 
 
 def accept(services: Services, submission: Submission, priority: Priority, caller: Principal,
-           webhook: Optional[Webhook] = None) -> Accepted:
+           webhook: Optional[Webhook] = None, output: OutputOptions = OutputOptions()) -> Accepted:
     """Accept one upload or reference as ``caller``'s job (or find the caller's job that
-    already has this content), told of its changes at ``webhook`` if one is given."""
+    already has this content with these ``output`` options), told of its changes at
+    ``webhook`` if one is given."""
     if isinstance(submission, SourceRef):
         _check_readable(services, submission, caller)
         try:
@@ -60,8 +61,8 @@ def accept(services: Services, submission: Submission, priority: Priority, calle
                                               max_bytes=services.settings.max_upload_bytes)
         except ObjectNotFound:
             raise ServiceError(f"no object {submission.uri()}", ErrorCode.SOURCE_NOT_FOUND) from None
-        return _accept(services, data, submission, priority, caller.tenant, webhook)
-    return _accept(services, _read(services, submission), None, priority, caller.tenant, webhook)
+        return _accept(services, data, submission, priority, caller.tenant, webhook, output)
+    return _accept(services, _read(services, submission), None, priority, caller.tenant, webhook, output)
 
 
 def _read(services: Services, upload: Upload) -> bytes:
@@ -85,27 +86,28 @@ def _check_readable(services: Services, source: SourceRef, caller: Principal) ->
 
 
 def _accept(services: Services, data: bytes, source: Optional[SourceRef], priority: Priority,
-            tenant: str, webhook: Optional[Webhook]) -> Accepted:
+            tenant: str, webhook: Optional[Webhook], output: OutputOptions) -> Accepted:
     info = inspect_image(data, services.settings.image_limits)
     digest = hashlib.sha256(data).hexdigest()
-    existing = services.jobs.job_for_content(tenant, digest)
+    content = output.content_key(digest)
+    existing = services.jobs.job_for_content(tenant, content)
     if existing:
         return Accepted(_existing(services, existing, priority, webhook), created=False)
     job_id = new_job_id()
-    if not services.jobs.claim_content(tenant, digest, job_id):
-        existing = services.jobs.job_for_content(tenant, digest)  # a concurrent submission of the same bytes won
+    if not services.jobs.claim_content(tenant, content, job_id):
+        existing = services.jobs.job_for_content(tenant, content)  # a concurrent submission of the same bytes won
         if existing:
             return Accepted(_existing(services, existing, priority, webhook), created=False)
-        services.jobs.claim_content(tenant, digest, job_id, replace=True)  # the other one failed or expired
+        services.jobs.claim_content(tenant, content, job_id, replace=True)  # the other one failed or expired
     input_info = InputInfo(width=info.width, height=info.height, format=info.format, bytes=len(data), sha256=digest)
     try:
         if source is None:
             services.storage.put(input_key(job_id), data, content_type="application/octet-stream")
-        job = services.jobs.create(job_id, input_info, priority, source, tenant, webhook)
+        job = services.jobs.create(job_id, input_info, priority, source, tenant, webhook, output)
         services.queue.enqueue(job_id, priority)
     except Exception:
         log.exception("could not accept job %s; rolling it back", job_id)
-        _discard(services, job_id, tenant, digest, uploaded=source is None)
+        _discard(services, job_id, tenant, content, uploaded=source is None)
         raise
     log.info("job %s queued (tenant %s, %s, %dx%d %s, %d bytes%s)", job_id, tenant, priority.value, info.width,
              info.height, info.format, len(data), f", {source.uri()}" if source else "")

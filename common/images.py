@@ -10,6 +10,8 @@ import io
 import warnings
 from dataclasses import dataclass
 
+from typing import Optional
+
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -133,9 +135,15 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(labels).resize(size, Image.NEAREST))
 
 
-def encode_png(array: np.ndarray) -> bytes:
+def encode_png(array: np.ndarray, palette: Optional[np.ndarray] = None) -> bytes:
+    """A PNG of ``array``; with ``palette`` (``(n, 3)`` uint8), 8-bit palette mode: each
+    pixel keeps its value (a class id) and viewers show the palette's color."""
+    image = Image.fromarray(array)
+    if palette is not None:
+        image = image.convert("P") if image.mode != "P" else image
+        image.putpalette(palette.astype(np.uint8).ravel().tolist())
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", optimize=False, compress_level=6)
+    image.save(buffer, format="PNG", optimize=False, compress_level=6)
     return buffer.getvalue()
 
 

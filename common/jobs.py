@@ -43,11 +43,11 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from common.errors import ErrorCode
-from common.schema import (JOB_ID_PATTERN, MAX_BATCH, OUTPUTS, TERMINAL_STATUSES, JobStatus, Priority,
-                           SourceRef, WebhookEvent)
+from common.schema import (JOB_ID_PATTERN, MAX_BATCH, OUTPUTS, TERMINAL_STATUSES, JobStatus, LabelProfile,
+                           LabelsFormat, Priority, SourceRef, WebhookEvent)
 
 __all__ = ["DEFAULT_TENANT", "MAX_BATCH", "OUTPUTS", "TERMINAL_STATUSES", "JobStatus", "Priority", "SourceRef", "InputInfo",
-           "JobResult", "JobError", "Webhook", "Delivery", "Job", "JobStore", "InvalidTransition", "new_job_id", "is_job_id",
+           "JobResult", "JobError", "OutputOptions", "Webhook", "Delivery", "Job", "JobStore", "InvalidTransition", "new_job_id", "is_job_id",
            "input_key", "output_key", "redis_client", "utcnow"]
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,20 @@ class JobResult(_Part):
     summary: dict[str, Any]  # what the worker found (worker/outputs.py)
 
 
+class OutputOptions(_Part):
+    """How a job's outputs are expressed (``labels`` and ``labels_format`` of its submission)."""
+
+    labels: LabelProfile = LabelProfile.CIHP
+    labels_format: LabelsFormat = LabelsFormat.GRAYSCALE
+
+    def content_key(self, digest: str) -> str:
+        """What identifies the work in the content index: the input's hash, and the options
+        when they are not the defaults (the same photo in two label sets is two jobs)."""
+        if self == OutputOptions():
+            return digest
+        return f"{digest}:{self.labels.value}:{self.labels_format.value}"
+
+
 class Delivery(_Part):
     """The outcome of one attempt at delivering a webhook event."""
 
@@ -171,6 +185,7 @@ class Job(_Part):
     input: InputInfo
     source: Optional[SourceRef] = None  # set when submitted by reference
     priority: Priority = Priority.INTERACTIVE
+    output: OutputOptions = OutputOptions()
     worker: Optional[str] = None  # Celery node that last started it
     message_id: Optional[str] = None  # the queue message (Celery task id) that last started it
     attempts: int = Field(0, ge=0)  # times a worker started it
@@ -266,11 +281,12 @@ class JobStore:
 
     def create(self, job_id: str, input_info: InputInfo, priority: Priority,
                source: Optional[SourceRef] = None, tenant: str = DEFAULT_TENANT,
-               webhook: Optional[Webhook] = None) -> Job:
+               webhook: Optional[Webhook] = None, output: Optional[OutputOptions] = None) -> Job:
         """A new ``queued`` job (its input is already stored, its message not yet sent)."""
         now = utcnow()
         job = Job(id=job_id, tenant=tenant, status=JobStatus.QUEUED, created_at=now, updated_at=now,
-                  input=input_info, priority=priority, source=source, webhook=webhook)
+                  input=input_info, priority=priority, source=source, webhook=webhook,
+                  output=output or OutputOptions())
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(self._key(job.id), mapping=job.to_redis())
             pipe.expire(self._key(job.id), self.ttl)

@@ -33,10 +33,3 @@ def voc_colormap(n: int = 256) -> np.ndarray:
 
 PALETTE: np.ndarray = voc_colormap(NUM_PARTS)
 
-
-def legend() -> list[dict]:
-    """The palette as JSON-ready rows: id, name, RGB color."""
-    return [
-        {"id": i, "name": name, "color": [int(c) for c in PALETTE[i]]}
-        for i, name in enumerate(CIHP_CLASSES)
-    ]

@@ -59,6 +59,23 @@ DEFAULT_WEBHOOK_EVENTS = (WebhookEvent.SUCCEEDED, WebhookEvent.FAILED, WebhookEv
 MAX_WEBHOOK_URL = 2048
 
 
+class LabelProfile(str, Enum):
+    """The label ids of ``labels.png``, ``colored.png`` and the legend (README "Label sets")."""
+
+    CIHP = "cihp"
+    LIP = "lip"
+    ATR = "atr"
+    SIMPLE = "simple"
+
+
+class LabelsFormat(str, Enum):
+    """``labels.png`` as 8-bit grayscale, or 8-bit palette mode (the same values, and the
+    profile's colors for viewers: what SCHP and the datasets ship)."""
+
+    GRAYSCALE = "grayscale"
+    PALETTE = "palette"
+
+
 class Priority(str, Enum):
     """``interactive`` jobs are always taken before ``backfill`` jobs."""
 
@@ -150,6 +167,18 @@ def _events(value: Any) -> Any:
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
 
 
+class _OutputFields(BaseModel):
+    """How the job's outputs are expressed."""
+
+    labels: LabelProfile = Field(LabelProfile.CIHP, description="the label set: cihp (the model's 20 classes), "
+                                 "lip, atr or simple; see the README's tables")
+    labels_format: LabelsFormat = Field(LabelsFormat.GRAYSCALE, description="labels.png as grayscale, or palette "
+                                        "mode (same values, with the profile's colors)")
+
+    _blank_labels = field_validator("labels", "labels_format", mode="before")(
+        lambda cls, value, info: cls.model_fields[info.field_name].default if value in ("", None) else value)
+
+
 class _WebhookFields(BaseModel):
     """Where to tell the submitter that the job changed (README "Webhooks")."""
 
@@ -183,7 +212,7 @@ class UploadedFile:
 
 # ---- requests -------------------------------------------------------------------
 
-class SubmitJson(_Request, _WebhookFields):
+class SubmitJson(_Request, _OutputFields, _WebhookFields):
     """Submit an object already in a readable bucket; the worker reads it in place."""
 
     source: Union[str, SourceRef] = Field(
@@ -194,7 +223,7 @@ class SubmitJson(_Request, _WebhookFields):
     _blank_priority = field_validator("priority", mode="before")(lambda cls, value: _default_if_blank(value, cls))
 
 
-class SubmitForm(_WebhookFields):
+class SubmitForm(_OutputFields, _WebhookFields):
     """Upload one image (multipart/form-data)."""
 
     model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
@@ -214,7 +243,7 @@ class BatchItem(_Request):
     _check_source = field_validator("source", mode="before")(lambda cls, value: _source(value))
 
 
-class BatchJson(_Request, _WebhookFields):
+class BatchJson(_Request, _OutputFields, _WebhookFields):
     """Many references in one request (default priority ``backfill``); a ``webhook`` serves
     each item's job."""
 
@@ -226,7 +255,7 @@ class BatchJson(_Request, _WebhookFields):
     _blank_priority = field_validator("priority", mode="before")(lambda cls, value: _default_if_blank(value, cls))
 
 
-class BatchForm(_WebhookFields):
+class BatchForm(_OutputFields, _WebhookFields):
     """Many uploads in one request: repeat the ``image`` field (default priority ``backfill``)."""
 
     model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
@@ -312,6 +341,8 @@ class JobView(_Response):
     finished_at: Optional[str]
     attempts: int
     priority: Priority
+    labels: LabelProfile = LabelProfile.CIHP
+    labels_format: LabelsFormat = LabelsFormat.GRAYSCALE
     worker: Optional[str]
     input: InputView
     links: JobLinks

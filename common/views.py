@@ -33,6 +33,8 @@ def job_view(job: Job, storage: Storage, presign_seconds: int, base_url: str, de
         finished_at=job.finished_at,
         attempts=job.attempts,
         priority=job.priority,
+        labels=job.output.labels,
+        labels_format=job.output.labels_format,
         worker=job.worker,
         input=InputView(**job.input.model_dump(), source=job.source.uri() if job.source else None),
         links=JobLinks(self_=root),

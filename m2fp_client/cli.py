@@ -1,7 +1,8 @@
 """``m2fp``: the command line of m2fp-queue, on the Python client.
 
     m2fp submit PHOTO... [--wait] [--out DIR] [--priority interactive|backfill]
-                [--webhook URL [--webhook-event EVENT]...]
+                [--webhook URL [--webhook-event EVENT]...] [--labels cihp|lip|atr|simple]
+                [--labels-format grayscale|palette]
     m2fp status ID...
     m2fp cancel ID...
     m2fp webhook-secret
@@ -32,7 +33,7 @@ from typing import Callable, Optional
 import click
 from tqdm import tqdm
 
-from common.schema import JobView, Priority, WebhookEvent
+from common.schema import JobView, LabelProfile, LabelsFormat, Priority, WebhookEvent
 from m2fp_client.client import DEFAULT_API_URL, ApiError, Client, Job
 
 SUCCEEDED, SOME_FAILED, FAILURE, INTERRUPTED = 0, 1, 2, 130
@@ -113,10 +114,15 @@ def main() -> None:
 @click.option("--webhook", metavar="URL", help="tell URL of each job's events (a signed POST of the job's JSON)")
 @click.option("--webhook-event", "webhook_events", multiple=True, type=click.Choice([e.value for e in WebhookEvent]),
               help="an event to tell the webhook of (repeatable; default: succeeded, failed, canceled)")
+@click.option("--labels", type=click.Choice([p.value for p in LabelProfile]), default=LabelProfile.CIHP.value,
+              show_default=True, help="the label set of the outputs (README \"Label sets\")")
+@click.option("--labels-format", type=click.Choice([f.value for f in LabelsFormat]),
+              default=LabelsFormat.GRAYSCALE.value, show_default=True, help="labels.png as grayscale or palette PNG")
 @click.option("--poll-interval", type=float, default=1.0, show_default=True, help="seconds between polls")
 @api_command
 def submit(client: Client, photos: tuple[Path, ...], wait: bool, out: Optional[Path], priority: str,
-           webhook: Optional[str], webhook_events: tuple[str, ...], poll_interval: float) -> None:
+           webhook: Optional[str], webhook_events: tuple[str, ...], labels: str, labels_format: str,
+           poll_interval: float) -> None:
     """Parse each PHOTO; print one tab-separated line per photo:
 
     \b
@@ -129,7 +135,9 @@ def submit(client: Client, photos: tuple[Path, ...], wait: bool, out: Optional[P
     submitted: list[tuple[Path, Optional[JobView], str]] = []
     for photo in photos:
         try:
-            submitted.append((photo, client.submit(photo, Priority(priority), webhook, webhook_events), ""))
+            job = client.submit(photo, Priority(priority), webhook, webhook_events, LabelProfile(labels),
+                                LabelsFormat(labels_format))
+            submitted.append((photo, job, ""))
         except ApiError as error:
             if error.status is None or error.status >= 500 or error.status in (401, 403, 429) \
                     or error.code in ("invalid_webhook", "webhooks_disabled"):

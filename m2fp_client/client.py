@@ -20,7 +20,7 @@ import requests
 from pydantic import ValidationError
 
 from common.schema import (MAX_BATCH, OUTPUTS, BatchResponse, ErrorResponse, JobsResponse, JobView, MissingJob,
-                           Priority, SourceRef, WebhookEvent, WebhookSecret)
+                           LabelProfile, LabelsFormat, Priority, SourceRef, WebhookEvent, WebhookSecret)
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 # Codes of failures the client detects itself (the API's own codes are in common.errors).
@@ -134,12 +134,16 @@ class Client:
             return False
 
     def submit(self, image: Image, priority: Priority = Priority.INTERACTIVE, webhook: Optional[str] = None,
-               webhook_events: Sequence[WebhookEvent] = ()) -> JobView:
+               webhook_events: Sequence[WebhookEvent] = (), labels: LabelProfile = LabelProfile.CIHP,
+               labels_format: LabelsFormat = LabelsFormat.GRAYSCALE) -> JobView:
         """Upload one image (a path or its bytes); the job, new or (same content) existing.
-        ``webhook``: an URL told of the job's ``webhook_events`` (default: its end)."""
+        ``webhook``: an URL told of the job's ``webhook_events`` (default: its end);
+        ``labels``: the label set of its outputs, ``labels_format`` that of labels.png."""
         name, data = _image_bytes(image)
         response = self._request("POST", "/v1/jobs", files={"image": (name, data, "application/octet-stream")},
-                                 data={"priority": Priority(priority).value, **_webhook(webhook, webhook_events)})
+                                 data={"priority": Priority(priority).value, **_webhook(webhook, webhook_events),
+                                       "labels": LabelProfile(labels).value,
+                                       "labels_format": LabelsFormat(labels_format).value})
         return self._read(response, JobView)
 
     def submit_source(self, source: Union[str, SourceRef], priority: Priority = Priority.INTERACTIVE,

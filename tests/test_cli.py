@@ -81,10 +81,11 @@ def test_submit_names_a_webhook_and_webhook_secret_prints_the_tenants_secret(sys
     (tmp_path / "w.jpg").write_bytes(photo_jpeg(32, 32, seed=9150))
     env = {"M2FP_API_URL": system.api_url}
     done = m2fp("submit", "w.jpg", "--webhook", "http://127.0.0.1:9/hook", "--webhook-event", "running",
-                "--webhook-event", "succeeded", cwd=tmp_path, **env)
+                "--webhook-event", "succeeded", "--labels", "lip", "--labels-format", "palette", cwd=tmp_path, **env)
     assert done.returncode == 0, done.stderr
     job = system.job(lines(done)[0][1])
     assert (job["webhook"]["url"], job["webhook"]["events"]) == ("http://127.0.0.1:9/hook", ["running", "succeeded"])
+    assert (job["labels"], job["labels_format"]) == ("lip", "palette")
     refused = m2fp("submit", "w.jpg", "--webhook", "http://hooks.example.com/hook", cwd=tmp_path, **env)
     assert refused.returncode == 2 and "invalid_webhook" in refused.stderr and refused.stdout == ""
     secret = m2fp("webhook-secret", cwd=tmp_path, **env)

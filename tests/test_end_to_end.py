@@ -123,3 +123,22 @@ def test_corrupt_upload_gets_a_4xx_over_http(stack):
 def test_readiness_over_http(stack):
     response = requests.get(f"{stack.api_url}/readyz", timeout=10)
     assert response.status_code == 200 and response.json()["status"] == "ready"
+
+
+def test_a_job_in_another_label_set_comes_out_in_its_ids_and_palette(stack):
+    from common.profiles import SIMPLE
+
+    response = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("p.jpg", photo_jpeg(200, 150), "image/jpeg")},
+                             data={"labels": "simple", "labels_format": "palette"}, timeout=30)
+    assert response.status_code == 202, response.text
+    job = stack.wait_for(response.json()["id"])
+    assert (job["status"], job["labels"], job["labels_format"]) == ("succeeded", "simple", "palette")
+    outputs = job["result"]["outputs"]
+    png = Image.open(io.BytesIO(requests.get(outputs["labels.png"], timeout=10).content))
+    values = np.asarray(png)
+    assert png.mode == "P" and values.max() < len(SIMPLE.classes)
+    persons = np.asarray(Image.open(io.BytesIO(requests.get(outputs["persons.png"], timeout=10).content)))
+    assert ((persons > 0) == (values > 0)).all()
+    summary = job["result"]["summary"]
+    assert summary["labels"] == "simple" and {c["id"] for c in summary["classes"]} == set(np.unique(values).tolist())
+    assert all(c["name"] == SIMPLE.classes[c["id"]] for c in summary["classes"])

@@ -5,7 +5,8 @@ import json
 import numpy as np
 from PIL import Image
 
-from common.labels import CIHP_CLASSES, PALETTE, legend, voc_colormap
+from common.labels import CIHP_CLASSES, PALETTE, voc_colormap
+from common.profiles import CIHP
 from worker.engine import Parsing
 from worker.outputs import blend, colorize, render, summarize
 
@@ -47,7 +48,7 @@ def test_summary_fractions_scores_and_legend():
     assert by_name["Hair"]["pixel_fraction"] == 0.5 and by_name["Face"]["pixel_fraction"] == 0.01
     assert by_name["Face"]["score"] == 0.55
     assert summary["persons"] == 2
-    assert summary["legend"] == legend() and len(summary["legend"]) == 20
+    assert summary["legend"] == CIHP.legend() and len(summary["legend"]) == 20
 
 
 def test_render_builds_all_outputs_at_the_original_size():

@@ -127,7 +127,7 @@ def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Opti
             "model": engine.description,
             "inference_size": list(parsing.size),
             "inference_seconds": round(inference_seconds, 3),
-        })
+        }, job.output)
     if services.jobs.cancel_pending(job_id):  # safe point: before the outputs are stored
         return _stop(services, job_id)
     with metrics.STORE_SECONDS.time():

@@ -8,17 +8,20 @@ from typing import Any
 
 import numpy as np
 
-from common.images import encode_jpeg, encode_png
-from common.labels import CIHP_CLASSES, PALETTE, legend
+from common.images import encode_jpeg, encode_png, resize_labels
+from common.jobs import OutputOptions
+from common.labels import CIHP_CLASSES, PALETTE
+from common.profiles import CIHP, PROFILES, Profile
+from common.schema import LabelsFormat
 from worker.engine import Parsing
 from worker.instances import describe_people, person_map
 
 OVERLAY_ALPHA = 0.5
 
 
-def colorize(labels: np.ndarray) -> np.ndarray:
+def colorize(labels: np.ndarray, palette: np.ndarray = PALETTE) -> np.ndarray:
     """Class ids → palette colors, ``(H, W)`` → ``(H, W, 3)`` uint8."""
-    return PALETTE[np.minimum(labels, len(PALETTE) - 1)]
+    return palette[np.minimum(labels, len(palette) - 1)]
 
 
 BLEND_ROWS = 256  # rows blended at a time: a 40-megapixel photo in float32 would take 2 GB
@@ -36,15 +39,18 @@ def blend(image: np.ndarray, colored: np.ndarray, labels: np.ndarray, alpha: flo
     return result
 
 
-def summarize(labels: np.ndarray, class_scores: dict[int, float], persons: int | None) -> dict[str, Any]:
-    """Classes present (pixel fraction, score), the person count, and the palette legend."""
-    counts = np.bincount(labels.ravel(), minlength=len(CIHP_CLASSES))
+def summarize(labels: np.ndarray, class_scores: dict[int, float], persons: int | None,
+              profile: Profile = CIHP) -> dict[str, Any]:
+    """Classes present (pixel fraction, score), the person count, and the palette legend,
+    in ``profile``'s ids."""
+    counts = np.bincount(labels.ravel(), minlength=len(profile.classes))
     total = labels.size
+    palette = profile.palette
     classes = [
         {
             "id": class_id,
-            "name": CIHP_CLASSES[class_id],
-            "color": [int(c) for c in PALETTE[class_id]],
+            "name": profile.classes[class_id],
+            "color": [int(c) for c in palette[class_id]],
             "pixel_fraction": round(float(count) / total, 6),
             "score": round(class_scores[class_id], 4) if class_id in class_scores else None,
         }
@@ -54,9 +60,10 @@ def summarize(labels: np.ndarray, class_scores: dict[int, float], persons: int |
     return {
         "width": int(labels.shape[1]),
         "height": int(labels.shape[0]),
+        "labels": profile.name.value,
         "persons": persons,
         "classes": classes,
-        "legend": legend(),
+        "legend": profile.legend(),
     }
 
 
@@ -66,23 +73,40 @@ class RenderedOutputs:
     summary: dict[str, Any]
 
 
-def render(image: np.ndarray, parsing: Parsing, extra: dict[str, Any]) -> RenderedOutputs:
-    """Scale the parsing to ``image`` and encode colored map, labels, persons, overlay, summary."""
+def profile_scores(parsing: Parsing, profile: Profile) -> dict[int, float]:
+    """Each profile class's confidence: the pixel-weighted mean of the CIHP classes it takes."""
+    counts = np.bincount(parsing.labels.ravel(), minlength=len(CIHP_CLASSES))
+    sums: dict[int, float] = {}
+    pixels: dict[int, int] = {}
+    for cihp, score in parsing.class_scores.items():
+        target = profile.from_cihp[cihp]
+        sums[target] = sums.get(target, 0.0) + score * counts[cihp]
+        pixels[target] = pixels.get(target, 0) + int(counts[cihp])
+    return {target: sums[target] / pixels[target] for target in sums}
+
+
+def render(image: np.ndarray, parsing: Parsing, extra: dict[str, Any],
+           output: OutputOptions = OutputOptions()) -> RenderedOutputs:
+    """Scale the parsing to ``image`` and encode colored map, labels, persons, overlay and
+    summary, in the label set and format ``output`` asks for."""
     height, width = image.shape[:2]
-    full = parsing.labels_at((width, height))
-    colored = colorize(full)
-    people = person_map(parsing.labels, parsing.persons or [])
+    profile = PROFILES[output.labels]
+    decided = profile.lookup[parsing.labels]  # a part the profile has no class for is background
+    full = resize_labels(decided, (width, height))
+    colored = colorize(full, profile.palette)
+    people = person_map(decided, parsing.persons or [])
     persons = people.at((width, height))
-    summary = summarize(full, parsing.class_scores, None if parsing.persons is None else len(people.scores))
+    summary = summarize(full, profile_scores(parsing, profile), None if parsing.persons is None else len(people.scores),
+                        profile)
     summary |= {
         # None: the model has no instance output, so nobody can say whether a person is there.
-        "people": None if parsing.persons is None else describe_people(persons, full, people.scores, CIHP_CLASSES),
+        "people": None if parsing.persons is None else describe_people(persons, full, people.scores, profile.classes),
         "no_person_detected": None if parsing.persons is None else not people.scores,
         "person_score_threshold": None if parsing.person_threshold is None else round(parsing.person_threshold, 4),
     } | extra
     files = {
         "colored.png": encode_png(colored),
-        "labels.png": encode_png(full),
+        "labels.png": encode_png(full, profile.palette if output.labels_format is LabelsFormat.PALETTE else None),
         "persons.png": encode_png(persons),
         "overlay.jpg": encode_jpeg(blend(image, colored, full)),
         "result.json": json.dumps(summary, indent=2).encode(),
