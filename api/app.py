@@ -15,6 +15,7 @@ from api.docs import docs
 from api.errors import register_error_handlers
 from api.health import health
 from api.metrics import metrics
+from api.page import page
 from api.rate_limit import SubmissionLimiter
 from api.routes import jobs
 from api.webhooks import webhooks
@@ -47,6 +48,7 @@ def create_app(settings: Optional[Settings] = None, *, services: Optional[Servic
     app.register_blueprint(health)
     app.register_blueprint(docs)
     app.register_blueprint(metrics)
+    app.register_blueprint(page)
     register_error_handlers(app)
     log.setLevel(logging.INFO)
     if keys.open:

@@ -13,7 +13,9 @@ from common.errors import ErrorCode
 from common.services import Services
 from scripts.processes import REPO
 
-DOCUMENTED_ELSEWHERE = {"static"}  # Flask's own static route: the API serves no static files
+# Flask's own static route: the files of the page at `/` (api/static), not part of the JSON
+# API. `/` itself is documented, as /docs is.
+DOCUMENTED_ELSEWHERE = {"static"}
 
 
 @pytest.fixture()

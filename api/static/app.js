@@ -1,0 +1,526 @@
+// The page at `/`: submit photos and show their parsing, through the public API only
+// (POST /v1/jobs, GET /v1/jobs?ids=, GET /v1/jobs/<id>/outputs/<name>, cancel).
+"use strict";
+
+const KEY_STORAGE = "m2fp.apiKey";
+const POLL_MS = 1000;           // between polls while jobs are under way
+const MAX_RETRY_S = 30;         // the longest wait between tries when the service fails
+const MAX_IDS = 100;            // job ids per poll (the API's bound)
+const EXPLORE_MAX_SIDE = 1280;  // the explorer canvas draws at most this many pixels a side
+const PART_ALPHA = 0.55;        // how strongly a class color covers the photo in the explorer
+const DIM = 0.3;                // what is left of pixels outside the highlighted person
+
+const $ = (selector, root = document) => root.querySelector(selector);
+
+// ---- talking to the API ------------------------------------------------------------
+
+class ApiError extends Error {
+  // kind: "unreachable", "unauthorized", "busy" (429, 503), "server" (other 5xx), "client" (other 4xx)
+  constructor(kind, message, {status = 0, code = "", retryAfter = null} = {}) {
+    super(message);
+    Object.assign(this, {kind, status, code, retryAfter});
+  }
+
+  get transient() {
+    return this.kind === "unreachable" || this.kind === "busy";
+  }
+}
+
+function apiKey() {
+  return localStorage.getItem(KEY_STORAGE) || "";
+}
+
+async function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  const key = apiKey();
+  if (key) headers.set("Authorization", `Bearer ${key}`);
+  let response;
+  try {
+    response = await fetch(path, {...options, headers});
+  } catch (err) {
+    throw new ApiError("unreachable", `Cannot reach the service at ${location.origin}: it may be down, ` +
+                       "or this device offline.");
+  }
+  if (response.ok) return response;
+  const body = await response.json().catch(() => null);
+  const error = (body && body.error) || {code: "", message: `${response.status} ${response.statusText}`};
+  const retryAfter = parseInt(response.headers.get("Retry-After"), 10);
+  const info = {status: response.status, code: error.code, retryAfter: Number.isFinite(retryAfter) ? retryAfter : null};
+  if (response.status === 401) {
+    throw new ApiError("unauthorized", key ? "The service did not accept this API key: check it above."
+                                           : "This service needs an API key: enter it above.", info);
+  }
+  if (response.status === 429 || response.status === 503) {
+    throw new ApiError("busy", `The service is busy: ${error.message}`, info);
+  }
+  throw new ApiError(response.status >= 500 ? "server" : "client", error.message, info);
+}
+
+async function apiJson(path, options) {
+  return (await api(path, options)).json();
+}
+
+// Wait `ms`, or less when something calls nudge() (a new job, a new key).
+let wakeUp = () => {};
+function pause(ms) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    wakeUp = () => { clearTimeout(timer); resolve(); };
+  });
+}
+function nudge() {
+  wakeUp();
+}
+
+// The next wait after `failures` failures in a row: Retry-After when the service named one.
+function retryDelay(error, failures) {
+  if (error.retryAfter !== null) return Math.max(1, error.retryAfter);
+  return Math.min(MAX_RETRY_S, 2 ** Math.min(failures, 5));
+}
+
+// ---- the banner: what is wrong with the service as a whole -------------------------
+
+const banner = $("#banner");
+function showProblem(error, seconds) {
+  let text = error.message;
+  if (error.kind !== "unauthorized") text += ` Trying again in ${seconds} s.`;
+  banner.textContent = text;
+  banner.dataset.kind = error.kind;
+  banner.hidden = false;
+}
+function clearProblem() {
+  banner.hidden = true;
+  banner.textContent = "";
+  delete banner.dataset.kind;
+}
+
+// ---- the API key -------------------------------------------------------------------
+
+const keyInput = $("#api-key");
+const keyState = $("#key-state");
+const waitingForKey = new Set();  // cards whose submission was refused for want of a key
+
+function showKeyState() {
+  keyState.textContent = apiKey() ? "key saved in this browser" : "no key";
+}
+
+$("#key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const key = keyInput.value.trim();
+  if (key) localStorage.setItem(KEY_STORAGE, key);
+  else localStorage.removeItem(KEY_STORAGE);
+  showKeyState();
+  clearProblem();
+  for (const card of waitingForKey) submit(card);
+  waitingForKey.clear();
+  nudge();
+});
+keyInput.value = apiKey();
+showKeyState();
+
+// ---- cards ---------------------------------------------------------------------------
+
+const cards = $("#cards");
+const tracked = new Map();  // job id -> card, for jobs that have not ended
+const TERMINAL = new Set(["succeeded", "failed", "canceled", "not_found"]);
+
+function percent(fraction) {
+  const value = fraction * 100;
+  if (value > 0 && value < 0.05) return "< 0.1 %";
+  return `${value >= 10 || value === 0 ? value.toFixed(0) : value.toFixed(1)} %`;
+}
+
+class Card {
+  constructor(file) {
+    this.file = file;
+    this.job = null;
+    this.photoUrl = URL.createObjectURL(file);
+    this.el = $("#card-template").content.firstElementChild.cloneNode(true);
+    this.history = [];
+    $(".name", this.el).textContent = file.name || "photo";
+    const photo = $(".photo", this.el);
+    photo.addEventListener("error", () => {
+      $("figcaption", photo.parentElement).textContent = "Photo (this browser cannot show its format)";
+    });
+    photo.src = this.photoUrl;
+    $(".cancel", this.el).addEventListener("click", () => this.cancel());
+    cards.prepend(this.el);
+    this.setStatus("submitting", "Sending…");
+  }
+
+  setStatus(status, detail) {
+    if (this.history[this.history.length - 1] !== status) this.history.push(status);
+    this.el.dataset.status = status;
+    this.el.dataset.history = this.history.join(" ");
+    $(".badge", this.el).textContent = status.replace("_", " ");
+    $(".detail", this.el).textContent = detail;
+    const live = status === "queued" || status === "running";
+    $(".cancel", this.el).hidden = !live || Boolean(this.job && this.job.cancel_requested);
+  }
+
+  show(job) {
+    this.job = job;
+    this.el.dataset.jobId = job.id;
+    this.setStatus(job.status, describe(job));
+    if (TERMINAL.has(job.status)) {
+      tracked.delete(job.id);
+      if (job.status === "succeeded") loadResult(this);
+    } else {
+      tracked.set(job.id, this);
+    }
+  }
+
+  async cancel() {
+    try {
+      this.show(await apiJson(`/v1/jobs/${this.job.id}/cancel`, {method: "POST"}));
+    } catch (error) {
+      $(".detail", this.el).textContent = `Could not cancel: ${error.message}`;
+    }
+  }
+}
+
+function describe(job) {
+  switch (job.status) {
+    case "queued": {
+      const q = job.queue;
+      let text = "Waiting in the queue";
+      if (q) {
+        text += `: position ${q.position}, ${q.ahead} ${q.ahead === 1 ? "job" : "jobs"} ahead`;
+        if (q.eta_seconds !== null && q.eta_seconds !== undefined) text += `, about ${Math.ceil(q.eta_seconds)} s`;
+      }
+      return withLastError(text + ".", job);
+    }
+    case "running":
+      return withLastError(job.cancel_requested ? "Parsing; cancel requested, it stops at the next safe point."
+                                                : "Parsing the photo…", job);
+    case "succeeded": {
+      const s = job.result.summary;
+      const seconds = typeof s.inference_seconds === "number" ? ` in ${s.inference_seconds.toFixed(1)} s` : "";
+      return `Done${seconds}: ${s.classes.length} classes, ${s.persons ?? 0} ${s.persons === 1 ? "person" : "persons"}.`;
+    }
+    case "failed":
+      return `Failed: ${job.error ? job.error.message : "no reason given"}`;
+    case "canceled":
+      return "Canceled.";
+    default:
+      return "This job is unknown to the service, or has expired.";
+  }
+}
+
+function withLastError(text, job) {
+  return job.last_error ? `${text} Trying again after: ${job.last_error.message}` : text;
+}
+
+// ---- submitting ----------------------------------------------------------------------
+
+async function submit(card, failures = 0) {
+  card.setStatus("submitting", "Sending…");
+  const form = new FormData();
+  form.append("image", card.file, card.file.name || "photo");
+  try {
+    const job = await apiJson("/v1/jobs", {method: "POST", body: form});
+    clearProblem();
+    card.show(job);
+    nudge();
+  } catch (error) {
+    if (error.kind === "unauthorized") {
+      waitingForKey.add(card);
+      card.setStatus("needs_key", error.message);
+      showProblem(error);
+    } else if (error.transient) {
+      const seconds = retryDelay(error, failures + 1);
+      card.setStatus("waiting", `Not sent yet. ${error.message} Trying again in ${seconds} s.`);
+      showProblem(error, seconds);
+      setTimeout(() => submit(card, failures + 1), seconds * 1000);
+    } else {
+      card.setStatus("failed", `Failed: ${error.message}`);
+    }
+  }
+}
+
+function addFiles(files) {
+  for (const file of files) submit(new Card(file));
+}
+
+const fileInput = $("#file");
+fileInput.addEventListener("change", () => {
+  addFiles([...fileInput.files]);
+  fileInput.value = "";
+});
+const drop = $("#drop");
+for (const type of ["dragenter", "dragover"]) {
+  drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.add("over"); });
+}
+for (const type of ["dragleave", "drop"]) {
+  drop.addEventListener(type, () => drop.classList.remove("over"));
+}
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  addFiles([...event.dataTransfer.files]);
+});
+
+// ---- polling -------------------------------------------------------------------------
+
+async function pollForever() {
+  let failures = 0;
+  for (;;) {
+    if (tracked.size === 0) {
+      await pause(60 * 1000);
+      continue;
+    }
+    try {
+      const ids = [...tracked.keys()];
+      for (let start = 0; start < ids.length; start += MAX_IDS) {
+        const chunk = ids.slice(start, start + MAX_IDS);
+        const body = await apiJson(`/v1/jobs?ids=${chunk.map(encodeURIComponent).join(",")}`, {cache: "no-store"});
+        for (const job of body.jobs) {
+          const card = tracked.get(job.id);
+          if (card) card.show(job);
+        }
+      }
+      if (failures) clearProblem();
+      failures = 0;
+      await pause(POLL_MS);
+    } catch (error) {
+      failures += 1;
+      if (error.kind === "unauthorized") {
+        showProblem(error);
+        await pause(MAX_RETRY_S * 1000);  // or until a key is entered
+        continue;
+      }
+      const seconds = retryDelay(error, failures);
+      showProblem(error, seconds);
+      await pause(seconds * 1000);
+    }
+  }
+}
+
+// ---- a finished job: outputs, legend, people, explorer -------------------------------
+
+// Fetch an output through the API's own route (works for every store, sends the key,
+// and keeps canvases untainted); retried while the service is unreachable or busy.
+async function fetchOutput(card, name) {
+  for (let failures = 1; ; failures += 1) {
+    try {
+      return await (await api(`/v1/jobs/${card.job.id}/outputs/${encodeURIComponent(name)}`)).blob();
+    } catch (error) {
+      if (!error.transient) throw error;
+      const seconds = retryDelay(error, failures);
+      $(".detail", card.el).textContent = `Loading the results. ${error.message} Trying again in ${seconds} s.`;
+      await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    }
+  }
+}
+
+async function loadResult(card) {
+  const job = card.job;
+  const names = Object.keys(job.result.outputs);
+  let blobs;
+  try {
+    blobs = Object.fromEntries(await Promise.all(names.map(async (name) => [name, await fetchOutput(card, name)])));
+  } catch (error) {
+    $(".detail", card.el).textContent = `${describe(job)} The outputs could not be loaded: ${error.message}`;
+    return;
+  }
+  const urls = Object.fromEntries(names.map((name) => [name, URL.createObjectURL(blobs[name])]));
+  const views = card.el.querySelectorAll(".view");
+  for (const [view, name] of [[views[1], "colored.png"], [views[2], "overlay.jpg"]]) {
+    if (!urls[name]) continue;
+    $("img", view).src = urls[name];
+    view.hidden = false;
+  }
+  const downloads = $(".downloads", card.el);
+  for (const name of names) {
+    const link = document.createElement("a");
+    link.href = urls[name];
+    link.download = `${job.id}-${name}`;
+    link.textContent = name;
+    link.dataset.output = name;
+    downloads.append(link, " ");
+  }
+  downloads.hidden = false;
+  if (blobs["labels.png"]) {
+    try {
+      await explore(card, blobs);
+    } catch (error) {
+      $(".detail", card.el).textContent = `${describe(job)} The explorer could not draw: ${error.message}`;
+    }
+  }
+  card.el.dataset.ready = "true";
+}
+
+// Exact pixel values of an 8-bit grayscale PNG (class or person ids), at width x height.
+async function readIds(blob, width, height) {
+  const bitmap = await createImageBitmap(blob, {
+    colorSpaceConversion: "none", premultiplyAlpha: "none",
+    resizeWidth: width, resizeHeight: height, resizeQuality: "pixelated"});
+  const canvas = new OffscreenCanvas(width, height);
+  const context = canvas.getContext("2d", {willReadFrequently: true});
+  context.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  const rgba = context.getImageData(0, 0, width, height).data;
+  const ids = new Uint8Array(width * height);
+  for (let i = 0; i < ids.length; i += 1) ids[i] = rgba[i * 4];
+  return ids;
+}
+
+// The photo's pixels at width x height, EXIF orientation applied as the outputs have it;
+// null when this browser cannot decode its format (TIFF): the explorer then draws on gray.
+async function readPhoto(file, width, height) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, {imageOrientation: "from-image", resizeWidth: width,
+                                            resizeHeight: height, resizeQuality: "high"});
+  } catch (error) {
+    return null;
+  }
+  const canvas = new OffscreenCanvas(width, height);
+  const context = canvas.getContext("2d", {willReadFrequently: true});
+  context.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  return context.getImageData(0, 0, width, height).data;
+}
+
+async function explore(card, blobs) {
+  const summary = card.job.result.summary;
+  const scale = Math.min(1, EXPLORE_MAX_SIDE / Math.max(summary.width, summary.height));
+  const width = Math.max(1, Math.round(summary.width * scale));
+  const height = Math.max(1, Math.round(summary.height * scale));
+  const people = Array.isArray(summary.people) && blobs["persons.png"] ? summary.people : null;
+  const [photo, labels, persons] = await Promise.all([
+    readPhoto(card.file, width, height),
+    readIds(blobs["labels.png"], width, height),
+    people ? readIds(blobs["persons.png"], width, height) : null,
+  ]);
+  const canvas = $(".explorer", card.el);
+  canvas.width = width;
+  canvas.height = height;
+  const state = {width, height, scale, photo, labels, persons, people: people || [],
+                 colors: new Map(summary.classes.map((c) => [c.id, c.color])),
+                 hidden: new Set(), highlight: null, pinned: null};
+  card.explorer = state;
+  const draw = () => drawExplorer(canvas, state);
+  buildLegend(card, state, draw);
+  buildPeople(card, state, draw);
+  canvas.addEventListener("mousemove", (event) => {
+    if (!state.persons || state.pinned !== null) return;
+    const x = Math.floor(event.offsetX * width / canvas.clientWidth);
+    const y = Math.floor(event.offsetY * height / canvas.clientHeight);
+    const id = state.persons[Math.min(height - 1, y) * width + Math.min(width - 1, x)] || null;
+    if (id !== state.highlight) highlight(card, state, id, draw);
+  });
+  canvas.addEventListener("mouseleave", () => highlight(card, state, state.pinned, draw));
+  $(".explore", card.el).hidden = false;
+  draw();
+}
+
+function drawExplorer(canvas, state) {
+  const {width, height, photo, labels, persons, colors, hidden, highlight: person} = state;
+  const image = new ImageData(width, height);
+  const out = image.data;
+  for (let i = 0, p = 0; i < labels.length; i += 1, p += 4) {
+    const id = labels[i];
+    if (hidden.has(id)) continue;  // left transparent
+    let r = photo ? photo[p] : 128, g = photo ? photo[p + 1] : 128, b = photo ? photo[p + 2] : 128;
+    const color = id > 0 ? colors.get(id) : null;
+    if (color) {
+      r += (color[0] - r) * PART_ALPHA;
+      g += (color[1] - g) * PART_ALPHA;
+      b += (color[2] - b) * PART_ALPHA;
+    }
+    if (person !== null && persons[i] !== person) {
+      r *= DIM; g *= DIM; b *= DIM;
+    }
+    out[p] = r; out[p + 1] = g; out[p + 2] = b; out[p + 3] = 255;
+  }
+  const context = canvas.getContext("2d");
+  context.putImageData(image, 0, 0);
+  const chosen = person !== null && state.people.find((entry) => entry.id === person);
+  if (chosen && Array.isArray(chosen.bbox)) {
+    const [x, y, w, h] = chosen.bbox.map((v) => v * state.scale);
+    context.strokeStyle = "#ffd400";
+    context.lineWidth = Math.max(2, Math.round(Math.max(width, height) / 300));
+    context.strokeRect(x, y, w, h);
+  }
+}
+
+function buildLegend(card, state, draw) {
+  const list = $(".legend", card.el);
+  for (const entry of card.job.result.summary.classes) {
+    const item = document.createElement("li");
+    item.dataset.classId = entry.id;
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.checked = true;
+    box.addEventListener("change", () => {
+      if (box.checked) state.hidden.delete(entry.id);
+      else state.hidden.add(entry.id);
+      draw();
+    });
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = `rgb(${entry.color.join(",")})`;
+    const name = document.createElement("span");
+    name.className = "class-name";
+    name.textContent = entry.name;
+    const share = document.createElement("span");
+    share.className = "share";
+    const score = typeof entry.score === "number" ? ` · score ${entry.score.toFixed(2)}` : "";
+    share.textContent = `${percent(entry.pixel_fraction)}${score}`;
+    label.append(box, swatch, name, share);
+    item.append(label);
+    list.append(item);
+  }
+}
+
+function buildPeople(card, state, draw) {
+  const list = $(".people", card.el);
+  const note = $(".people-note", card.el);
+  const summary = card.job.result.summary;
+  if (!state.persons) {
+    note.textContent = summary.no_person_detected || summary.persons === 0 ? "No person detected."
+      : `${summary.persons ?? "Some"} detected; this service does not outline each person.`;
+    return;
+  }
+  if (state.people.length === 0) note.textContent = "No person detected.";
+  for (const person of state.people) {
+    const item = document.createElement("li");
+    item.dataset.personId = person.id;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.setAttribute("aria-pressed", "false");
+    const parts = (person.parts || []).slice().sort((a, b) => b.pixel_fraction - a.pixel_fraction)
+      .slice(0, 4).map((part) => `${part.name} ${percent(part.pixel_fraction)}`).join(", ");
+    const score = typeof person.score === "number" ? `, score ${person.score.toFixed(2)}` : "";
+    button.innerHTML = "<strong></strong> <span class=\"share\"></span><small></small>";
+    $("strong", button).textContent = `Person ${person.id}`;
+    $(".share", button).textContent = `${percent(person.pixel_fraction)} of the photo${score}`;
+    $("small", button).textContent = parts;
+    button.addEventListener("mouseenter", () => highlight(card, state, person.id, draw));
+    button.addEventListener("focus", () => highlight(card, state, person.id, draw));
+    button.addEventListener("mouseleave", () => highlight(card, state, state.pinned, draw));
+    button.addEventListener("blur", () => highlight(card, state, state.pinned, draw));
+    button.addEventListener("click", () => {
+      state.pinned = state.pinned === person.id ? null : person.id;
+      for (const other of list.querySelectorAll("button")) other.setAttribute("aria-pressed", "false");
+      button.setAttribute("aria-pressed", String(state.pinned === person.id));
+      highlight(card, state, state.pinned ?? person.id, draw);
+    });
+    item.append(button);
+    list.append(item);
+  }
+}
+
+function highlight(card, state, id, draw) {
+  if (state.highlight === id) return;
+  state.highlight = id;
+  for (const item of card.el.querySelectorAll(".people li")) {
+    item.classList.toggle("lit", Number(item.dataset.personId) === id);
+  }
+  if (id === null) delete card.el.dataset.highlight;
+  else card.el.dataset.highlight = id;
+  draw();
+}
+
+pollForever();
