@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: help venv client run test synthetic-model engine bench bench-scale backfill check-env lock clean-venv
+.PHONY: help venv client run test browser synthetic-model engine bench bench-scale backfill check-env lock clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -41,8 +41,18 @@ engine: $(STAMP) ## build the OpenVINO engine of M2FP_MODEL into MODEL_CACHE_DIR
 run: $(STAMP) ## start Redis (embedded unless REDIS_URL), the API on 127.0.0.1:PORT (8000) and WORKERS (1) workers
 	$(PY) -m scripts.run_local
 
-test: $(STAMP) ## run the whole test suite
+test: $(STAMP) browser ## run the whole test suite (first installs the page test's browser, see `browser`)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The page's browser test (tests/test_page.py) drives Chromium: Debian's package, since
+# Playwright's own browser download cannot be reached from every machine.
+CHROMIUM := /usr/bin/chromium
+PLAYWRIGHT_BROWSERS := $(or $(PLAYWRIGHT_BROWSERS_PATH),$(HOME)/.cache/ms-playwright)
+browser: ## install Debian's chromium (apt, as root) unless /usr/bin/chromium or Playwright's own Chromium is there
+	@test -x $(CHROMIUM) || compgen -G "$(PLAYWRIGHT_BROWSERS)/chromium-*" >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	  else echo "error: no Chromium for tests/test_page.py. Fix: 'sudo apt-get install -y chromium' (Debian)," \
+	            "or '$(PY) -m playwright install chromium' on a machine with internet" >&2; exit 1; fi; }
 
 bench: $(STAMP) ## seconds per photo: stock pipeline vs torch and OpenVINO engines, output resolution, queue overhead
 	$(PY) -m scripts.bench
