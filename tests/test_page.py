@@ -1,0 +1,296 @@
+"""The web page at ``/``, in a real headless Chromium (Playwright) against the real
+stack: gunicorn API, a Celery worker on the tiny synthetic model, Redis, the local store.
+
+The browser is Debian's chromium at /usr/bin/chromium (``make test`` installs it with
+apt when it is absent), else the one ``python -m playwright install chromium``
+downloads. Chromium logs each 4xx/5xx answer to a fetch, and each refused connection, as
+a console error "Failed to load resource"; the tests that provoke one expect exactly
+those lines, and every test fails on any other console error or uncaught exception.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+import requests
+from PIL import Image
+
+from scripts.imagegen import photo_jpeg
+from scripts.stack import Stack
+
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The flags a closed network needs: without the background ones Chromium keeps dialling Google.
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+JOB_TIMEOUT_MS = 180_000  # a job on the tiny model, on a loaded CI machine
+KEY = "page-test-key"
+PHOTO = (320, 240)
+expect.set_options(timeout=15_000)  # each step of the page, on a loaded machine
+
+
+# ---- the browser and the stack ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser() -> Browser:
+    with sync_playwright() as playwright:
+        if CHROMIUM.exists():
+            launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        elif Path(playwright.chromium.executable_path).exists():  # python -m playwright install chromium
+            launched = playwright.chromium.launch(args=CHROMIUM_ARGS)
+        else:
+            pytest.fail(f"no Chromium for the page test: {CHROMIUM} is missing. Fix: as root "
+                        "`apt-get update && apt-get install -y chromium` (Debian; `make test` does this), or "
+                        "`python -m playwright install chromium` on a machine with internet")
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def page_env(redis_server, tiny_model, tmp_path_factory) -> dict[str, str]:
+    base = tmp_path_factory.mktemp("page")
+    env = {"REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/11", "M2FP_MODEL": str(tiny_model),
+           "INFERENCE_MAX_SIDE": "320", "TORCH_THREADS": "1", "LOCAL_STORE_DIR": str(base / "store")}
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack(page_env, tmp_path_factory):
+    """The API with no worker yet: the first test's job waits in the queue."""
+    stack = Stack(env=page_env, log_dir=tmp_path_factory.mktemp("page-logs")).start_api()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def worker(stack) -> Stack:
+    """The stack's worker, started once; it serves every API of this module (same Redis)."""
+    stack.start_worker("page")
+    return stack
+
+
+@pytest.fixture(scope="module")
+def keyed_api(page_env, tmp_path_factory):
+    """A second API on the same Redis and store, with keys and one submission a minute."""
+    stack = Stack(env={**page_env, "API_KEYS": f"alice:{KEY}", "SUBMIT_RATE_PER_MINUTE": "1"},
+                  log_dir=tmp_path_factory.mktemp("keyed-logs")).start_api()
+    yield stack
+    stack.stop()
+
+
+@dataclass
+class Tab:
+    """One browser page of its own context, with what its console said."""
+
+    page: Page
+    base: str
+    errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+    def open(self) -> "Tab":
+        self.page.goto(self.base + "/")
+        expect(self.page.locator("#drop")).to_be_visible()
+        return self
+
+    def upload(self, name: str, data: bytes, mime: str = "image/jpeg") -> Locator:
+        self.page.set_input_files("#file", files=[{"name": name, "mimeType": mime, "buffer": data}])
+        return self.card(name)
+
+    def card(self, name: str) -> Locator:
+        return self.page.locator(".card").filter(has=self.page.get_by_text(name, exact=True))
+
+    def canvas(self, card: Locator) -> np.ndarray:
+        """The explorer canvas as RGBA pixels (a lossless PNG of it)."""
+        url = card.locator("canvas.explorer").evaluate("c => c.toDataURL('image/png')")
+        return np.array(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA"))
+
+    def fetch_failures(self, status: str) -> list[str]:
+        """Console errors of fetches answered with ``status`` (or refused, ``net::...``)."""
+        return [e for e in self.errors if e.startswith("Failed to load resource") and status in e]
+
+
+@pytest.fixture()
+def tabs(browser):
+    contexts = []
+
+    def new_tab(base: str, **context_options) -> Tab:
+        context = browser.new_context(**context_options)
+        contexts.append(context)
+        tab = Tab(context.new_page(), base)
+        tab.page.on("console", lambda message: tab.errors.append(message.text) if message.type == "error" else None)
+        tab.page.on("pageerror", lambda error: tab.errors.append(f"uncaught: {error}"))
+        tab.page.on("request", lambda request: tab.requests.append(request.url))
+        return tab
+
+    yield new_tab
+    for context in contexts:
+        context.close()
+
+
+def job_json(api_url: str, job_id: str, key: str = "") -> dict:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = requests.get(f"{api_url}/v1/jobs/{job_id}", headers=headers, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def output(api_url: str, job_id: str, name: str) -> bytes:
+    response = requests.get(f"{api_url}/v1/jobs/{job_id}/outputs/{name}", timeout=10)
+    response.raise_for_status()
+    return response.content
+
+
+def wait_succeeded(card: Locator) -> None:
+    expect(card).to_have_attribute("data-status", re.compile("succeeded|failed"), timeout=JOB_TIMEOUT_MS)
+    expect(card).to_have_attribute("data-status", "succeeded", timeout=1)  # else the detail names the failure
+    expect(card).to_have_attribute("data-ready", "true", timeout=60_000)
+
+
+def images_render(card: Locator) -> list[int]:
+    """naturalWidth of the photo, the colored map and the overlay, once all three loaded."""
+    images = card.locator(".views img")
+    expect(images).to_have_count(3)
+    card.page.wait_for_function("els => els.every(i => i.complete && i.naturalWidth > 0)",
+                                arg=images.element_handles())
+    return images.evaluate_all("els => els.map(i => i.naturalWidth)")
+
+
+# ---- the tests -------------------------------------------------------------------------
+
+def test_a_photo_is_queued_parsed_and_explored(stack, tabs, request):
+    assert not stack.workers, "this test's job must wait in the queue: no worker may run before it"
+    tab = tabs(stack.api_url).open()
+    card = tab.upload("first.jpg", photo_jpeg(*PHOTO, seed=1))
+
+    # No worker yet: the job waits, first in its queue.
+    expect(card).to_have_attribute("data-status", "queued")
+    expect(card.locator(".detail")).to_contain_text("position 1, 0 jobs ahead")
+    request.getfixturevalue("worker")
+    wait_succeeded(card)
+    assert card.get_attribute("data-history").split() in (
+        ["submitting", "queued", "running", "succeeded"], ["submitting", "queued", "succeeded"])
+    assert images_render(card) == [PHOTO[0]] * 3
+
+    job = job_json(stack.api_url, card.get_attribute("data-job-id"))
+    result = job["result"]
+    stored = requests.get(f"{stack.api_url}/v1/jobs/{job['id']}/outputs/result.json", timeout=10).json()
+    # The legend: exactly the classes of result.json, with their colors and shares.
+    legend = card.locator(".legend li")
+    assert [int(i) for i in legend.evaluate_all("els => els.map(e => e.dataset.classId)")] == [
+        c["id"] for c in stored["classes"]]
+    expect(legend.locator(".class-name")).to_have_text([c["name"] for c in stored["classes"]])
+    swatches = legend.locator(".swatch").evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)")
+    assert swatches == [f"rgb({r}, {g}, {b})" for r, g, b in (c["color"] for c in stored["classes"])]
+    # A download link for every output.
+    links = card.locator(".downloads a")
+    assert sorted(links.evaluate_all("els => els.map(e => e.dataset.output)")) == sorted(result["outputs"])
+
+    labels = np.array(Image.open(io.BytesIO(output(stack.api_url, job["id"], "labels.png"))))
+    shown = tab.canvas(card)
+    assert shown.shape[:2] == labels.shape and (shown[..., 3] == 255).all()
+
+    # Unticking a class hides exactly its pixels (labels.png read without any color change).
+    part = max((c for c in stored["classes"] if c["id"] > 0), key=lambda c: c["pixel_fraction"])
+    card.locator(f".legend li[data-class-id='{part['id']}'] input").uncheck()
+    hidden = tab.canvas(card)
+    assert ((hidden[..., 3] == 0) == (labels == part["id"])).all()
+    card.locator(f".legend li[data-class-id='{part['id']}'] input").check()
+
+    # Picking a person keeps that person's pixels and dims everyone and everything else.
+    people = result["summary"].get("people")
+    assert people, f"the job names no people (persons.png and summary.people): {result['summary']}"
+    persons = np.array(Image.open(io.BytesIO(output(stack.api_url, job["id"], "persons.png"))))
+    assert persons.shape == labels.shape
+    expect(card.locator(".people li")).to_have_count(len(people))
+    before = tab.canvas(card)
+    card.locator(".people li[data-person-id='1'] button").click()
+    expect(card).to_have_attribute("data-highlight", "1")
+    after = tab.canvas(card)
+    x, y, w, h = people[0]["bbox"]
+    band = np.zeros(labels.shape, bool)  # the bbox outline drawn around the person
+    band[max(0, y - 4):y + h + 4, max(0, x - 4):x + w + 4] = True
+    band[y + 4:y + h - 4, x + 4:x + w - 4] = False
+    mine, others = (persons == 1) & ~band, (persons != 1) & ~band
+    assert mine.any() and others.any()
+    assert (after[mine] == before[mine]).all()
+    dimmed = np.abs(after[others][:, :3].astype(int) - before[others][:, :3] * 0.3)
+    assert dimmed.max() <= 1.5, "pixels outside the person are not dimmed"
+
+    # Nothing came from anywhere but the service itself.
+    assert [u for u in tab.requests if not u.startswith((stack.api_url + "/", "blob:", "data:"))] == []
+    assert tab.errors == []
+
+
+def test_a_file_that_is_not_an_image_shows_why_in_words(stack, tabs):
+    tab = tabs(stack.api_url).open()
+    card = tab.upload("notes.txt", b"these are notes, not a photo", mime="text/plain")
+    expect(card).to_have_attribute("data-status", "failed")
+    expect(card.locator(".detail")).to_have_text(
+        "Failed: not a decodable image (JPEG, PNG, WebP, BMP, TIFF or GIF expected)")
+    assert len(tab.fetch_failures("status of 422")) == 1 and len(tab.errors) == 1, tab.errors
+
+
+def test_with_keys_the_page_asks_for_one_shows_a_busy_service_and_keeps_the_key(keyed_api, worker, tabs):
+    tab = tabs(keyed_api.api_url).open()
+    card = tab.upload("keyed.jpg", photo_jpeg(*PHOTO, seed=2))
+    expect(card).to_have_attribute("data-status", "needs_key")
+    expect(tab.page.locator("#banner")).to_have_text("This service needs an API key: enter it above.")
+
+    tab.page.fill("#api-key", KEY)
+    tab.page.click("#key-form button")
+    expect(card).not_to_have_attribute("data-status", re.compile("needs_key|submitting"))
+    # The refused submission went again with the key, and took this key's one submission a
+    # minute: the next one waits as the service asks (429 with Retry-After).
+    busy = tab.upload("second.jpg", photo_jpeg(*PHOTO, seed=3))
+    expect(busy).to_have_attribute("data-status", "waiting")
+    expect(busy.locator(".detail")).to_contain_text("The service is busy:")
+    expect(tab.page.locator("#banner")).to_contain_text(re.compile(r"busy: .* Trying again in \d+ s\."))
+
+    wait_succeeded(card)  # its outputs came with the key too
+    assert images_render(card) == [PHOTO[0]] * 3
+    assert job_json(keyed_api.api_url, card.get_attribute("data-job-id"), KEY)["status"] == "succeeded"
+    tab.page.reload()
+    expect(tab.page.locator("#api-key")).to_have_value(KEY)
+    expect(tab.page.locator("#key-state")).to_have_text("key saved in this browser")
+    assert len(tab.fetch_failures("status of 401")) == 1, tab.errors
+    assert len(tab.fetch_failures("status of 429")) == 1, tab.errors
+    assert len(tab.errors) == 2, tab.errors
+
+
+def test_an_unreachable_service_is_shown_and_the_page_carries_on_when_it_is_back(page_env, worker, tabs,
+                                                                                   tmp_path):
+    api = Stack(env=page_env, log_dir=tmp_path).start_api()
+    port = int(api.api_url.rsplit(":", 1)[1])
+    try:
+        tab = tabs(api.api_url).open()
+        api.api.stop(20)
+        card = tab.upload("offline.jpg", photo_jpeg(*PHOTO, seed=4))
+        expect(card).to_have_attribute("data-status", "waiting")
+        expect(card.locator(".detail")).to_contain_text("Cannot reach the service at")
+        expect(tab.page.locator("#banner")).to_contain_text("Cannot reach the service at")
+        api.start_api(port)
+        wait_succeeded(card)
+        expect(tab.page.locator("#banner")).to_be_hidden()
+    finally:
+        api.stop()
+    refused = tab.fetch_failures("net::ERR_CONNECTION_REFUSED")
+    assert refused and len(refused) == len(tab.errors), tab.errors
+
+
+def test_a_phone_width_screen_shows_a_finished_job_without_sideways_scrolling(worker, tabs):
+    tab = tabs(worker.api_url, viewport={"width": 360, "height": 740}, device_scale_factor=2).open()
+    card = tab.upload("a-photo-with-a-rather-long-file-name-from-a-phone-camera.jpg",
+                      photo_jpeg(*PHOTO, seed=5))
+    wait_succeeded(card)
+    assert tab.page.evaluate("document.documentElement.scrollWidth") <= 360
+    box = card.locator("canvas.explorer").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 360
+    assert tab.errors == []
