@@ -10,6 +10,7 @@ import pytest
 from api.app import create_app
 from api.auth import KeyRing
 from common.jobs import JobResult, output_key
+from common.schema import OUTPUTS
 from common.services import Services
 from common.settings import Settings
 from scripts.imagegen import photo_jpeg
@@ -156,8 +157,7 @@ def test_keys_through_the_real_system_and_the_cli(redis_server, tiny_model, tmp_
         submitted = run("submit", "photo.jpg", "--out", "out", key=ALICE)
         assert submitted.returncode == 0, submitted.stderr
         job_id = submitted.stdout.split("\t")[1]
-        assert sorted(p.name for p in (tmp_path / "out" / job_id).iterdir()) == [
-            "colored.png", "labels.png", "overlay.jpg", "result.json"]
+        assert sorted(p.name for p in (tmp_path / "out" / job_id).iterdir()) == sorted(OUTPUTS)
         assert run("status", job_id, key=BOB).returncode == 1  # bob: as if it did not exist
         refused = run("status", job_id)
         assert refused.returncode == 2 and "unauthorized" in refused.stderr

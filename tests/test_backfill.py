@@ -13,6 +13,7 @@ import pytest
 import redis
 import requests
 
+from common.schema import OUTPUTS
 from common.storage import S3Store
 from scripts.imagegen import photo_jpeg
 from scripts.processes import REPO, wait_until
@@ -130,7 +131,7 @@ def test_backfill_survives_an_interrupt_and_parses_each_image_once(stack, tmp_pa
     assert by_name["broken.jpg"]["status"] == "failed" and by_name["broken.jpg"]["error"]["code"] == "invalid_image"
     assert all(row["status"] == "succeeded" for name, row in by_name.items() if name != "broken.jpg")
     assert by_name["copy-of-img000.jpg"]["job_id"] == by_name["img000.jpg"]["job_id"]
-    assert set(by_name["img000.jpg"]["outputs"]) == {"colored.png", "labels.png", "overlay.jpg", "result.json"}
+    assert set(by_name["img000.jpg"]["outputs"]) == set(OUTPUTS)
     records = job_records(stack)
     assert len(records) == IMAGES  # 200 distinct images, one job each: nothing submitted twice
     assert {r["attempts"] for r in records} == {1}  # and nothing parsed twice
