@@ -289,8 +289,10 @@ class InputView(_Response):
 class ResultView(_Response):
     outputs: dict[str, str] = Field(description="output name -> download URL (presigned, or the API's own route)")
     keys: dict[str, str] = Field(description="output name -> its key in the store")
-    summary: dict[str, Any] = Field(description="what was found: classes with pixel shares and scores, persons, "
-                                    "model, inference size and time")
+    summary: dict[str, Any] = Field(description="what was found, in the job's label set (`labels`): classes "
+                                    "with pixel shares and scores; `persons` (the count), `people` (id as in "
+                                    "persons.png, score, bbox [x, y, w, h], pixel_fraction, parts), "
+                                    "`no_person_detected`, `person_score_threshold`; model, inference size and time")
 
 
 class QueuePlace(_Response):
