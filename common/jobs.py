@@ -121,6 +121,11 @@ class JobResult(_Part):
     summary: dict[str, Any]  # what the worker found (worker/outputs.py)
 
 
+# Raised when a job's set of outputs changes, so that older jobs stop answering for new
+# submissions of their content (2: persons.png and the people list).
+OUTPUTS_VERSION = 2
+
+
 class OutputOptions(_Part):
     """How a job's outputs are expressed (``labels`` and ``labels_format`` of its submission)."""
 
@@ -128,11 +133,10 @@ class OutputOptions(_Part):
     labels_format: LabelsFormat = LabelsFormat.GRAYSCALE
 
     def content_key(self, digest: str) -> str:
-        """What identifies the work in the content index: the input's hash, and the options
-        when they are not the defaults (the same photo in two label sets is two jobs)."""
-        if self == OutputOptions():
-            return digest
-        return f"{digest}:{self.labels.value}:{self.labels_format.value}"
+        """What identifies the work in the content index: the input's hash, the options (the
+        same photo in two label sets is two jobs) and the outputs' version (a job made
+        before persons.png existed does not answer for one that has it)."""
+        return f"{digest}:{OUTPUTS_VERSION}:{self.labels.value}:{self.labels_format.value}"
 
 
 class Delivery(_Part):

@@ -84,7 +84,7 @@ def test_jpeg_job_succeeds_with_outputs_at_the_input_size(stack):
     assert persons.shape == labels.shape and persons.dtype == np.uint8
     assert ((persons > 0) == (labels > 0)).all()
     people = summary["people"]
-    assert summary["no_person_detected"] is False and len(people) == summary["persons"]
+    assert summary["no_person_detected"] is False and 1 <= len(people) <= summary["persons"]
     assert [p["id"] for p in people] == list(range(1, len(people) + 1)) == sorted(set(np.unique(persons)) - {0})
     for person in people:
         mine = persons == person["id"]

@@ -42,6 +42,21 @@ def test_persons_are_numbered_by_area_and_one_owning_no_part_pixel_is_left_out()
     assert result.scores == [0.7, 0.95]
 
 
+def test_at_the_photo_size_persons_are_numbered_by_their_area_there():
+    from common.images import resize_labels
+    from worker.instances import PersonMap
+
+    decided = PersonMap(np.array([[1, 1, 2, 2, 2, 0]], np.uint8), [0.9, 0.8])
+    for width in (4, 7, 9, 11):  # nearest scaling gives the two persons uneven shares
+        full = decided.at((width, 1))
+        areas = np.bincount(full.ids.ravel(), minlength=3)[1:]
+        assert list(areas) == sorted(areas, reverse=True)
+        before = resize_labels(decided.ids, (width, 1))
+        for pixel in range(width):  # each pixel keeps its person, under a new number
+            if before[0, pixel]:
+                assert full.scores[full.ids[0, pixel] - 1] == decided.scores[before[0, pixel] - 1]
+
+
 def test_nobody_found_leaves_an_empty_map():
     result = person_map(np.ones((3, 4), np.uint8), [])
     assert result.ids.shape == (3, 4) and not result.ids.any() and result.scores == []
@@ -101,6 +116,14 @@ def test_persons_png_is_consistent_with_labels_png_and_the_summary_at_the_photo_
     assert (summary["persons"], summary["no_person_detected"], summary["person_score_threshold"]) == (2, False, 0.5)
     assert [p["id"] for p in summary["people"]] == [1, 2]
     assert summary["people"][0]["parts"] == [{"id": 13, "name": "Face", "pixel_fraction": 1.0}]  # the larger one
+
+
+def test_the_count_is_the_models_and_people_lists_those_who_own_a_pixel():
+    labels = np.zeros((2, 2), np.uint8)
+    labels[0, 0] = 5
+    summary = json.loads(render(np.zeros((2, 2, 3), np.uint8), parsing(labels, [
+        person(0.9, [[5, -5], [-5, -5]]), person(0.7, [[-9, 5], [5, 5]])]), {}).files["result.json"])
+    assert (summary["persons"], summary["no_person_detected"], len(summary["people"])) == (2, False, 1)
 
 
 def test_a_photo_without_anybody_is_a_success_that_says_so():

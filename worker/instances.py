@@ -33,9 +33,22 @@ class PersonMap:
     ids: np.ndarray  # (h, w) uint8: 0 background, 1..N
     scores: list[float]
 
-    def at(self, size: tuple[int, int]) -> np.ndarray:
-        """The map at ``size`` = ``(W, H)``, scaled as the labels are (nearest)."""
-        return resize_labels(self.ids, size)
+    def at(self, size: tuple[int, int]) -> "PersonMap":
+        """The map at ``size`` = ``(W, H)``, scaled as the labels are (nearest), its persons
+        numbered anew by their area there (scaling moves areas unevenly)."""
+        ids = resize_labels(self.ids, size)
+        ids, order = _by_area(ids, len(self.scores))
+        return PersonMap(ids, [self.scores[index] for index in order])
+
+
+def _by_area(owner: np.ndarray, count: int) -> tuple[np.ndarray, list[int]]:
+    """``owner`` renumbered 1..n by area, largest first, without persons of no area; and
+    the old index (id - 1) of each new id."""
+    areas = np.bincount(owner.ravel(), minlength=count + 1)[1:]
+    order = [int(index) for index in np.argsort(-areas, kind="stable") if areas[index] > 0]
+    renumber = np.zeros(count + 1, np.uint8)
+    renumber[[index + 1 for index in order]] = np.arange(1, len(order) + 1)
+    return renumber[owner], order
 
 
 def person_map(labels: np.ndarray, persons: list[Person]) -> PersonMap:
@@ -53,11 +66,8 @@ def person_map(labels: np.ndarray, persons: list[Person]) -> PersonMap:
         owner[higher] = number
         np.maximum(best, person.mask_logits, out=best)
     owner[labels == 0] = 0
-    areas = np.bincount(owner.ravel(), minlength=len(persons) + 1)[1:]
-    by_area = [index for index in np.argsort(-areas, kind="stable") if areas[index] > 0]
-    renumber = np.zeros(len(persons) + 1, np.uint8)
-    renumber[[index + 1 for index in by_area]] = np.arange(1, len(by_area) + 1)
-    return PersonMap(renumber[owner], [persons[index].score for index in by_area])
+    ids, order = _by_area(owner, len(persons))
+    return PersonMap(ids, [persons[index].score for index in order])
 
 
 def describe_people(ids: np.ndarray, labels: np.ndarray, scores: list[float],

@@ -80,6 +80,8 @@ def profile_scores(parsing: Parsing, profile: Profile) -> dict[int, float]:
     pixels: dict[int, int] = {}
     for cihp, score in parsing.class_scores.items():
         target = profile.from_cihp[cihp]
+        if target == 0 and cihp != 0:
+            continue  # a part the profile has no class for is background, but not background's confidence
         sums[target] = sums.get(target, 0.0) + score * counts[cihp]
         pixels[target] = pixels.get(target, 0) + int(counts[cihp])
     return {target: sums[target] / pixels[target] for target in sums}
@@ -94,14 +96,13 @@ def render(image: np.ndarray, parsing: Parsing, extra: dict[str, Any],
     decided = profile.lookup[parsing.labels]  # a part the profile has no class for is background
     full = resize_labels(decided, (width, height))
     colored = colorize(full, profile.palette)
-    people = person_map(decided, parsing.persons or [])
-    persons = people.at((width, height))
-    summary = summarize(full, profile_scores(parsing, profile), None if parsing.persons is None else len(people.scores),
-                        profile)
+    people = person_map(decided, parsing.persons or []).at((width, height))
+    persons = people.ids
+    summary = summarize(full, profile_scores(parsing, profile), parsing.person_count, profile)
     summary |= {
         # None: the model has no instance output, so nobody can say whether a person is there.
         "people": None if parsing.persons is None else describe_people(persons, full, people.scores, profile.classes),
-        "no_person_detected": None if parsing.persons is None else not people.scores,
+        "no_person_detected": None if parsing.persons is None else not parsing.persons,
         "person_score_threshold": None if parsing.person_threshold is None else round(parsing.person_threshold, 4),
     } | extra
     files = {

@@ -57,7 +57,12 @@ async function api(path, options = {}) {
 }
 
 async function apiJson(path, options) {
-  return (await api(path, options)).json();
+  const response = await api(path, options);
+  try {
+    return await response.json();
+  } catch (err) {  // a proxy or portal answering in its stead: back off like any server fault
+    throw new ApiError("server", "The service sent an answer this page cannot read.");
+  }
 }
 
 // Wait `ms`, or less when something calls nudge() (a new job, a new key).
@@ -74,7 +79,7 @@ function nudge() {
 
 // The next wait after `failures` failures in a row: Retry-After when the service named one.
 function retryDelay(error, failures) {
-  if (error.retryAfter !== null) return Math.max(1, error.retryAfter);
+  if (error.retryAfter != null) return Math.max(1, error.retryAfter);  // (not for errors other than ApiError)
   return Math.min(MAX_RETRY_S, 2 ** Math.min(failures, 5));
 }
 
@@ -121,7 +126,8 @@ showKeyState();
 // ---- cards ---------------------------------------------------------------------------
 
 const cards = $("#cards");
-const tracked = new Map();  // job id -> card, for jobs that have not ended
+// job id -> its cards (the same photo dropped twice is one job, shown on both), for jobs that have not ended
+const tracked = new Map();
 const TERMINAL = new Set(["succeeded", "failed", "canceled", "not_found"]);
 
 function percent(fraction) {
@@ -162,12 +168,15 @@ class Card {
     this.job = job;
     this.el.dataset.jobId = job.id;
     this.setStatus(job.status, describe(job));
+    const watching = tracked.get(job.id) || new Set();
     if (TERMINAL.has(job.status)) {
-      tracked.delete(job.id);
+      watching.delete(this);
       if (job.status === "succeeded") loadResult(this);
     } else {
-      tracked.set(job.id, this);
+      watching.add(this);
     }
+    if (watching.size) tracked.set(job.id, watching);
+    else tracked.delete(job.id);
   }
 
   async cancel() {
@@ -274,8 +283,7 @@ async function pollForever() {
         const chunk = ids.slice(start, start + MAX_IDS);
         const body = await apiJson(`/v1/jobs?ids=${chunk.map(encodeURIComponent).join(",")}`, {cache: "no-store"});
         for (const job of body.jobs) {
-          const card = tracked.get(job.id);
-          if (card) card.show(job);
+          for (const card of [...(tracked.get(job.id) || [])]) card.show(job);
         }
       }
       if (failures) clearProblem();
