@@ -144,3 +144,22 @@ def test_the_dashboard_reads_metrics_the_services_define():
     assert defined <= used, f"metrics no panel shows: {defined - used}"
     grafana = COMPOSE["services"]["grafana"]["volumes"]
     assert any(v.startswith("./compose/grafana/m2fp-dashboard.json:") for v in grafana)
+
+
+def test_the_api_gets_its_keys_and_rate_so_a_compose_deployment_can_close():
+    """The API's key and rate settings reach its container (else compose would always run
+    open while webhooks are signed), each empty by default, and the key file's directory
+    is mounted read-only."""
+    from common.settings import Settings
+
+    api = COMPOSE["services"]["api"]
+    environment = api["environment"]
+    for variable in ("API_KEYS", "API_KEYS_FILE", "SUBMIT_RATE_PER_MINUTE"):
+        assert variable.lower() in Settings.model_fields, variable  # the names the settings read
+        assert environment[variable] == f"${{{variable}:-}}", variable
+    assert environment["WEBHOOK_SIGNING_KEY"] == "${WEBHOOK_SIGNING_KEY:-}"  # still there, with the shared ones
+    [mount] = [volume for volume in api["volumes"] if volume.endswith(":/run/m2fp/keys:ro")]
+    assert mount.startswith("${API_KEYS_DIR:-./compose/keys}:")
+    assert (REPO / "compose/keys/.gitignore").read_text().splitlines()[-2:] == ["*", "!.gitignore"]
+    for service in ("worker", "webhooks"):  # only the API checks keys
+        assert "API_KEYS" not in COMPOSE["services"][service]["environment"]
