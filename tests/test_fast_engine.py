@@ -96,6 +96,15 @@ def test_cache_entry_is_reused_on_the_second_start(tiny_model, engine_cache, tin
     assert not again.built and again.path == tiny_engine_dir and graph.stat().st_mtime_ns == stamp
 
 
+def test_a_complete_entry_is_used_without_the_lock(tiny_model, tiny_engine_dir, tmp_path):
+    """Only a build takes the lock (opening its file for writing), so a cache built ahead
+    of time can be mounted read-only."""
+    entry = tmp_path / "engines" / tiny_engine_dir.name
+    shutil.copytree(tiny_engine_dir, entry)
+    assert ensure_entry(tmp_path, tiny_model) == CacheEntry(entry, built=False, seconds=ANY)
+    assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]
+
+
 def test_cache_key_names_checkpoint_runtime_and_export_format(tiny_model, tiny_engine_dir):
     name = tiny_engine_dir.name
     meta = json.loads((tiny_engine_dir / "meta.json").read_text())
@@ -107,7 +116,6 @@ def test_cache_key_names_checkpoint_runtime_and_export_format(tiny_model, tiny_e
 def test_a_corrupt_cache_entry_is_rebuilt_not_fatal(tiny_model, tiny_engine_dir, tmp_path, damage):
     entry = tmp_path / "engines" / tiny_engine_dir.name
     shutil.copytree(tiny_engine_dir, entry)
-    assert ensure_entry(tmp_path, tiny_model) == CacheEntry(entry, built=False, seconds=ANY)
     weights = entry / "model.bin"
     if damage == "truncate":
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])

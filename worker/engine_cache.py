@@ -79,9 +79,15 @@ def checkpoint_hash(model_dir: Path) -> str:
 
 
 def export_format() -> str:
-    """Names the export code: the exportable network's source and the export settings.
-    Any change to either gives new cache entries, with no version number to forget."""
-    source = Path(__file__).with_name("network.py").read_bytes() + f"opset={ONNX_OPSET}".encode()
+    """Names the export code: the exportable network's source, the code that writes
+    ``heads.json`` and prepares the graph's input, and the export settings. Any change
+    to these gives new cache entries, with no version number to forget."""
+    import inspect
+
+    from worker.openvino_engine import heads_of, preprocess
+
+    source = (Path(__file__).with_name("network.py").read_bytes() + inspect.getsource(heads_of).encode()
+              + inspect.getsource(preprocess).encode() + f"opset={ONNX_OPSET}".encode())
     return hashlib.sha256(source).hexdigest()[:8]
 
 
@@ -130,9 +136,14 @@ class CacheEntry:
 
 
 def ensure_entry(cache_dir: Path, model_dir: Path) -> CacheEntry:
-    """The checkpoint's cache entry, built if missing or corrupt."""
+    """The checkpoint's cache entry, built if missing or corrupt.
+
+    A complete entry is used without taking the lock, so a cache built ahead of time
+    (``make engine``) can be mounted read-only; the lock is only for building."""
     started = time.perf_counter()
     entry = entry_dir(cache_dir, model_dir)
+    if is_complete(entry):
+        return CacheEntry(entry, built=False, seconds=time.perf_counter() - started)
     with _locked(entry.with_name(entry.name + ".lock")):
         if is_complete(entry):
             return CacheEntry(entry, built=False, seconds=time.perf_counter() - started)
@@ -211,11 +222,18 @@ def build(model_dir: Path, out: Path) -> None:
 
 
 def check_runtime(entry: Path) -> None:
-    """Prove that OpenVINO loads in this environment and reads the entry's graph."""
+    """Prove that OpenVINO loads in this environment, reads the entry's graph and
+    compiles it for this CPU, so that ``M2FP_ENGINE=auto`` falls back to torch at start
+    rather than failing every job when the runtime cannot run here."""
     try:
         import openvino as ov
 
-        ov.Core().read_model(entry / "model.xml")
+        from worker.openvino_engine import compile_config
+
+        core = ov.Core()
+        graph = core.read_model(entry / "model.xml")
+        graph.reshape({0: [1, 3, 640, 864]})  # the common 4:3 photo's padded input
+        core.compile_model(graph, "CPU", compile_config(threads=1, precision="fp32"))
     except Exception as exc:  # ImportError, a broken shared library, an unreadable graph
         raise EngineBuildError(f"OpenVINO cannot load here ({type(exc).__name__}: {exc}); reinstall it with "
                                "pip install -c requirements/constraints.txt -r requirements/worker.txt") from None
