@@ -16,6 +16,9 @@ from common.images import DEFAULT_LABELS_MAX_PIXELS, ImageLimits
 
 DEFAULT_MODEL = "damo/cv_resnet101_image-multiple-human-parsing"
 DEFAULT_MODEL_REVISION = "v1.0.1"
+# Default MODEL_PROCESS_MEMORY_MB per engine: the full-size model's peak with the widest
+# input and a 40-megapixel photo (``make bench-scale``), with some headroom.
+PROCESS_MEMORY_MB = {"openvino": 2800, "torch": 4000}
 
 
 class Settings(BaseSettings):
@@ -117,10 +120,9 @@ class Settings(BaseSettings):
     # Process settings applied before torch loads (worker/process_tuning.py).
     malloc_keep_freed: bool = True
     mkl_avx2_on_amd: bool = True
-    # Peak memory one model process may reach (the full-size model on the OpenVINO engine
-    # peaked at 1.3 to 2.5 GiB, see README "Scaling"; the torch engine needs about 4000);
-    # the derived concurrency fits the memory limit with it.
-    model_process_memory_mb: int = Field(2800, gt=0)
+    # Peak memory one model process may reach, by default the engine's measured worst case
+    # (README "Scaling workers"); the derived concurrency fits the memory limit with it.
+    model_process_memory_mb: Optional[int] = Field(None, gt=0)
 
     # Metrics (README "Metrics"). prometheus-client's multiprocess directory: give the API
     # and each worker their own; unset, each server makes a temporary one at every start.
@@ -133,6 +135,9 @@ class Settings(BaseSettings):
     def _check(self) -> "Settings":
         if self.storage_backend is None:
             self.storage_backend = "s3" if self.s3_endpoint else "local"
+        if self.model_process_memory_mb is None:
+            # auto budgets for OpenVINO; a fallback to torch says so in its warning.
+            self.model_process_memory_mb = PROCESS_MEMORY_MB["torch" if self.m2fp_engine == "torch" else "openvino"]
         if self.storage_backend == "s3" and not (
             self.s3_endpoint and self.s3_access_key and self.s3_secret_key
         ):

@@ -1,7 +1,7 @@
 """Sizing workers from the CPUs and memory they may use (affinity, cgroup v1/v2 limits)."""
 import os
 
-from common.settings import Settings
+from common.settings import PROCESS_MEMORY_MB, Settings
 from worker.resources import (MIB, apply_thread_limits, cgroup_cpu_limit, cgroup_memory_limit, plan_resources,
                               usable_cpus, usable_memory)
 
@@ -60,6 +60,15 @@ def test_plan_fits_the_memory_with_fewer_processes_and_more_threads():
     assert "memory-bound" in plan.describe()
     assert plan_resources(Settings(), cpus=4, memory=2 * GIB).concurrency == 1  # never zero
     assert plan_resources(Settings(model_process_memory_mb=1000), cpus=16, memory=8 * GIB).concurrency == 7
+
+
+def test_the_memory_budget_per_process_follows_the_engine_unless_set():
+    assert Settings().model_process_memory_mb == PROCESS_MEMORY_MB["openvino"]
+    assert Settings(m2fp_engine="torch").model_process_memory_mb == PROCESS_MEMORY_MB["torch"]
+    assert Settings(m2fp_engine="torch", model_process_memory_mb=3000).model_process_memory_mb == 3000
+    fits = [plan_resources(Settings(m2fp_engine=engine), cpus=16, memory=16 * GIB).concurrency
+            for engine in ("auto", "torch")]
+    assert fits == [(16384 - 512) // PROCESS_MEMORY_MB["openvino"], (16384 - 512) // PROCESS_MEMORY_MB["torch"]]
 
 
 def test_an_override_beyond_the_memory_is_kept_but_warned_about():

@@ -23,7 +23,7 @@ from typing import Any, Optional
 from celery.signals import celeryd_after_setup, worker_init, worker_process_init, worker_process_shutdown
 
 from common.metrics import clear_metrics_dir, mark_process_dead
-from common.settings import Settings
+from common.settings import PROCESS_MEMORY_MB, Settings
 from worker.engine import EngineChoice
 from worker.model_source import ModelUnavailable, resolve_model_dir
 from worker.process_tuning import cpu_flags
@@ -56,6 +56,9 @@ def choose_engine(settings: Settings, model_dir: Path) -> EngineChoice:
     torch_choice = EngineChoice("torch", model_dir, labels_max_pixels=settings.labels_max_pixels)
     if settings.m2fp_engine == "torch":
         _note("engine: torch (M2FP_ENGINE=torch)")
+        if settings.m2fp_precision == "bf16":
+            _note("M2FP_PRECISION=bf16 applies to the OpenVINO engine only: the torch engine runs fp32",
+                  logging.WARNING)
         return torch_choice
     precision = settings.m2fp_precision
     if precision == "bf16" and not {"avx512_bf16", "amx_bf16"} & cpu_flags():
@@ -82,8 +85,9 @@ def choose_engine(settings: Settings, model_dir: Path) -> EngineChoice:
             raise SystemExit(f"m2fp worker cannot start: the OpenVINO engine is unavailable ({reason}). "
                              "Fix that, or set M2FP_ENGINE=auto (falls back to torch) or M2FP_ENGINE=torch")
         _note(f"OpenVINO engine unavailable ({reason}); using the torch engine (about 1.6x slower, and it "
-              "needs MODEL_PROCESS_MEMORY_MB=4000 per process: lower WORKER_CONCURRENCY if the memory is "
-              "short). Set M2FP_ENGINE=torch to silence this warning", logging.WARNING)
+              f"needs MODEL_PROCESS_MEMORY_MB={PROCESS_MEMORY_MB['torch']} per process: lower WORKER_CONCURRENCY "
+              "if the memory is short). Set M2FP_ENGINE=torch to silence this warning and budget its memory",
+              logging.WARNING)
         return torch_choice
     entry = json.loads(child.stdout.strip().splitlines()[-1])
     if entry["built"]:
