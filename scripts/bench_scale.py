@@ -1,6 +1,7 @@
 """``make bench-scale``: jobs per minute through 1 and 2 worker processes (and more
 where there are more cores), the same batch each time, full-size synthetic M2FP, on
-the default engine; then the peak memory of one model process by photo size.
+the default engine and on the torch engine in the same run; then the peak memory of one
+model process by photo size on each.
 
 Each configuration is a fresh system (Redis, API, one Celery worker with
 WORKER_CONCURRENCY model processes of TORCH_THREADS threads each); the batch is
@@ -44,12 +45,15 @@ def memory_mib(pid: int, field: str) -> float:
     raise KeyError(field)
 
 
-def run(model: Path, processes: int, threads: int, images: list[bytes]) -> tuple[float, float, float]:
+ENGINES = {"default": "auto", "torch": "torch"}  # table name: M2FP_ENGINE
+
+
+def run(model: Path, engine: str, processes: int, threads: int, images: list[bytes]) -> tuple[float, float, float]:
     """Seconds to parse ``images`` with this worker configuration, the largest peak
     resident memory of its model processes, and the main worker process's memory (MiB)."""
     with tempfile.TemporaryDirectory() as tmp, \
             local_system(Path(tmp), M2FP_MODEL=str(model), TORCH_THREADS=str(threads)) as stack:
-        worker = stack.start_worker("scale", WORKER_CONCURRENCY=str(processes))
+        worker = stack.start_worker("scale", WORKER_CONCURRENCY=str(processes), M2FP_ENGINE=ENGINES[engine])
         wait_until(lambda: len(re.findall(r"worker process \d+ ready", worker.log_text())) == processes,
                    300, f"{processes} model processes to load")
         warm = [stack.submit(encode_jpeg(photo(320, 240, seed=900 + i))).json()["id"] for i in range(processes)]
@@ -68,10 +72,10 @@ def run(model: Path, processes: int, threads: int, images: list[bytes]) -> tuple
 MEMORY_PHOTOS = [(768, 576), (2666, 1280), (8000, 5000)]
 
 
-def peak_memory(model: Path, width: int, height: int) -> float:
+def peak_memory(model: Path, engine: str, width: int, height: int) -> float:
     """Peak resident memory (MiB) of a fresh model process that parsed one photo of this size."""
     with tempfile.TemporaryDirectory() as tmp, local_system(Path(tmp), M2FP_MODEL=str(model)) as stack:
-        worker = stack.start_worker("memory", WORKER_CONCURRENCY="1", TORCH_THREADS="2")
+        worker = stack.start_worker("memory", WORKER_CONCURRENCY="1", TORCH_THREADS="2", M2FP_ENGINE=ENGINES[engine])
         job_id = stack.submit(encode_jpeg(photo(width, height, seed=5), quality=85)).json()["id"]
         assert stack.wait_for(job_id, timeout=900)["status"] == "succeeded"
         pid = int(re.findall(r"worker process (\d+) ready", worker.log_text())[0])
@@ -91,22 +95,29 @@ def main() -> None:
     cpus = usable_cpus()
     rows = []
     for processes, threads in configurations(cpus):
-        seconds, model_process_mib, main_mib = run(args.model, processes, threads, images)
-        rows.append((processes, threads, seconds, model_process_mib, main_mib))
-        print(f"{processes} process(es) x {threads} thread(s): {args.jobs} jobs in {seconds:.1f} s "
-              f"= {args.jobs / seconds * 60:.1f} jobs/min; peak memory per model process "
-              f"{model_process_mib:.0f} MiB, main worker process {main_mib:.0f} MiB", flush=True)
+        row = [processes, threads]
+        for engine in ENGINES:
+            seconds, model_process_mib, main_mib = run(args.model, engine, processes, threads, images)
+            row.append((seconds, model_process_mib, main_mib))
+            print(f"{engine} engine, {processes} process(es) x {threads} thread(s): {args.jobs} jobs in "
+                  f"{seconds:.1f} s = {args.jobs / seconds * 60:.1f} jobs/min; peak memory per model process "
+                  f"{model_process_mib:.0f} MiB, main worker process {main_mib:.0f} MiB", flush=True)
+        rows.append(row)
     print(f"\nMachine: {machine()}\nBatch: {args.jobs} distinct {args.size} JPEGs submitted at once, "
           f"model {args.model.name}\n")
-    print("| worker processes | torch threads each | seconds for the batch | jobs per minute "
+    print("| worker processes | threads each | engine | seconds for the batch | jobs per minute | vs torch "
           "| peak RSS per model process, MiB | main process RSS, MiB |")
-    print("|---|---|---|---|---|---|")
-    for processes, threads, seconds, model_process_mib, main_mib in rows:
-        print(f"| {processes} | {threads} | {seconds:.1f} | {args.jobs / seconds * 60:.1f} "
-              f"| {model_process_mib:.0f} | {main_mib:.0f} |")
-    print("\n| photo | peak RSS of the model process, MiB |\n|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
+    for processes, threads, *results in rows:
+        torch_seconds = results[list(ENGINES).index("torch")][0]
+        for engine, (seconds, model_process_mib, main_mib) in zip(ENGINES, results):
+            print(f"| {processes} | {threads} | {engine} | {seconds:.1f} | {args.jobs / seconds * 60:.1f} "
+                  f"| {torch_seconds / seconds:.2f}x | {model_process_mib:.0f} | {main_mib:.0f} |")
+    print("\n| photo | " + " | ".join(f"peak RSS, {engine} engine, MiB" for engine in ENGINES) + " |")
+    print("|---|" + "---|" * len(ENGINES))
     for width, height in MEMORY_PHOTOS:
-        print(f"| {width}x{height} | {peak_memory(args.model, width, height):.0f} |", flush=True)
+        peaks = [f"{peak_memory(args.model, engine, width, height):.0f}" for engine in ENGINES]
+        print(f"| {width}x{height} | " + " | ".join(peaks) + " |", flush=True)
 
 
 if __name__ == "__main__":
