@@ -1,15 +1,14 @@
 """The Flask application factory: ``create_app(settings)``."""
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 from flask import Flask
 
-from common.jobs import DEFAULT_TENANT
 from common.services import Services
 from common.settings import Settings, load_settings
 from common.webhooks import WebhookPolicy
+from api import auth
 from api.auth import KeyRing
 from api.docs import docs
 from api.errors import register_error_handlers
@@ -19,8 +18,6 @@ from api.page import page
 from api.rate_limit import SubmissionLimiter
 from api.routes import jobs
 from api.webhooks import webhooks
-
-log = logging.getLogger("api")
 
 # Headroom for the multipart envelope around the image itself.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -50,16 +47,6 @@ def create_app(settings: Optional[Settings] = None, *, services: Optional[Servic
     app.register_blueprint(metrics)
     app.register_blueprint(page)
     register_error_handlers(app)
-    log.setLevel(logging.INFO)
-    if keys.open:
-        log.warning("no API keys configured (API_KEYS, API_KEYS_FILE): the API is open to anyone who reaches it, "
-                    "and every job belongs to the tenant %r", DEFAULT_TENANT)
-    else:
-        log.info("%d API key(s) configured; requests without a valid key get 401", len(keys))
-    if not settings.webhook_signing_key:
-        log.info("no WEBHOOK_SIGNING_KEY: submissions that name a webhook get 400 webhooks_disabled")
-    elif keys.open:
-        log.warning("webhooks are signed, but with no API keys anyone who reaches the API can read the signing "
-                    "secret (GET /v1/webhooks/secret) and forge deliveries; configure API_KEYS before receivers "
-                    "trust signatures")
+    if not auth.announced:  # under gunicorn, its master said it once for every worker
+        auth.announce(settings, keys)
     return app

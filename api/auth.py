@@ -71,6 +71,9 @@ class KeyRing:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "KeyRing":
+        """The keys the settings name. ValueError for a malformed entry, and for a key
+        setting that is set but names no key: an operator who meant to close the service
+        must not find it running open."""
         keys: dict[str, Principal] = {}
         for pair in filter(None, (p.strip() for p in settings.api_keys.split(","))):
             tenant, sep, key = pair.partition(":")
@@ -78,8 +81,15 @@ class KeyRing:
                 raise ValueError("API_KEYS takes comma-separated tenant:key pairs (tenant: letters, digits, _.-)")
             digest = _sha256(key)
             keys[digest] = Principal(tenant, key_id=digest[:16])
+        if settings.api_keys.strip() and not keys:
+            raise ValueError("API_KEYS is set but names no key: give tenant:key pairs, or unset it to run open")
         if settings.api_keys_file:
-            keys.update(_read_file(settings.api_keys_file))
+            from_file = _read_file(settings.api_keys_file)
+            if not from_file:
+                raise ValueError(f"API_KEYS_FILE {settings.api_keys_file} holds no key: add a line 'tenant "
+                                 "sha256-of-key [admin] [rate=N]' per key (printf %s KEY | sha256sum), or unset "
+                                 "API_KEYS_FILE to run open")
+            keys.update(from_file)
         return cls(keys)
 
     def identify(self, presented: Optional[str]) -> Principal:
@@ -134,3 +144,26 @@ def presented_key(authorization: Optional[str], api_key_header: Optional[str]) -
         if scheme.lower() == "bearer" and credentials.strip():
             return credentials.strip()
     return api_key_header.strip() if api_key_header and api_key_header.strip() else None
+
+
+# Set by gunicorn's master once it has announced the keys (api/gunicorn_conf.py); the
+# workers it forks inherit it, so a service says how it admits callers once per start.
+announced = False
+
+
+def announce(settings: Settings, keys: KeyRing) -> None:
+    """Log how callers are admitted: one warning when the service runs open (and one more
+    when it also signs webhooks, whose secret anyone may then read)."""
+    log = logging.getLogger("api")
+    log.setLevel(logging.INFO)
+    if keys.open:
+        log.warning("no API keys configured (API_KEYS, API_KEYS_FILE): the API is open to anyone who reaches it, "
+                    "and every job belongs to the tenant %r", DEFAULT_TENANT)
+    else:
+        log.info("%d API key(s) configured; requests without a valid key get 401", len(keys))
+    if not settings.webhook_signing_key:
+        log.info("no WEBHOOK_SIGNING_KEY: submissions that name a webhook get 400 webhooks_disabled")
+    elif keys.open:
+        log.warning("webhooks are signed, but with no API keys anyone who reaches the API can read the signing "
+                    "secret (GET /v1/webhooks/secret) and forge deliveries; configure API_KEYS before receivers "
+                    "trust signatures")

@@ -133,6 +133,41 @@ def test_a_bad_keys_file_line_names_the_fix(settings, tmp_path, line, fix):
         KeyRing.from_settings(settings.model_copy(update={"api_keys_file": path}))
 
 
+@pytest.mark.parametrize("setting, value, fix", [
+    ("api_keys_file", "keys", "unset API_KEYS_FILE to run open"),
+    ("api_keys", " , ", "unset it to run open"),
+])
+def test_a_key_setting_that_names_no_key_refuses_to_start(settings, tmp_path, setting, value, fix):
+    """Set but empty (a file of comments, a list of commas): the operator meant to close
+    the service, so it must not run open."""
+    (tmp_path / "keys").write_text("# tenant sha256 [options]\n\n")
+    configured = settings.model_copy(update={setting: tmp_path / value if setting == "api_keys_file" else value})
+    with pytest.raises(ValueError, match=fix):
+        KeyRing.from_settings(configured)
+    with pytest.raises(ValueError, match=fix):
+        create_app(configured)
+
+
+def test_gunicorn_says_once_that_it_runs_open_and_refuses_an_empty_keys_file(redis_server, tmp_path):
+    """The open-service warning comes from gunicorn's master, before any worker boots,
+    once for all of them; a keys file without keys stops it before a worker starts."""
+    from scripts.stack import Stack
+
+    env = {"REDIS_URL": redis_server.url, "LOCAL_STORE_DIR": str(tmp_path / "store")}
+    stack = Stack(env=env, log_dir=tmp_path).start_api()  # two workers; one answered /healthz
+    stack.stop()
+    log = stack.api.log_text()
+    assert log.count("no API keys configured") == 1, log
+    assert log.index("no API keys configured") < log.index("Booting worker"), log
+
+    (tmp_path / "keys").write_text("# nobody yet\n")
+    closed = Stack(env={**env, "API_KEYS_FILE": str(tmp_path / "keys")}, log_dir=tmp_path / "closed")
+    (tmp_path / "closed").mkdir()
+    with pytest.raises(RuntimeError, match="holds no key") as exited:
+        closed.start_api()
+    assert "Booting worker" not in str(exited.value)
+
+
 def test_keys_through_the_real_system_and_the_cli(redis_server, tiny_model, tmp_path):
     """gunicorn reads API_KEYS from its environment; m2fp sends M2FP_API_KEY; the local
     store's output route serves only the owner."""
