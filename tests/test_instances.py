@@ -62,16 +62,20 @@ def test_nobody_found_leaves_an_empty_map():
     assert result.ids.shape == (3, 4) and not result.ids.any() and result.scores == []
 
 
-def test_more_persons_than_an_8_bit_map_holds_are_cut_to_the_best_with_a_warning(caplog):
-    width = MAX_PERSONS + 10
-    labels = np.ones((1, width), np.uint8)
-    crowd = []
-    for index in range(width):  # person i is strongest on pixel i; scores fall with i
+def crowd(width: int) -> list[Person]:
+    """``width`` persons on a one-row photo: person i is strongest on pixel i; scores fall with i."""
+    people = []
+    for index in range(width):
         logits = np.full((1, width), -9.0)
         logits[0, index] = 9
-        crowd.append(person(1 - index / 1000, logits))
+        people.append(person(1 - index / 1000, logits))
+    return people
+
+
+def test_more_persons_than_an_8_bit_map_holds_are_cut_to_the_best_with_a_warning(caplog):
+    width = MAX_PERSONS + 10
     with caplog.at_level(logging.WARNING):
-        result = person_map(labels, crowd)
+        result = person_map(np.ones((1, width), np.uint8), crowd(width))
     assert f"{width} persons found; persons.png keeps the {MAX_PERSONS} best-scoring" in caplog.text
     assert len(result.scores) == MAX_PERSONS and result.ids.max() == MAX_PERSONS and result.ids.dtype == np.uint8
     assert result.scores[0] == 1.0
@@ -130,3 +134,31 @@ def test_a_photo_without_anybody_is_a_success_that_says_so():
     labels = np.zeros((4, 4), np.uint8)
     summary = json.loads(render(np.zeros((4, 4, 3), np.uint8), parsing(labels, []), {}).files["result.json"])
     assert (summary["persons"], summary["people"], summary["no_person_detected"]) == (0, [], True)
+
+
+def test_parts_with_nobody_found_leave_persons_png_empty_and_say_so():
+    # The exception to "a part pixel belongs to exactly one person": the model found parts
+    # but no person above its threshold, so there is nobody to give them to.
+    labels = np.zeros((4, 4), np.uint8)
+    labels[1:3, 1:3] = 5
+    rendered = render(np.zeros((4, 4, 3), np.uint8), parsing(labels, []), {})
+    persons = np.asarray(Image.open(io.BytesIO(rendered.files["persons.png"])))
+    full = np.asarray(Image.open(io.BytesIO(rendered.files["labels.png"])))
+    assert (full > 0).any() and not persons.any()
+    summary = json.loads(rendered.files["result.json"])
+    assert {c["id"] for c in summary["classes"]} == {0, 5}
+    assert (summary["persons"], summary["people"], summary["no_person_detected"]) == (0, [], True)
+    assert summary["people_truncated"] is False
+
+
+def test_more_persons_than_persons_png_holds_are_flagged_in_the_summary():
+    width = MAX_PERSONS + 5
+    many = crowd(width)
+    summary = json.loads(render(np.zeros((1, width, 3), np.uint8), parsing(np.ones((1, width), np.uint8), many),
+                                {}).files["result.json"])
+    assert summary["people_truncated"] is True
+    assert summary["persons"] == width and len(summary["people"]) == MAX_PERSONS
+    assert max(p["score"] for p in summary["people"]) == 1.0  # the best-scoring are the ones kept
+    few = json.loads(render(np.zeros((1, width, 3), np.uint8), parsing(np.ones((1, width), np.uint8), many[:3]),
+                            {}).files["result.json"])
+    assert few["people_truncated"] is False

@@ -70,7 +70,7 @@ def test_render_builds_all_outputs_at_the_original_size():
     summary = json.loads(rendered.files["result.json"])
     assert summary["job_id"] == "x" and summary["persons"] is None
     # A model without instance output: nobody can say who is there, and the map stays empty.
-    assert summary["people"] is None and summary["no_person_detected"] is None
+    assert summary["people"] is None and summary["no_person_detected"] is None and summary["people_truncated"] is None
     assert not np.asarray(Image.open(io.BytesIO(rendered.files["persons.png"]))).any()
     assert {c["id"] for c in summary["classes"]} == {0, 5, 9, 14}
     assert all(c["score"] == 0.9 for c in summary["classes"])

@@ -5,9 +5,12 @@ hands them over as one flat list with no link between a part and its person. The
 is made here from the model's own human instances (:class:`worker.engine.Person`,
 whichever engine ran): every part pixel goes to the person whose mask logit is highest
 there, so a part pixel belongs to exactly one person and background stays background,
-as in CIHP's ``Human_ids`` maps. Persons are numbered 1..N by area, largest first; a
+as in CIHP's ``Human_ids`` maps; when the model found nobody, no pixel has a person,
+parts included. Persons are numbered 1..N by area, largest first; a
 person whose mask won no part pixel is left out; more than :data:`MAX_PERSONS` are cut
-to the best-scoring ones (with a warning), since the map is 8-bit.
+to the best-scoring ones (with a warning, and ``people_truncated`` in the summary), since
+the map is 8-bit; the real model keeps at most 100 instances, so only a model changed to
+keep more can get there.
 """
 from __future__ import annotations
 
@@ -32,13 +35,14 @@ class PersonMap:
 
     ids: np.ndarray  # (h, w) uint8: 0 background, 1..N
     scores: list[float]
+    truncated: bool = False  # the model found more than MAX_PERSONS; only the best-scoring are here
 
     def at(self, size: tuple[int, int]) -> "PersonMap":
         """The map at ``size`` = ``(W, H)``, scaled as the labels are (nearest), its persons
         numbered anew by their area there (scaling moves areas unevenly)."""
         ids = resize_labels(self.ids, size)
         ids, order = _by_area(ids, len(self.scores))
-        return PersonMap(ids, [self.scores[index] for index in order])
+        return PersonMap(ids, [self.scores[index] for index in order], self.truncated)
 
 
 def _by_area(owner: np.ndarray, count: int) -> tuple[np.ndarray, list[int]]:
@@ -53,8 +57,10 @@ def _by_area(owner: np.ndarray, count: int) -> tuple[np.ndarray, list[int]]:
 
 def person_map(labels: np.ndarray, persons: list[Person]) -> PersonMap:
     """Assign each part pixel of ``labels`` (CIHP ids, 0 = background) to one of ``persons``
-    (best score first, mask logits at the labels' size)."""
-    if len(persons) > MAX_PERSONS:
+    (best score first, mask logits at the labels' size). With no person, every pixel is
+    0, parts included: there is nobody to give them to (``no_person_detected``)."""
+    truncated = len(persons) > MAX_PERSONS
+    if truncated:
         log.warning("%d persons found; persons.png keeps the %d best-scoring", len(persons), MAX_PERSONS)
         persons = persons[:MAX_PERSONS]
     if not persons:
@@ -67,7 +73,7 @@ def person_map(labels: np.ndarray, persons: list[Person]) -> PersonMap:
         np.maximum(best, person.mask_logits, out=best)
     owner[labels == 0] = 0
     ids, order = _by_area(owner, len(persons))
-    return PersonMap(ids, [persons[index].score for index in order])
+    return PersonMap(ids, [persons[index].score for index in order], truncated)
 
 
 def describe_people(ids: np.ndarray, labels: np.ndarray, scores: list[float],

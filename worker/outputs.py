@@ -104,6 +104,7 @@ def render(image: np.ndarray, parsing: Parsing, extra: dict[str, Any],
         "people": None if parsing.persons is None else describe_people(persons, full, people.scores, profile.classes),
         "no_person_detected": None if parsing.persons is None else not parsing.persons,
         "person_score_threshold": None if parsing.person_threshold is None else round(parsing.person_threshold, 4),
+        "people_truncated": None if parsing.persons is None else people.truncated,
     } | extra
     files = {
         "colored.png": encode_png(colored),
