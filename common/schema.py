@@ -292,7 +292,8 @@ class ResultView(_Response):
     summary: dict[str, Any] = Field(description="what was found, in the job's label set (`labels`): classes "
                                     "with pixel shares and scores; `persons` (the count), `people` (id as in "
                                     "persons.png, score, bbox [x, y, w, h], pixel_fraction, parts), "
-                                    "`no_person_detected`, `person_score_threshold`; model, inference size and time")
+                                    "`no_person_detected`, `person_score_threshold`, `people_truncated` (more "
+                                    "than 255 persons: the best-scoring 255 kept); model, inference size and time")
 
 
 class QueuePlace(_Response):
