@@ -11,6 +11,7 @@ from PIL import Image
 
 from common.labels import PALETTE
 from tests.conftest import S3_KEYS
+from tests.who_is_who import check_who_is_who
 from scripts.imagegen import encode, photo, photo_jpeg
 from scripts.stack import Stack
 
@@ -78,21 +79,9 @@ def test_jpeg_job_succeeds_with_outputs_at_the_input_size(stack):
     assert len(summary["legend"]) == 20
     assert job["result"]["summary"]["classes"] == summary["classes"]
 
-    # Who is who: every part pixel belongs to exactly one person of result.json, and
-    # background is background in both maps.
-    persons = np.asarray(Image.open(io.BytesIO(fetch(outputs["persons.png"]))))
-    assert persons.shape == labels.shape and persons.dtype == np.uint8
-    assert ((persons > 0) == (labels > 0)).all()
-    people = summary["people"]
-    assert summary["no_person_detected"] is False and 1 <= len(people) <= summary["persons"]
-    assert [p["id"] for p in people] == list(range(1, len(people) + 1)) == sorted(set(np.unique(persons)) - {0})
-    for person in people:
-        mine = persons == person["id"]
-        ys, xs = np.nonzero(mine)
-        assert person["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
-        assert person["pixel_fraction"] == pytest.approx(mine.mean(), abs=1e-6)
-        assert {part["id"] for part in person["parts"]} == set(np.unique(labels[mine]).tolist())
-    assert [p["pixel_fraction"] for p in people] == sorted((p["pixel_fraction"] for p in people), reverse=True)
+    # Who is who: every part pixel belongs to exactly one person of result.json.
+    people = check_who_is_who(fetch(outputs["labels.png"]), fetch(outputs["persons.png"]),
+                              fetch(outputs["result.json"]))["people"]
     assert job["result"]["summary"]["people"] == people
 
 

@@ -4,10 +4,12 @@ package earlier on the path that fails to import, as a missing shared library do
 import re
 
 import pytest
+import requests
 
 from scripts.imagegen import photo_jpeg
 from scripts.processes import REPO
 from scripts.stack import local_system
+from tests.who_is_who import check_who_is_who
 
 BROKEN = "raise ImportError('libopenvino.so.2610: cannot open shared object file (simulated)')\n"
 
@@ -20,15 +22,18 @@ def broken_openvino(tmp_path) -> str:
     return f"{package.parent}:{REPO}"
 
 
-def run_one_job(tmp_path, tiny_model, **worker_env) -> tuple[dict, str]:
+def run_one_job(tmp_path, tiny_model, **worker_env) -> tuple[dict, str, dict[str, bytes]]:
+    """The job, the worker's log, and the job's outputs by name (while the stack runs)."""
     with local_system(tmp_path, M2FP_MODEL=str(tiny_model), INFERENCE_MAX_SIDE="64", TORCH_THREADS="1") as stack:
         worker = stack.start_worker("w", **worker_env)
         job = stack.wait_for(stack.submit(photo_jpeg(80, 60)).json()["id"])
-        return job, worker.log_text()
+        outputs = {name: requests.get(url, timeout=30).content
+                   for name, url in ((job.get("result") or {}).get("outputs") or {}).items()}
+        return job, worker.log_text(), outputs
 
 
 def test_default_engine_is_openvino_and_the_log_says_what_ran(tmp_path, tiny_model):
-    job, log = run_one_job(tmp_path, tiny_model)
+    job, log, _ = run_one_job(tmp_path, tiny_model)
     assert job["status"] == "succeeded", job
     assert job["result"]["summary"]["model"]["engine"] == "openvino"
     assert job["result"]["summary"]["model"]["precision"] == "fp32"
@@ -38,7 +43,7 @@ def test_default_engine_is_openvino_and_the_log_says_what_ran(tmp_path, tiny_mod
 
 
 def test_auto_falls_back_to_torch_with_one_warning(tmp_path, tiny_model, broken_openvino):
-    job, log = run_one_job(tmp_path, tiny_model, PYTHONPATH=broken_openvino)
+    job, log, _ = run_one_job(tmp_path, tiny_model, PYTHONPATH=broken_openvino)
     assert job["status"] == "succeeded", job
     assert job["result"]["summary"]["model"]["engine"] == "torch"
     warnings = [line for line in log.splitlines() if "OpenVINO engine unavailable" in line]
@@ -47,9 +52,12 @@ def test_auto_falls_back_to_torch_with_one_warning(tmp_path, tiny_model, broken_
 
 
 def test_torch_engine_on_request_without_a_warning(tmp_path, tiny_model, broken_openvino):
-    job, log = run_one_job(tmp_path, tiny_model, PYTHONPATH=broken_openvino, M2FP_ENGINE="torch")
+    job, log, outputs = run_one_job(tmp_path, tiny_model, PYTHONPATH=broken_openvino, M2FP_ENGINE="torch")
     assert job["result"]["summary"]["model"]["engine"] == "torch"
     assert "OpenVINO" not in log
+    # Who is who from the torch engine's own instances, as the end-to-end test checks the default engine's.
+    summary = check_who_is_who(outputs["labels.png"], outputs["persons.png"], outputs["result.json"])
+    assert summary["model"]["engine"] == "torch" and job["result"]["summary"]["people"] == summary["people"]
 
 
 def test_openvino_on_request_refuses_to_start_without_it(tmp_path, tiny_model, broken_openvino):

@@ -2,6 +2,7 @@
 and the submission option (its own job per label set, a 400 for an unknown one)."""
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +96,28 @@ def test_a_label_set_is_its_own_job_and_an_unknown_one_is_a_400(client):
     refused = submit(labels="pascal")
     assert refused.status_code == 400 and refused.json["error"]["code"] == "bad_request"
     assert "labels" in refused.json["error"]["message"]
+
+
+def readme_tables() -> str:
+    """The README's mapping table and one line per profile, written from PROFILES: a
+    starred cell is a CIHP class the profile has a note for."""
+    others = [profile for profile in PROFILES.values() if profile.name is not LabelProfile.CIHP]
+    lines = ["| CIHP (id) | " + " | ".join(f"`{p.name.value}` id" for p in others) + " |",
+             "|" + "---|" * (len(others) + 1)]
+    for cihp, name in enumerate(CIHP_CLASSES):
+        cells = [f"{cihp} {name}"] + [f"{p.from_cihp[cihp]} {p.classes[p.from_cihp[cihp]]}"
+                                      + (" *" if name in p.notes else "") for p in others]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for p in others:
+        classes = ", ".join(f"{i} {c}" for i, c in enumerate(p.classes))
+        notes = "; ".join(f"{name}: {why}" for name, why in p.notes.items())
+        lines.append(f"- `{p.name.value}` ({len(p.classes)} classes: {classes}). "
+                     f"Never produced: {', '.join(p.never) or 'none'}." + (f" * {notes}." if notes else ""))
+    return "\n".join(lines) + "\n"
+
+
+def test_the_readme_tables_are_the_code_s():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    tables = readme_tables()
+    assert tables in readme, "README's label-set tables differ from common/profiles.py; they should read:\n" + tables
