@@ -34,6 +34,7 @@ import logging
 import re
 import secrets
 import time
+import typing
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
@@ -76,6 +77,12 @@ def new_job_id() -> str:
 
 def is_job_id(value: str) -> bool:
     return bool(_JOB_ID.match(value))
+
+
+def _check(job: "Job", to: JobStatus) -> None:
+    """The one place that asks :data:`TRANSITIONS` whether ``job`` may move to ``to``."""
+    if to not in TRANSITIONS[job.status]:
+        raise InvalidTransition(f"job {job.id}: {job.status.value} -> {to.value}")
 
 
 def input_key(job_id: str) -> str:
@@ -209,7 +216,33 @@ class Job(_Part):
 
     @classmethod
     def from_redis(cls, values: dict[bytes, bytes]) -> "Job":
-        return cls.model_validate({k.decode(): json.loads(v) for k, v in values.items()})
+        """The record as Redis holds it, without the fields this process does not know: a
+        newer process may have added some, and every read of the job must not fail on
+        them. (Writes still refuse unknown fields: a step's misspelled field is an error.)"""
+        return cls.model_validate(_known_fields(cls, {k.decode(): json.loads(v) for k, v in values.items()}))
+
+
+def _nested_model(annotation: Any) -> Optional[type[BaseModel]]:
+    """The model a field holds (``Optional[Webhook]`` -> ``Webhook``), if it holds one."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(candidate) is None and isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _known_fields(model: type[BaseModel], data: Any) -> Any:
+    """``data`` without the keys ``model`` has no field for, at every level of nested models."""
+    if not isinstance(data, dict):
+        return data
+    known = {}
+    for name, value in data.items():
+        field = model.model_fields.get(name)
+        if field is None:
+            log.debug("%s: ignoring the field %r (written by a newer process?)", model.__name__, name)
+            continue
+        nested = _nested_model(field.annotation)
+        known[name] = _known_fields(nested, value) if nested else value
+    return known
 
 
 def redis_client(url: str, socket_timeout: float = 10, retries: int = 6) -> redis.Redis:
@@ -286,15 +319,22 @@ class JobStore:
     def create(self, job_id: str, input_info: InputInfo, priority: Priority,
                source: Optional[SourceRef] = None, tenant: str = DEFAULT_TENANT,
                webhook: Optional[Webhook] = None, output: Optional[OutputOptions] = None) -> Job:
-        """A new ``queued`` job (its input is already stored, its message not yet sent)."""
+        """A new ``queued`` job (its input is already stored, its message not yet sent).
+        :class:`InvalidTransition` if a record with this id exists: it is never overwritten."""
         now = utcnow()
         job = Job(id=job_id, tenant=tenant, status=JobStatus.QUEUED, created_at=now, updated_at=now,
                   input=input_info, priority=priority, source=source, webhook=webhook,
                   output=output or OutputOptions())
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(self._key(job.id), mapping=job.to_redis())
-            pipe.expire(self._key(job.id), self.ttl)
-            pipe.execute()
+        key = self._key(job.id)
+
+        def transaction(pipe: redis.client.Pipeline) -> None:
+            if pipe.exists(key):
+                raise InvalidTransition(f"job {job_id} already exists")
+            pipe.multi()
+            pipe.hset(key, mapping=job.to_redis())
+            pipe.expire(key, self.ttl)
+
+        self.client.transaction(transaction, key)
         return job
 
     def start(self, job_id: str, worker: Optional[str], message_id: Optional[str]) -> Job:
@@ -320,7 +360,7 @@ class JobStore:
         marked, and its worker stops it at the next safe point (:meth:`stop`).
         :class:`InvalidTransition` for a job that already ended."""
         def cancel(job: Job) -> Optional[dict[str, Any]]:
-            if job.status.terminal:
+            if JobStatus.CANCELED not in TRANSITIONS[job.status]:  # now, or at the running job's safe point
                 raise InvalidTransition(f"job {job_id} is {job.status.value}")
             if job.status is JobStatus.QUEUED:
                 return {"status": JobStatus.CANCELED, "finished_at": utcnow(), "last_error": None}
@@ -410,7 +450,9 @@ class JobStore:
 
     def _apply(self, job_id: str, to: Optional[JobStatus], change: _Change) -> tuple[Job, bool]:
         """Read, check, write only the changed fields: one Redis transaction, retried
-        from the read when another client changed the record in between."""
+        from the read when another client changed the record in between. Every status
+        it writes is checked against :data:`TRANSITIONS`: ``to`` before ``change`` runs,
+        and whatever status ``change`` itself writes (a cancel that wins over ``to``)."""
         key = self._key(job_id)
         began: list[bool] = []
 
@@ -420,12 +462,14 @@ class JobStore:
             if not values:
                 raise KeyError(job_id)
             job = Job.from_redis(values)
-            if to is not None and to not in TRANSITIONS[job.status]:
-                raise InvalidTransition(f"job {job_id}: {job.status.value} -> {to.value}")
+            if to is not None:
+                _check(job, to)
             fields = change(job)
             if fields is None:
                 return job, False
             fields = {**({"status": to} if to is not None else {}), **fields, "updated_at": utcnow()}
+            if "status" in fields:
+                _check(job, JobStatus(fields["status"]))
             event = _webhook_event(job, fields.get("status"))
             if event is not None:
                 fields["webhook"] = job.webhook.begin(event)

@@ -1,9 +1,12 @@
 """The job record and its lifecycle steps, on a real Redis."""
+import json
+
 import pydantic
 import pytest
 
-from common.jobs import (InputInfo, InvalidTransition, Job, JobError, JobResult, JobStatus, Priority, SourceRef,
-                         is_job_id, new_job_id)
+from common.jobs import (TRANSITIONS, InputInfo, InvalidTransition, Job, JobError, JobResult, JobStatus, Priority,
+                         SourceRef, Webhook, is_job_id, new_job_id)
+from common.schema import WebhookEvent
 
 INPUT = InputInfo(width=3, height=2, format="JPEG", bytes=10, sha256="0" * 64)
 
@@ -107,3 +110,53 @@ def test_canceled_content_may_be_submitted_again(job_store):
     assert job_store.job_for_content("t", INPUT.sha256).id == job.id
     job_store.request_cancel(job.id)
     assert job_store.job_for_content("t", INPUT.sha256) is None
+
+
+def test_create_never_overwrites_a_record(job_store):
+    job = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
+    job_store.start(job.id, "w", "m")
+    with pytest.raises(InvalidTransition):
+        job_store.create(job.id, INPUT, Priority.BACKFILL)
+    kept = job_store.get(job.id)
+    assert (kept.status, kept.priority, kept.attempts) == (JobStatus.RUNNING, Priority.INTERACTIVE, 1)
+
+
+def test_every_status_a_step_writes_is_one_the_transition_table_allows(job_store, monkeypatch):
+    # The table is the single authority: a step that would write a status the table
+    # does not allow from the current one is refused, whichever step it is.
+    queued = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
+    running = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
+    job_store.start(running.id, "w", "m")
+    job_store.request_cancel(running.id)
+    narrower = {**TRANSITIONS, JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED}),
+                JobStatus.RUNNING: TRANSITIONS[JobStatus.RUNNING] - {JobStatus.CANCELED}}
+    monkeypatch.setattr("common.jobs.TRANSITIONS", narrower)
+    with pytest.raises(InvalidTransition):
+        job_store.request_cancel(queued.id)  # queued -> canceled
+    with pytest.raises(InvalidTransition):
+        job_store.succeed(running.id, JobResult(outputs={}, summary={}))  # running -> canceled, via succeed
+    assert job_store.get(queued.id).status is JobStatus.QUEUED
+    assert job_store.get(running.id).status is JobStatus.RUNNING
+
+
+def test_a_record_with_fields_this_process_does_not_know_is_still_read(job_store):
+    # A newer process may add fields, top-level and nested; reads ignore them, steps keep them.
+    job = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE, webhook=Webhook(
+        url="https://example.com/hook", events=[WebhookEvent.SUCCEEDED], links_base="http://api/"))
+    key = job_store.prefix + job.id
+    job_store.client.hset(key, mapping={
+        "region": json.dumps("eu-west"),
+        "input": json.dumps({**INPUT.model_dump(), "exif": {"orientation": 6}}),
+        "webhook": json.dumps({**job.webhook.model_dump(mode="json"), "secret_version": 2})})
+    assert job_store.get(job.id) == job
+    assert job_store.get_many([job.id]) == [job]
+    started = job_store.start(job.id, "w", "m")
+    assert started.status is JobStatus.RUNNING and started.input == INPUT
+    assert json.loads(job_store.client.hget(key, "region")) == "eu-west"  # not the step's to remove
+
+
+def test_a_step_that_writes_an_unknown_field_is_refused(job_store):
+    job = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
+    with pytest.raises(pydantic.ValidationError):
+        job_store._step(job.id, JobStatus.RUNNING, lambda job: {"atempts": 1})
+    assert job_store.get(job.id).status is JobStatus.QUEUED
