@@ -2,7 +2,9 @@
 
 The page is Swagger UI from the ``offapi`` package (spectree's offline templates): its
 scripts are inlined from files installed with the API, so the page works where the
-deployment has no internet access.
+deployment has no internet access. Swagger UI's one outbound default is turned off: its
+online validator badge, which on any host but localhost loads an image from
+validator.swagger.io with this document's URL in it (``validatorUrl: null``).
 """
 from __future__ import annotations
 
@@ -25,10 +27,18 @@ def document():
     return jsonify(openapi_document())
 
 
+# Swagger UI's options, set in the template's SwaggerUIBundle({...}) call.
+LAYOUT = 'layout: "StandaloneLayout",'
+OFFLINE_OPTIONS = "validatorUrl: null,"
+
+
 @cache
 def _page() -> str:
-    return OpenAPITemplate.SWAGGER.value.format(spec_url=DOCUMENT_URL, spec_path="docs",
+    html = OpenAPITemplate.SWAGGER.value.format(spec_url=DOCUMENT_URL, spec_path="docs",
                                                 **spec.config.swagger_oauth2_config())
+    if html.count(LAYOUT) != 1:  # an offapi release changed its template: look again at its options
+        raise RuntimeError("offapi's Swagger UI template changed; cannot switch off its online validator")
+    return html.replace(LAYOUT, f"{LAYOUT}\n        {OFFLINE_OPTIONS}")
 
 
 @docs.get("/docs")

@@ -4,14 +4,17 @@ loads the model side."""
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
+from werkzeug.serving import make_server
 
 from api.app import create_app
 from api.errors import ERROR_CODES
 from common.errors import ErrorCode
 from common.services import Services
 from scripts.processes import REPO
+from tests.test_page import browser  # noqa: F401 (the page test's headless Chromium, a fixture)
 
 # Flask's own static route: the files of the page at `/` (api/static), not part of the JSON
 # API. `/` itself is documented, as /docs is.
@@ -75,6 +78,37 @@ def test_docs_page_is_served_from_shipped_files(app):
     html = page.get_data(as_text=True)
     assert "/v1/openapi.json" in html and "SwaggerUIBundle" in html
     assert not re.findall(r"""(?:src|href)\s*=\s*["']https?://""", html), "the page loads something from the web"
+    # Swagger UI's online validator badge is off (it would send the document's URL to validator.swagger.io).
+    assert re.search(r"SwaggerUIBundle\(\{[^}]*validatorUrl: null,", html)
+
+
+def test_the_docs_page_on_a_public_host_reaches_no_other_host(app, browser):  # noqa: F811
+    # Swagger UI shows its validator badge (an image from validator.swagger.io) unless the
+    # page's own address says localhost or 127.0.0.1: serve it from another loopback address.
+    server = make_server("127.0.0.2", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.2:{server.server_port}"
+    context = browser.new_context()
+    elsewhere: list[str] = []
+
+    def only_this_host(route):
+        if route.request.url.startswith(origin + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    try:
+        context.route("**/*", only_this_host)
+        page = context.new_page()
+        page.goto(f"{origin}/docs")
+        page.locator(".opblock").first.wait_for()  # the document loaded and rendered
+        links = page.eval_on_selector_all("[src], [href]", "nodes => nodes.map(n => n.src || n.href)")
+    finally:
+        context.close()
+        server.shutdown()
+    assert not [link for link in links if re.match("https?://", link) and not link.startswith(origin)], links
+    assert not elsewhere
 
 
 def test_the_api_never_imports_the_model_side():
