@@ -2,7 +2,8 @@
 
 - Every request, by method, route and status: ``m2fp_api_request_duration_seconds``, a
   histogram whose ``_count`` is the request count. The route is the URL rule
-  (``/v1/jobs/<job_id>``), never the path, so job ids never become label values.
+  (``/v1/jobs/<job_id>``), never the path, so job ids never become label values; a
+  method outside :data:`METHODS` is ``other``.
 - Submissions by priority and outcome (``created``, ``deduplicated``, ``refused`` with
   the error code): ``m2fp_api_submissions_total``. They are read off the answer the
   client got (each item's status and code in a batch), so every refusal counts with
@@ -40,6 +41,10 @@ SUBMISSIONS = Counter(
     "m2fp_api_submissions_total", "Photos submitted, by priority and outcome (created, deduplicated, refused)",
     ["priority", "outcome", "code"])
 UNMATCHED_ROUTE = "<unmatched>"  # the route label of a request no URL rule matched (a 404)
+# The method label: these as they are, any other (a client may send any token) as "other",
+# so no request can add label values.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 # The views whose answers are submissions, and the priority of each when the body gave none.
 SUBMISSION_ROUTES = {"jobs.create_job": Priority.INTERACTIVE, "jobs.create_jobs": Priority.BACKFILL}
 
@@ -72,7 +77,8 @@ def _observe(response: Response) -> Response:
     started = g.pop("metrics_started", None)
     route = request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE
     if started is not None:
-        REQUEST_SECONDS.labels(request.method, route, str(response.status_code)).observe(
+        method = request.method if request.method in METHODS else OTHER_METHOD
+        REQUEST_SECONDS.labels(method, route, str(response.status_code)).observe(
             time.perf_counter() - started)
     if request.endpoint in SUBMISSION_ROUTES and request.method == "POST":
         _count_submissions(response)

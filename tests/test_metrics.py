@@ -193,3 +193,15 @@ def test_each_batch_item_counts_as_a_submission_with_its_outcome(services):
     moved = {key: value - before.get(key, 0) for key, value in after.items() if value != before.get(key, 0)}
     assert moved == {("backfill", "created", ""): 1, ("backfill", "deduplicated", ""): 1,
                      ("backfill", "refused", "invalid_image"): 1}
+
+
+def test_a_method_no_route_knows_is_counted_as_other(services):
+    """A client may send any method token; the label stays within a fixed set."""
+    from api.app import create_app
+
+    client = create_app(services=services).test_client()
+    for method in ("BREW", "PROPFIND", "X-" + "A" * 40):
+        assert client.open("/v1/jobs", method=method).status_code == 405
+    samples = parse(client.get("/metrics").get_data(as_text=True))
+    methods = {s.labels["method"] for s in samples if s.name == "m2fp_api_request_duration_seconds_count"}
+    assert "other" in methods and methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
