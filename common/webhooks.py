@@ -60,6 +60,11 @@ def tenant_secret(signing_key: str, tenant: str) -> str:
 
 
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# IPv6 forms that carry an IPv4 address in their low 32 bits and are no receiver's public
+# address, which Python 3.10 still calls global: IPv4-compatible (``::7f00:1``, deprecated
+# by RFC 4291) and IPv4-translated (``::ffff:0:a9fe:a9fe``, RFC 2765). Refused whatever
+# they carry.
+_EMBEDDING_ONLY = (ipaddress.ip_network("::/96"), ipaddress.ip_network("::ffff:0:0:0/96"))
 
 
 def _public(address: IPAddress) -> bool:
@@ -68,6 +73,8 @@ def _public(address: IPAddress) -> bool:
     if not address.is_global or address.is_multicast:
         return False
     if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in _EMBEDDING_ONLY):
+            return False
         embedded = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
         if any(address in network for network in _NAT64):
             embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))

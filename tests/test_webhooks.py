@@ -74,6 +74,9 @@ def test_the_policy_accepts_public_https_and_what_the_operator_allows(url, allow
     ("https://localhost./hook", "", "local or private"),
     ("https://[64:ff9b::a00:1]/hook", "", "local or private"),  # NAT64 of 10.0.0.1
     ("https://[2002:a00:1::]/hook", "", "local or private"),  # 6to4 of 10.0.0.1
+    ("https://[::7f00:1]/hook", "", "local or private"),  # IPv4-compatible 127.0.0.1
+    ("https://[::ffff:0:a9fe:a9fe]/hook", "", "local or private"),  # IPv4-translated 169.254.169.254
+    ("https://[::5db8:d822]/hook", "", "local or private"),  # IPv4-compatible: refused whatever it carries
     ("https://a..b/hook", "", "not a valid host name"),
     ("https://" + "a" * 64 + ".com/hook", "", "not a valid host name"),
 ])
@@ -86,8 +89,9 @@ def test_the_policy_refuses_plain_http_local_addresses_and_credentials(url, allo
 def test_at_delivery_a_name_that_resolves_to_a_private_address_is_refused_unless_allowed():
     with pytest.raises(WebhookRefused, match="not a public address; allow it with WEBHOOK_ALLOW_HOSTS"):
         policy().vet("localhost", 80)  # passed the submission check's literal tests? not by name: here by address
-    with pytest.raises(WebhookRefused):
-        policy().vet("169.254.169.254", 80)
+    for address in ("169.254.169.254", "::7f00:1", "::ffff:0:a9fe:a9fe"):
+        with pytest.raises(WebhookRefused):
+            policy().vet(address, 80)
     assert policy("localhost").vet("localhost", 80)  # allowed by name: whatever it resolves to
     assert policy("127.0.0.0/8, ::1").vet("127.0.0.1", 80) == ["127.0.0.1"]
     assert policy().vet("93.184.216.34", 443) == ["93.184.216.34"]
