@@ -4,7 +4,12 @@ spectree (its Flask plugin) validates each decorated view's request against the
 models and collects them into the document; it takes JSON and multipart bodies on
 the same operation and picks the model by content type, which our submission routes
 need. What spectree cannot say by itself is added in :func:`openapi_document`: the
-table of error codes (each with its status and meaning) and binary output responses.
+table of error codes (each with its status and meaning), binary output responses, the
+headers some answers carry, the 500 every operation may answer, the 405 of a method a
+path does not have, and the format of the path parameters. spectree declares its
+validation error (400) on every operation; operations without a request model, which
+cannot fail validation and never answer 400 otherwise, lose it there (spectree has no
+per-route switch for it).
 Validation failures are raised as our own :class:`ServiceError`, so they render like
 every other error (``api.errors``).
 """
@@ -17,9 +22,10 @@ from typing import Any, Optional
 from pydantic import ValidationError
 from spectree import Response, SpecTree
 from spectree.model_adapter.pydantic_adapter import PydanticModelAdapter
+from spectree.response import DEFAULT_CODE_DESC
 
 from common.errors import ErrorCode, ServiceError
-from common.schema import BatchItem, ErrorResponse
+from common.schema import JOB_ID_PATTERN, OUTPUTS, BatchItem, ErrorResponse
 from api.errors import ERROR_CODES
 
 API_VERSION = "1.0.0"
@@ -31,7 +37,9 @@ the outputs. Or name a `webhook` in the submission: each event you pick (`runnin
 `succeeded`, `failed`, `canceled`) is POSTed to it as the job's JSON, signed after the
 Standard Webhooks convention with your tenant's secret (`GET /v1/webhooks/secret`).
 Every error is `{"error": {"code", "message"}}` with a stable `code` (schema
-`ErrorCode` lists each one with its HTTP status).
+`ErrorCode` lists each one with its HTTP status). A method a path does not list answers
+`405 method_not_allowed` with `Allow` naming the ones it has (response
+`MethodNotAllowed`).
 
 The model's licence: M2FP's code is CC BY-NC 4.0 and the official weights are for
 non-commercial use.
@@ -39,7 +47,9 @@ non-commercial use.
 JSON_TYPES = ("application/json",)
 # The routes that take a JSON or multipart body (the others take none).
 BODY_ENDPOINTS = frozenset({"jobs.create_job", "jobs.create_jobs"})
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+# Multipart only: an image is a file part, which a urlencoded form cannot carry, so any
+# other body is answered as one without an image.
+FORM_TYPES = ("multipart/form-data",)
 
 
 class _Adapter(PydanticModelAdapter):
@@ -136,6 +146,48 @@ def _error_code_schema() -> dict[str, Any]:
     }
 
 
+def _error_response(*codes: ErrorCode) -> dict[str, Any]:
+    return {"description": "; ".join(f"`{code.value}`: {ERROR_CODES[code].when}" for code in codes),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+
+
+def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "required": True, "schema": schema}
+
+
+# Headers by the status of the answer that carries them (api/errors.py sends them).
+STATUS_HEADERS: dict[str, dict[str, dict[str, Any]]] = {
+    "401": {"WWW-Authenticate": _header('how to authenticate: `Bearer realm="m2fp"`', {"type": "string"})},
+    "429": {"Retry-After": _header("seconds to wait before sending the request again",
+                                   {"type": "integer", "minimum": 1})},
+}
+# Headers of one operation's answers: (path, method) -> status -> headers (api/routes.py sends them).
+OPERATION_HEADERS: dict[tuple[str, str], dict[str, dict[str, dict[str, Any]]]] = {
+    ("/v1/jobs", "post"): {status: {"Location": _header("the job's path, `/v1/jobs/<id>`", {"type": "string"})}
+                           for status in ("200", "202")},
+}
+# What a path parameter may be, by name (a job id is new_job_id's 22 URL-safe characters).
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
+    "name": {"type": "string", "enum": list(OUTPUTS)},
+}
+
+
+def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> None:
+    responses = operation["responses"]
+    takes_input = "requestBody" in operation or any(p["in"] != "path" for p in operation.get("parameters", []))
+    if not takes_input and responses.get("400", {}).get("description") == DEFAULT_CODE_DESC["HTTP_400"]:
+        del responses["400"]  # spectree's validation error, on an operation with nothing to validate
+    responses["500"] = _error_response(ErrorCode.INTERNAL_ERROR)
+    for status, response in responses.items():
+        headers = {**STATUS_HEADERS.get(status, {}), **OPERATION_HEADERS.get((path, method), {}).get(status, {})}
+        if headers:
+            response["headers"] = headers
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "path" and parameter["name"] in PATH_PARAMETERS:
+            parameter["schema"] = PATH_PARAMETERS[parameter["name"]]
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     """The full document (built once, after every route is registered)."""
@@ -147,6 +199,12 @@ def openapi_document() -> dict[str, Any]:
     schemas.update(batch_item.pop("$defs", {}))
     schemas["BatchItem"] = batch_item
     schemas["BatchJson"]["properties"]["items"]["items"] = {"$ref": "#/components/schemas/BatchItem"}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            _complete_operation(path, method, operation)
+    document["components"]["responses"] = {"MethodNotAllowed": {
+        **_error_response(ErrorCode.METHOD_NOT_ALLOWED),
+        "headers": {"Allow": _header("the methods the path has", {"type": "string"})}}}
     document["components"]["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer",
                    "description": "an API key (API_KEYS / API_KEYS_FILE); needed once the service has keys"},

@@ -12,6 +12,7 @@ from werkzeug.serving import make_server
 from api.app import create_app
 from api.errors import ERROR_CODES
 from common.errors import ErrorCode
+from common.jobs import OUTPUTS, new_job_id
 from common.services import Services
 from scripts.processes import REPO
 from tests.test_page import browser  # noqa: F401 (the page test's headless Chromium, a fixture)
@@ -55,12 +56,56 @@ def test_every_error_code_is_documented_with_its_status(document):
     for code, info in ERROR_CODES.items():
         if info.status:
             assert documented[code.value].startswith(f"HTTP {info.status}: ")
-    # Each status an operation can answer with names its codes, and every API code is answerable somewhere.
-    described = " ".join(response["description"] for path in document["paths"].values()
-                         for operation in path.values() for response in operation["responses"].values())
+    # Each status an operation can answer with names its codes, and every API code is answerable somewhere:
+    # an operation's response, or (405, for a method a path does not have) a response of the components.
+    responses = [response for path in document["paths"].values() for operation in path.values()
+                 for response in operation["responses"].values()]
+    described = " ".join(response["description"] for response in
+                         responses + list(document["components"]["responses"].values()))
     for code, info in ERROR_CODES.items():
-        if info.status and code not in (ErrorCode.METHOD_NOT_ALLOWED, ErrorCode.INTERNAL_ERROR):
+        if info.status:
             assert f"`{code.value}`" in described, f"no operation documents {code.value}"
+
+
+def operations(document):
+    return [(path, method, operation) for path, methods in document["paths"].items()
+            for method, operation in methods.items()]
+
+
+def test_every_operation_may_answer_500_and_only_those_that_validate_input_400(document):
+    for path, method, operation in operations(document):
+        responses = operation["responses"]
+        assert "`internal_error`" in responses["500"]["description"], f"{method} {path}"
+        takes_input = "requestBody" in operation or any(p["in"] != "path" for p in operation["parameters"])
+        if not takes_input:  # nothing to fail validation: a 400 must be one the route declared, with its codes
+            assert "400" not in responses or "`" in responses["400"]["description"], f"{method} {path}"
+    for path in ("/healthz", "/readyz", "/docs", "/", "/metrics", "/v1/openapi.json", "/v1/jobs/{job_id}",
+                 "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/outputs/{name}"):
+        assert "400" not in next(iter(document["paths"][path].values()))["responses"], path
+    assert "`webhooks_disabled`" in document["paths"]["/v1/webhooks/secret"]["get"]["responses"]["400"]["description"]
+
+
+def test_the_headers_answers_carry_are_declared(document):
+    for path, method, operation in operations(document):
+        for status, response in operation["responses"].items():
+            headers = set(response.get("headers", {}))
+            if status == "401":
+                assert "WWW-Authenticate" in headers, f"{method} {path}"
+            if status == "429":
+                assert "Retry-After" in headers, f"{method} {path}"
+            assert ("Location" in headers) == (path == "/v1/jobs" and method == "post" and status in ("200", "202"))
+    assert "Allow" in document["components"]["responses"]["MethodNotAllowed"]["headers"]
+
+
+def test_path_parameters_say_what_they_may_be(document):
+    outputs = document["paths"]["/v1/jobs/{job_id}/outputs/{name}"]["get"]["parameters"]
+    schemas = {parameter["name"]: parameter["schema"] for parameter in outputs}
+    assert schemas["name"]["enum"] == list(OUTPUTS)
+    assert all(re.fullmatch(schemas["job_id"]["pattern"].strip("^$"), new_job_id()) for _ in range(100))
+    for path, method, operation in operations(document):
+        for parameter in operation["parameters"]:
+            if parameter["name"] == "job_id":
+                assert parameter["schema"] == schemas["job_id"], f"{method} {path}"
 
 
 @pytest.mark.parametrize("path", ["/v1/jobs", "/v1/jobs/batch"])
@@ -70,6 +115,14 @@ def test_submissions_document_both_encodings(document, path):
     form = document["components"]["schemas"][content["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]]
     image = form["properties"]["image"]
     assert (image.get("items") or image)["format"] == "binary"
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/jobs/batch"])
+def test_a_urlencoded_form_is_not_an_encoding_the_api_takes(app, path):
+    # It cannot carry a file: answered as any body without an image, whatever its fields say.
+    answer = app.test_client().post(path, data="priority=interactive&labels=none-such",
+                                    content_type="application/x-www-form-urlencoded")
+    assert answer.status_code == 400 and answer.get_json()["error"]["code"] == "missing_image"
 
 
 def test_docs_page_is_served_from_shipped_files(app):
