@@ -10,7 +10,8 @@
     m2fp backfill SRC [options]
 
 Every command takes ``--api-url`` (default ``$M2FP_API_URL``, else
-``http://127.0.0.1:8000``) and sends ``$M2FP_API_KEY`` as a bearer key when it is set.
+``http://127.0.0.1:8000``), after its name or before it (``m2fp --api-url URL status ID``;
+the command's own wins), and sends ``$M2FP_API_KEY`` as a bearer key when it is set.
 
 Outputs go to ``DIR/<job id>/``, not to a folder named after the photo: photo names
 collide (``a/x.jpg`` and ``b/x.jpg``, ``x.jpg`` and ``x.png``), job ids do not, and the
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import click
+from click.core import ParameterSource
 from tqdm import tqdm
 
 from common.schema import JobView, LabelProfile, LabelsFormat, Priority, WebhookEvent
@@ -57,13 +59,27 @@ def explain(error: ApiError, api_url: str) -> str:
     return f"the API answered {error.status} {error.code}: {error.message}" if error.status else str(error)
 
 
-def api_command(function: Callable) -> Callable:
-    """A command that talks to the API: the --api-url option, a Client, ApiError as exit 2."""
+api_url_option = click.option("--api-url", envvar="M2FP_API_URL", default=DEFAULT_API_URL, show_default=True,
+                              show_envvar=True, help="the m2fp-queue API")
 
-    @click.option("--api-url", envvar="M2FP_API_URL", default=DEFAULT_API_URL, show_default=True,
-                  show_envvar=True, help="the m2fp-queue API")
+
+def chosen_api_url(api_url: str) -> str:
+    """The command's own --api-url when given on its command line, else the group's
+    (``m2fp --api-url X status``), which reads the same variable and default."""
+    context = click.get_current_context()
+    if context.get_parameter_source("api_url") is ParameterSource.COMMANDLINE or context.parent is None:
+        return api_url
+    return context.parent.params["api_url"]
+
+
+def api_command(function: Callable) -> Callable:
+    """A command that talks to the API: the --api-url option (also the group's), a
+    Client, ApiError as exit 2."""
+
+    @api_url_option
     @functools.wraps(function)
     def wrapper(api_url: str, **kwargs):
+        api_url = chosen_api_url(api_url)
         try:
             return function(Client(api_url), **kwargs)
         except ApiError as error:
@@ -95,7 +111,8 @@ def wait_with_progress(client: Client, job_ids: list[str], poll_interval: float)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@api_url_option
+def main(api_url: str) -> None:
     """Submit photos to an m2fp-queue service, follow their jobs and fetch the parsing maps.
 
     Exit status: 0 all succeeded, 1 some photos or jobs did not, 2 usage or API error

@@ -57,7 +57,7 @@ def without_links(job: dict) -> dict:
     return {**job, "result": {**job["result"], "outputs": sorted(job["result"]["outputs"])}}
 
 
-def test_submit_waits_and_downloads_the_four_outputs(system, tmp_path):
+def test_submit_waits_and_downloads_every_output(system, tmp_path):
     for i, name in enumerate(["a.jpg", "b.jpg"]):
         (tmp_path / name).write_bytes(photo_jpeg(40, 32, seed=9100 + i))
     out = tmp_path / "out"
@@ -133,6 +133,18 @@ def test_a_bad_photo_gets_the_api_error_code_and_a_failing_exit(system, tmp_path
     good, broken = lines(done)
     assert good[2] == "succeeded"
     assert broken[:3] == ["broken.jpg", "-", "refused"] and broken[3].startswith("invalid_image: ")
+
+
+def test_api_url_is_taken_before_or_after_the_command(system, tmp_path):
+    nowhere = f"http://127.0.0.1:{free_port()}"  # M2FP_API_URL: only the option can reach the API
+    unknown = "A" * 22
+    for args in (["--api-url", system.api_url, "status", unknown], ["status", unknown, "--api-url", system.api_url],
+                 ["--api-url", nowhere, "status", unknown, "--api-url", system.api_url]):  # the command's own wins
+        shown = m2fp(*args, cwd=tmp_path, M2FP_API_URL=nowhere)
+        assert shown.returncode == 1, (args, shown.stderr)  # reached the API, which does not know the id
+        assert json.loads(shown.stdout) == {"id": unknown, "status": "not_found"}
+    lost = m2fp("--api-url", nowhere, "status", unknown, cwd=tmp_path, M2FP_API_URL=system.api_url)
+    assert lost.returncode == 2 and f"cannot reach {nowhere}" in lost.stderr
 
 
 def test_an_unreachable_api_is_named_with_the_fix(tmp_path):
