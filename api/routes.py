@@ -75,7 +75,7 @@ def _webhook(body: SubmitJson | SubmitForm | BatchJson | BatchForm) -> Optional[
                        E.WEBHOOKS_DISABLED)
     policy: WebhookPolicy = current_app.extensions["m2fp.webhook_policy"]
     events = list(dict.fromkeys(body.webhook_events or DEFAULT_WEBHOOK_EVENTS))
-    return Webhook(url=policy.check(body.webhook), events=events, links_base=request.url_root)
+    return Webhook(url=policy.admit(body.webhook), events=events, links_base=request.url_root)
 
 
 def _accepted_view(accepted: Accepted) -> dict:

@@ -10,8 +10,10 @@ at that moment (the body, signed as is on every attempt) and puts a
 model process only ever pushes one small message: no receiver can slow parsing.
 
 Two guards against a webhook used to reach what it should not (SSRF): at submission,
-:meth:`WebhookPolicy.check` refuses plain http, credentials in the URL and literal local
-or private addresses; at each delivery, :meth:`WebhookPolicy.vet` resolves the host and
+:meth:`WebhookPolicy.admit` refuses plain http, credentials in the URL and literal local
+or private addresses (:meth:`WebhookPolicy.check`), then resolves the host (for at most
+:data:`SUBMISSION_RESOLVE_SECONDS`) and refuses a name that resolves to such an address
+or to none; at each delivery, :meth:`WebhookPolicy.vet` resolves the host again and
 refuses it unless every address is public, then the connection goes to the vetted
 address (so a DNS answer that changes in between cannot redirect it). Hosts the
 operator lists in ``WEBHOOK_ALLOW_HOSTS`` pass both.
@@ -26,9 +28,10 @@ import json
 import logging
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel
@@ -42,13 +45,26 @@ from common.views import job_view
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 _SECRET_CONTEXT = b"m2fp-queue webhook secret\x00"
 
 
+# At submission, a webhook's host name gets this long to resolve; a resolver that has not
+# answered by then lets the submission pass (each delivery vets the host again).
+SUBMISSION_RESOLVE_SECONDS = 2.0
+
+
 class WebhookRefused(Exception):
     """The receiver's address is one the policy forbids (not worth retrying)."""
+
+
+class UnknownHost(OSError):
+    """The resolver answered that the name has no address (not a passing failure)."""
+
+
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
 
 def tenant_secret(signing_key: str, tenant: str) -> str:
@@ -124,13 +140,37 @@ class WebhookPolicy:
                            "with WEBHOOK_ALLOW_HOSTS")
         return url
 
+    def admit(self, url: str, timeout: float = SUBMISSION_RESOLVE_SECONDS) -> str:
+        """The URL, if a submission may name it: :meth:`check`, then the host's addresses
+        vetted as a delivery vets them (:meth:`vet`), so a name that resolves to a local,
+        private or metadata address is refused now rather than at its first delivery. So is
+        a name the resolver says does not exist. A resolver that fails for the moment or
+        takes over ``timeout`` seconds lets the URL pass: every delivery vets it again."""
+        url = self.check(url)
+        parts = urlsplit(url)
+        host = parts.hostname
+        if self.allows(host) or _address(host) is not None:
+            return url  # listed by the operator, or a literal address check() has judged
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            _within(timeout, self.vet, host, port)
+        except WebhookRefused as exc:
+            raise _invalid(f"the webhook host {exc}") from None
+        except UnknownHost:
+            raise _invalid(f"the webhook host {host} does not resolve (no such name)") from None
+        except (OSError, TimeoutError) as exc:
+            log.info("webhook host %s not resolved at submission (%s); its deliveries will check it", host,
+                     exc or "timed out")
+        return url
+
     def vet(self, host: str, port: int) -> list[str]:
         """The addresses to connect to for ``host``: all it resolves to, each public or
         allowed; :class:`WebhookRefused` naming the first that is neither."""
         try:
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
-            raise OSError(f"cannot resolve {host}: {exc.strerror}") from None
+            kind = UnknownHost if exc.errno in _NO_SUCH_NAME else OSError
+            raise kind(f"cannot resolve {host}: {exc.strerror}") from None
         except UnicodeError:
             raise WebhookRefused(f"{host!r} is not a valid host name") from None
         addresses = list(dict.fromkeys(entry[4][0] for entry in found))
@@ -142,6 +182,28 @@ class WebhookPolicy:
                 raise WebhookRefused(f"{host} resolves to {address}, which is not a public address; "
                                      "allow it with WEBHOOK_ALLOW_HOSTS")
         return addresses
+
+
+def _within(seconds: float, call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)`` in a daemon thread, waited for ``seconds`` (``getaddrinfo`` takes no
+    timeout); TimeoutError after that, the thread left to end when the resolver gives up."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = call(*args)
+        except BaseException as exc:  # handed to the waiting caller
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="webhook-resolve", daemon=True).start()
+    if not done.wait(seconds):
+        raise TimeoutError()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _split(url: str) -> SplitResult:

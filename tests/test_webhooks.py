@@ -29,6 +29,9 @@ from scripts.stack import Stack
 from tests.harness.receiver import Receiver
 
 SIGNING_KEY = "test-signing-key"
+# A public receiver that needs no DNS: submissions resolve a webhook's host name, and
+# the suite runs offline (where hooks.example.com does not resolve).
+PUBLIC = "https://93.184.216.34"
 INPUT = InputInfo(width=8, height=8, format="JPEG", bytes=10, sha256="0" * 64)
 
 
@@ -360,7 +363,7 @@ def test_a_submission_names_its_webhook_and_events_and_the_job_shows_them(api):
     assert job["webhook"] == {"url": "http://127.0.0.1:9/hook", "events": ["running", "succeeded"], "event": None,
                               "delivery_id": None, "delivered": False, "attempts": 0, "last_status": None,
                               "last_error": None, "next_attempt_at": None}
-    default = submit(api, data=photo_jpeg(65, 48), webhook="https://hooks.example.com/h").get_json()
+    default = submit(api, data=photo_jpeg(65, 48), webhook=f"{PUBLIC}/h").get_json()
     assert default["webhook"]["events"] == ["succeeded", "failed", "canceled"]
     assert "webhook" not in submit(api, data=photo_jpeg(66, 48)).get_json()
 
@@ -368,10 +371,10 @@ def test_a_submission_names_its_webhook_and_events_and_the_job_shows_them(api):
 def test_a_batch_webhook_serves_every_item_and_a_bad_item_still_fails_alone(api):
     answer = api.post("/v1/jobs/batch", data={
         "image": [(io.BytesIO(b"not an image"), "bad.jpg"), (io.BytesIO(photo_jpeg(70, 48)), "good.jpg")],
-        "webhook": "https://hooks.example.com/batch", "webhook_events": ["succeeded", "failed"]},
+        "webhook": f"{PUBLIC}/batch", "webhook_events": ["succeeded", "failed"]},
         content_type="multipart/form-data", headers={"Authorization": "Bearer alice-key"})
     bad, good = answer.get_json()["items"]
-    assert good["job"]["webhook"]["url"] == "https://hooks.example.com/batch"
+    assert good["job"]["webhook"]["url"] == f"{PUBLIC}/batch"
     assert good["job"]["webhook"]["events"] == ["succeeded", "failed"]
     assert (bad["ref"], bad["status"], bad["error"]["code"]) == ("bad.jpg", 422, "invalid_image")
 
@@ -379,10 +382,10 @@ def test_a_batch_webhook_serves_every_item_and_a_bad_item_still_fails_alone(api)
 def test_the_same_content_gets_the_webhook_only_if_its_job_has_none(api):
     photo = photo_jpeg(67, 48)
     plain = submit(api, data=photo).get_json()
-    first = submit(api, data=photo, webhook="https://a.example.com/h").get_json()
-    second = submit(api, data=photo, webhook="https://b.example.com/h").get_json()
+    first = submit(api, data=photo, webhook=f"{PUBLIC}/a").get_json()
+    second = submit(api, data=photo, webhook=f"{PUBLIC}/b").get_json()
     assert first["id"] == second["id"] == plain["id"] and first["deduplicated"]
-    assert first["webhook"]["url"] == second["webhook"]["url"] == "https://a.example.com/h"
+    assert first["webhook"]["url"] == second["webhook"]["url"] == f"{PUBLIC}/a"
 
 
 @pytest.mark.parametrize("fields, code", [
@@ -400,6 +403,49 @@ def test_a_bad_webhook_is_a_400_with_its_code_in_both_encodings(api, fields, cod
     as_json = api.post("/v1/jobs", json=body, headers={"Authorization": "Bearer alice-key"})
     for response in (form, as_json):
         assert (response.status_code, response.get_json()["error"]["code"]) == (400, code), response.get_json()
+
+
+def local_name() -> str:
+    """This machine's own name: /etc/hosts (or nss-myhostname) maps it to a loopback or
+    private address on any machine the suite runs on, and no literal check knows it."""
+    import ipaddress
+    import socket
+
+    name = socket.gethostname()
+    addresses = {entry[4][0] for entry in socket.getaddrinfo(name, 443, type=socket.SOCK_STREAM)}
+    assert addresses and not any(ipaddress.ip_address(a.split("%")[0]).is_global for a in addresses), \
+        f"this machine's name {name} should resolve to a local address, not {addresses}"
+    return name
+
+
+def test_at_submission_a_name_is_resolved_and_refused_if_local_or_unknown():
+    name = local_name()
+    policy().check(f"https://{name}/hook")  # no literal test can tell
+    with pytest.raises(ServiceError, match=f"the webhook host {name} resolves to .*not a public address"):
+        policy().admit(f"https://{name}/hook")
+    assert policy(name).admit(f"http://{name}:9/hook") == f"http://{name}:9/hook"  # allowed: not resolved
+    with pytest.raises(ServiceError, match="does not resolve"):
+        policy().admit("https://no-such-host.invalid/hook")  # RFC 6761: never a name
+    assert policy().admit(f"{PUBLIC}/hook") == f"{PUBLIC}/hook"
+
+
+def test_a_submission_naming_a_host_that_resolves_locally_gets_400_unless_allowed(settings):
+    name = local_name()
+
+    def api_allowing(hosts: str):
+        return create_app(Settings(**{**settings.model_dump(), "webhook_signing_key": SIGNING_KEY,
+                                      "webhook_allow_hosts": hosts, "api_keys": "alice:alice-key"})).test_client()
+
+    closed = api_allowing("")
+    for webhook in (f"https://{name}/hook", "https://no-such-host.invalid/hook"):
+        form = submit(closed, webhook=webhook)
+        as_json = closed.post("/v1/jobs", json={"source": "s3://m2fp/a.jpg", "webhook": webhook},
+                              headers={"Authorization": "Bearer alice-key"})
+        batch = closed.post("/v1/jobs/batch", json={"items": [{"source": "s3://m2fp/a.jpg"}], "webhook": webhook},
+                            headers={"Authorization": "Bearer alice-key"})
+        for response in (form, as_json, batch):
+            assert (response.status_code, response.get_json()["error"]["code"]) == (400, "invalid_webhook")
+    assert submit(api_allowing(name), webhook=f"https://{name}/hook").status_code == 202
 
 
 def test_a_service_without_a_signing_key_refuses_webhooks_and_says_why(settings):
