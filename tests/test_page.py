@@ -294,3 +294,131 @@ def test_a_phone_width_screen_shows_a_finished_job_without_sideways_scrolling(wo
     box = card.locator("canvas.explorer").bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= 360
     assert tab.errors == []
+
+
+DROP = """([target, files]) => {
+  // What a browser fires when files are dragged in from the desktop and dropped on `target`.
+  const data = new DataTransfer();
+  for (const [name, b64] of files) {
+    data.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, {type: "image/jpeg"}));
+  }
+  const element = document.querySelector(target);
+  const fire = (type) => !element.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true,
+                                                                    cancelable: true}));
+  return [fire("dragenter"), fire("dragover"), fire("drop")];  // true: the page took it from the browser
+}"""
+
+DRAG_ACROSS_THE_BOX = """() => {
+  // Into the box, over its text (the box's own dragleave comes after the text's dragenter), then out.
+  const data = new DataTransfer();
+  data.items.add(new File(["x"], "x.jpg", {type: "image/jpeg"}));
+  const drop = document.querySelector("#drop"), text = document.querySelector("#drop strong");
+  const fire = (element, type) => element.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true,
+                                                                              cancelable: true}));
+  const lit = () => drop.classList.contains("over");
+  fire(drop, "dragenter");
+  const entered = lit();
+  fire(text, "dragenter");
+  fire(drop, "dragleave");
+  const overText = lit();
+  fire(text, "dragleave");
+  return [entered, overText, lit()];
+}"""
+
+
+def test_photos_dropped_anywhere_on_the_page_are_sent_and_can_be_pinned_on_the_canvas(worker, tabs):
+    tab = tabs(worker.api_url).open()
+    # The box stays lit while the pointer crosses its children, and goes dark once it left.
+    assert tab.page.evaluate(DRAG_ACROSS_THE_BOX) == [True, True, False]
+
+    # The multipart fields each submission sends (Chromium does not show Playwright a body with a file).
+    tab.page.evaluate("""() => {
+      const send = window.fetch;
+      window.sentFormats = [];
+      window.fetch = (url, options = {}) => {
+        if (options.body instanceof FormData) window.sentFormats.push(options.body.get("labels_format"));
+        return send(url, options);
+      };
+    }""")
+    # Two photos dropped on the footer, outside the box: the page keeps them from the
+    # browser (which would open the photo in place of the page) and sends both.
+    files = [[f"dropped-{seed}.jpg", base64.b64encode(photo_jpeg(*PHOTO, seed=seed)).decode()] for seed in (6, 7)]
+    assert tab.page.evaluate(DROP, ["footer", files]) == [True, True, True]
+    expect(tab.page.locator("#drop")).not_to_have_class(re.compile(r"\bover\b"))
+    cards = [tab.card(name) for name, _ in files]
+    for card in cards:
+        wait_succeeded(card)
+    # Both asked for labels.png in grayscale, which the explorer reads ids from.
+    assert tab.page.evaluate("window.sentFormats") == ["grayscale", "grayscale"]
+
+    # Names a screen reader can use: the canvas is an image, headings go h1 > h2 > h3,
+    # and each Cancel button says which photo it cancels.
+    card = cards[0]
+    canvas = card.locator("canvas.explorer")
+    expect(canvas).to_have_attribute("role", "img")
+    expect(canvas).to_have_attribute("aria-label", re.compile("color"))
+    levels = tab.page.locator("h1, h2, h3, h4, h5, h6").evaluate_all("els => els.map(e => Number(e.tagName[1]))")
+    assert levels[0] == 1 and all(b - a <= 1 for a, b in zip(levels, levels[1:])), levels
+    expect(card.locator(".cancel")).to_have_attribute("aria-label", "Cancel dropped-6.jpg")
+
+    # A click on a person on the canvas keeps them picked out while the pointer moves on.
+    job_id = card.get_attribute("data-job-id")
+    persons = np.array(Image.open(io.BytesIO(output(worker.api_url, job_id, "persons.png"))))
+    box = canvas.bounding_box()
+
+    def at(mask: np.ndarray) -> dict:
+        """The middle of a pixel of ``mask`` whose neighbours are in it too, in canvas coordinates."""
+        inner = mask.copy()
+        inner[1:-1, 1:-1] &= mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+        inner[[0, -1], :] = inner[:, [0, -1]] = False
+        ys, xs = np.nonzero(inner)
+        assert len(ys), "no such pixel away from an edge"
+        y, x = ys[len(ys) // 2], xs[len(xs) // 2]
+        return {"x": (x + 0.5) * box["width"] / persons.shape[1], "y": (y + 0.5) * box["height"] / persons.shape[0]}
+
+    canvas.click(position=at(persons == 1))
+    expect(card).to_have_attribute("data-highlight", "1")
+    expect(card.locator(".people li[data-person-id='1'] button")).to_have_attribute("aria-pressed", "true")
+    expect(canvas).to_have_attribute("aria-label", re.compile("person 1 picked out"))
+    elsewhere = at(persons != 1)
+    canvas.hover(position=elsewhere)
+    expect(card).to_have_attribute("data-highlight", "1")
+    # A click off them lets go (or picks out whoever is there).
+    canvas.click(position=elsewhere)
+    expect(card.locator(".people li[data-person-id='1'] button")).to_have_attribute("aria-pressed", "false")
+    assert tab.errors == []
+
+
+def test_the_page_says_what_is_true_and_announces_a_problem_once(stack, tabs):
+    tab = tabs(stack.api_url).open()
+    note = "([summary, hasMap]) => peopleNote(summary, hasMap)"
+    # Persons found, but none owns a part pixel (a photo without parts): not "nobody".
+    assert tab.page.evaluate(note, [{"persons": 2, "people": [], "no_person_detected": False}, True]) == (
+        "2 persons detected, but none covers a body part found in the photo: nobody to outline.")
+    assert tab.page.evaluate(note, [{"persons": 0, "people": [], "no_person_detected": True}, True]) == (
+        "No person detected.")
+    assert tab.page.evaluate(note, [{"persons": None, "people": None, "no_person_detected": None}, False]) == (
+        "This model does not tell persons apart.")
+    assert tab.page.evaluate(note, [{"persons": 1, "people": [{"id": 1}], "no_person_detected": False}, True]) == ""
+    # A queued job with an ETA.
+    assert tab.page.evaluate("job => describe(job)", {"status": "queued", "queue": {
+        "position": 2, "ahead": 1, "eta_seconds": 3.2}}) == "Waiting in the queue: position 2, 1 job ahead, about 4 s."
+
+    # The banner is an alert: a retry that has nothing new to say leaves it as it is.
+    writes = tab.page.evaluate("""() => {
+      const observer = new MutationObserver(() => {});
+      observer.observe(document.querySelector("#banner"), {childList: true, attributes: true, characterData: true,
+                                                           subtree: true});
+      const error = new ApiError("busy", "The service is busy: too many jobs.", {status: 503, retryAfter: 5});
+      const counts = [];
+      for (const step of [() => showProblem(error, 5), () => showProblem(error, 5), () => showProblem(error, 8),
+                          clearProblem, clearProblem]) {
+        step();
+        counts.push(observer.takeRecords().length > 0);
+      }
+      observer.disconnect();
+      return counts;
+    }""")
+    assert writes == [True, False, True, True, False]
+    expect(tab.page.locator("#banner")).to_be_hidden()
+    assert tab.errors == []

@@ -85,15 +85,18 @@ function retryDelay(error, failures) {
 
 // ---- the banner: what is wrong with the service as a whole -------------------------
 
+// A role="alert" region: screen readers announce every change of it, so it is written
+// only when what it says changes, not on every retry.
 const banner = $("#banner");
 function showProblem(error, seconds) {
   let text = error.message;
   if (error.kind !== "unauthorized") text += ` Trying again in ${seconds} s.`;
-  banner.textContent = text;
-  banner.dataset.kind = error.kind;
-  banner.hidden = false;
+  if (banner.textContent !== text) banner.textContent = text;
+  if (banner.dataset.kind !== error.kind) banner.dataset.kind = error.kind;
+  if (banner.hidden) banner.hidden = false;
 }
 function clearProblem() {
+  if (banner.hidden) return;
   banner.hidden = true;
   banner.textContent = "";
   delete banner.dataset.kind;
@@ -144,6 +147,7 @@ class Card {
     this.el = $("#card-template").content.firstElementChild.cloneNode(true);
     this.history = [];
     $(".name", this.el).textContent = file.name || "photo";
+    $(".cancel", this.el).setAttribute("aria-label", `Cancel ${file.name || "photo"}`);
     const photo = $(".photo", this.el);
     photo.addEventListener("error", () => {
       $("figcaption", photo.parentElement).textContent = "Photo (this browser cannot show its format)";
@@ -205,7 +209,8 @@ function describe(job) {
     case "succeeded": {
       const s = job.result.summary;
       const seconds = typeof s.inference_seconds === "number" ? ` in ${s.inference_seconds.toFixed(1)} s` : "";
-      return `Done${seconds}: ${s.classes.length} classes, ${s.persons ?? 0} ${s.persons === 1 ? "person" : "persons"}.`;
+      const persons = typeof s.persons === "number" ? `, ${s.persons} ${s.persons === 1 ? "person" : "persons"}` : "";
+      return `Done${seconds}: ${s.classes.length} classes${persons}.`;
     }
     case "failed":
       return `Failed: ${job.error ? job.error.message : "no reason given"}`;
@@ -226,6 +231,7 @@ async function submit(card, failures = 0) {
   card.setStatus("submitting", "Sending…");
   const form = new FormData();
   form.append("image", card.file, card.file.name || "photo");
+  form.append("labels_format", "grayscale");  // the default, asked for: readIds needs ids, not palette colors
   try {
     const job = await apiJson("/v1/jobs", {method: "POST", body: form});
     clearProblem();
@@ -256,15 +262,34 @@ fileInput.addEventListener("change", () => {
   addFiles([...fileInput.files]);
   fileInput.value = "";
 });
+// Photos dropped anywhere on the page are sent: left to the browser, a file dropped
+// outside the box would replace the page, and every card with it. The box is lit while
+// files are dragged over the page; dragenter and dragleave fire for every element the
+// pointer crosses, so the box goes dark only when as many leaves as enters were seen.
 const drop = $("#drop");
-for (const type of ["dragenter", "dragover"]) {
-  drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.add("over"); });
-}
-for (const type of ["dragleave", "drop"]) {
-  drop.addEventListener(type, () => drop.classList.remove("over"));
-}
-drop.addEventListener("drop", (event) => {
+let dragDepth = 0;
+const carriesFiles = (event) => Boolean(event.dataTransfer) && [...event.dataTransfer.types].includes("Files");
+window.addEventListener("dragenter", (event) => {
+  if (!carriesFiles(event)) return;
   event.preventDefault();
+  dragDepth += 1;
+  drop.classList.add("over");
+});
+window.addEventListener("dragover", (event) => {
+  if (!carriesFiles(event)) return;
+  event.preventDefault();
+  event.dataTransfer.dropEffect = "copy";
+});
+window.addEventListener("dragleave", (event) => {
+  if (!carriesFiles(event)) return;
+  dragDepth = Math.max(0, dragDepth - 1);
+  if (dragDepth === 0) drop.classList.remove("over");
+});
+window.addEventListener("drop", (event) => {
+  if (!carriesFiles(event)) return;
+  event.preventDefault();
+  dragDepth = 0;
+  drop.classList.remove("over");
   addFiles([...event.dataTransfer.files]);
 });
 
@@ -358,6 +383,8 @@ async function loadResult(card) {
 }
 
 // Exact pixel values of an 8-bit grayscale PNG (class or person ids), at width x height.
+// It reads the red channel, which is the value only in grayscale: persons.png always is,
+// and labels.png is because the page asks for it (explore refuses a palette one).
 async function readIds(blob, width, height) {
   const bitmap = await createImageBitmap(blob, {
     colorSpaceConversion: "none", premultiplyAlpha: "none",
@@ -394,6 +421,9 @@ async function explore(card, blobs) {
   const scale = Math.min(1, EXPLORE_MAX_SIDE / Math.max(summary.width, summary.height));
   const width = Math.max(1, Math.round(summary.width * scale));
   const height = Math.max(1, Math.round(summary.height * scale));
+  if (card.job.labels_format && card.job.labels_format !== "grayscale") {
+    throw new Error(`labels.png is in ${card.job.labels_format} format; the explorer reads grayscale ids.`);
+  }
   const people = Array.isArray(summary.people) && blobs["persons.png"] ? summary.people : null;
   const [photo, labels, persons] = await Promise.all([
     readPhoto(card.file, width, height),
@@ -410,14 +440,24 @@ async function explore(card, blobs) {
   const draw = () => drawExplorer(canvas, state);
   buildLegend(card, state, draw);
   buildPeople(card, state, draw);
-  canvas.addEventListener("mousemove", (event) => {
-    if (!state.persons || state.pinned !== null) return;
+  const personAt = (event) => {  // the person id under the pointer, or null
     const x = Math.floor(event.offsetX * width / canvas.clientWidth);
     const y = Math.floor(event.offsetY * height / canvas.clientHeight);
-    const id = state.persons[Math.min(height - 1, y) * width + Math.min(width - 1, x)] || null;
+    return state.persons[Math.max(0, Math.min(height - 1, y)) * width + Math.max(0, Math.min(width - 1, x))] || null;
+  };
+  canvas.addEventListener("mousemove", (event) => {
+    if (!state.persons || state.pinned !== null) return;
+    const id = personAt(event);
     if (id !== state.highlight) highlight(card, state, id, draw);
   });
   canvas.addEventListener("mouseleave", () => highlight(card, state, state.pinned, draw));
+  // A click keeps the person under the pointer picked out; a click on them again, or off
+  // every person, lets go.
+  canvas.addEventListener("click", (event) => {
+    if (!state.persons) return;
+    const id = personAt(event);
+    pin(card, state, id !== null && id !== state.pinned ? id : null, draw, id);
+  });
   $(".explore", card.el).hidden = false;
   draw();
 }
@@ -485,13 +525,8 @@ function buildLegend(card, state, draw) {
 function buildPeople(card, state, draw) {
   const list = $(".people", card.el);
   const note = $(".people-note", card.el);
-  const summary = card.job.result.summary;
-  if (!state.persons) {
-    note.textContent = summary.no_person_detected || summary.persons === 0 ? "No person detected."
-      : `${summary.persons ?? "Some"} detected; this service does not outline each person.`;
-    return;
-  }
-  if (state.people.length === 0) note.textContent = "No person detected.";
+  note.textContent = peopleNote(card.job.result.summary, state.persons !== null);
+  if (!state.persons) return;
   for (const person of state.people) {
     const item = document.createElement("li");
     item.dataset.personId = person.id;
@@ -509,20 +544,40 @@ function buildPeople(card, state, draw) {
     button.addEventListener("focus", () => highlight(card, state, person.id, draw));
     button.addEventListener("mouseleave", () => highlight(card, state, state.pinned, draw));
     button.addEventListener("blur", () => highlight(card, state, state.pinned, draw));
-    button.addEventListener("click", () => {
-      state.pinned = state.pinned === person.id ? null : person.id;
-      for (const other of list.querySelectorAll("button")) other.setAttribute("aria-pressed", "false");
-      button.setAttribute("aria-pressed", String(state.pinned === person.id));
-      highlight(card, state, state.pinned ?? person.id, draw);
-    });
+    button.addEventListener("click", () => pin(card, state, state.pinned === person.id ? null : person.id, draw,
+                                                person.id));
     item.append(button);
     list.append(item);
   }
 }
 
+// What the people list says above its entries (empty when the entries say it all).
+function peopleNote(summary, hasMap) {
+  const count = typeof summary.persons === "number" ? summary.persons : null;
+  const some = `${count} ${count === 1 ? "person" : "persons"} detected`;
+  if (summary.no_person_detected === true || count === 0) return "No person detected.";
+  if (count === null) return "This model does not tell persons apart.";
+  if (!hasMap || !Array.isArray(summary.people)) return `${some}; this job has no person map to outline them.`;
+  if (summary.people.length === 0) return `${some}, but none covers a body part found in the photo: nobody to outline.`;
+  if (summary.people_truncated) return `${some}; the ${summary.people.length} best-scoring are listed.`;
+  return "";
+}
+
+// Keep person `id` picked out (null: none); `fallback` is highlighted when nobody is pinned.
+function pin(card, state, id, draw, fallback = null) {
+  state.pinned = id;
+  for (const item of card.el.querySelectorAll(".people li")) {
+    $("button", item).setAttribute("aria-pressed", String(Number(item.dataset.personId) === id));
+  }
+  highlight(card, state, id ?? fallback, draw);
+}
+
+const EXPLORER_LABEL = "The photo with each class's color";
 function highlight(card, state, id, draw) {
   if (state.highlight === id) return;
   state.highlight = id;
+  $(".explorer", card.el).setAttribute("aria-label", id === null ? EXPLORER_LABEL
+                                                                   : `${EXPLORER_LABEL}; person ${id} picked out`);
   for (const item of card.el.querySelectorAll(".people li")) {
     item.classList.toggle("lit", Number(item.dataset.personId) === id);
   }
