@@ -47,7 +47,8 @@ ERROR_CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.NOT_CANCELABLE: CodeInfo(409, "a cancel of a job that already ended (succeeded, failed or canceled)"),
     ErrorCode.PAYLOAD_TOO_LARGE: CodeInfo(413, "upload (or referenced object) above MAX_UPLOAD_BYTES"),
     ErrorCode.IMAGE_TOO_LARGE: CodeInfo(413, "more than MAX_SIDE px on a side or MAX_PIXELS in all"),
-    ErrorCode.BATCH_TOO_LARGE: CodeInfo(413, "more than 100 items in a batch"),
+    ErrorCode.BATCH_TOO_LARGE: CodeInfo(413, "more than 100 items in a batch, or more than the API key's "
+                                             "submissions per minute (it could never be admitted)"),
     ErrorCode.INVALID_IMAGE: CodeInfo(422, "not decodable, empty, truncated or corrupt (also a job's error "
                                            "when the stored input cannot be decoded)"),
     ErrorCode.QUEUE_FULL: CodeInfo(429, "a backfill submission while BACKFILL_MAX_QUEUED backfill jobs wait; "

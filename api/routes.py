@@ -52,11 +52,12 @@ def identify_caller() -> None:
     g.caller = keys.identify(presented_key(request.headers.get("Authorization"), request.headers.get("X-API-Key")))
 
 
-def _submitting(body: SubmitJson | SubmitForm | BatchJson | BatchForm) -> Optional[Webhook]:
-    """What every submission request passes first: its webhook, the key's rate, then
-    backpressure. The webhook its jobs get, if it names one."""
+def _submitting(body: SubmitJson | SubmitForm | BatchJson | BatchForm, photos: int = 1) -> Optional[Webhook]:
+    """What every submission request passes first: its webhook, the key's rate (a token
+    per photo, at least one per request), then backpressure. The webhook its jobs get,
+    if it names one."""
     webhook = _webhook(body)
-    current_app.extensions["m2fp.limiter"].take(caller())
+    current_app.extensions["m2fp.limiter"].take(caller(), cost=max(1, photos))
     check_capacity(services(), body.priority)
     return webhook
 
@@ -120,7 +121,7 @@ def create_jobs():
         work: list[tuple[Optional[str], Submission | ServiceError]] = [_batch_item(item) for item in batch.items]
     else:
         work = [(upload.filename, Upload(upload.stream, upload.filename)) for upload in batch.image]
-    webhook = _submitting(batch)
+    webhook = _submitting(batch, photos=len(work))
     results = []
     for ref, submission in work:
         try:

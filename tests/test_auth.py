@@ -122,6 +122,25 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(client):
     assert upload(client, ALICE, photo_jpeg(32, 32, seed=20)).status_code == 202  # other keys are unaffected
 
 
+def batch(client, key: str, count: int, seed: int):
+    return client.post("/v1/jobs/batch", content_type="multipart/form-data", headers=as_(key), data={
+        "image": [(io.BytesIO(photo_jpeg(32, 32, seed=seed + i)), f"{i}.jpg") for i in range(count)]})
+
+
+def test_a_batch_costs_a_token_per_item_and_one_that_can_never_fit_says_so(client):
+    """rate=2: a batch of 3 could never be admitted (413, nothing spent); a batch of 2
+    spends the whole minute, so the next photo waits."""
+    never = batch(client, SLOW, 3, seed=50)
+    assert never.status_code == 413 and never.json["error"]["code"] == "batch_too_large"
+    assert "at most 2" in never.json["error"]["message"]
+    full = batch(client, SLOW, 2, seed=60)
+    assert full.status_code == 200 and [item["status"] for item in full.json["items"]] == [202, 202]
+    spent = upload(client, SLOW, photo_jpeg(32, 32, seed=70))
+    assert spent.status_code == 429 and spent.json["error"]["code"] == "rate_limited"
+    assert int(spent.headers["Retry-After"]) >= 1
+    assert batch(client, ALICE, 3, seed=80).status_code == 200  # no rate configured for alice: unlimited
+
+
 @pytest.mark.parametrize("line, fix", [
     ("acme not-a-hash", "printf %s KEY | sha256sum"),
     (f"acme {'0' * 64} superuser", "unknown option 'superuser'"),
