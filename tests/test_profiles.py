@@ -117,7 +117,7 @@ def readme_tables() -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_the_readme_tables_are_the_code_s():
+def test_the_readme_label_tables_match_the_code():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     tables = readme_tables()
     assert tables in readme, "README's label-set tables differ from common/profiles.py; they should read:\n" + tables
