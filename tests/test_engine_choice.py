@@ -1,6 +1,7 @@
 """Which engine a real worker runs: M2FP_ENGINE=auto|openvino|torch, and the fallback
 when the OpenVINO runtime cannot load (a broken install, simulated by an `openvino`
-package earlier on the path that fails to import, as a missing shared library does)."""
+package earlier on the path that fails to import, as a missing shared library does) or
+loads but cannot compile for this CPU (the real package, wrapped so compiling fails)."""
 import re
 
 import pytest
@@ -19,6 +20,32 @@ def broken_openvino(tmp_path) -> str:
     package = tmp_path / "broken" / "openvino"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(BROKEN)
+    return f"{package.parent}:{REPO}"
+
+
+# Imports the installed openvino in its own place, with compiling made to fail.
+UNCOMPILABLE = """
+import os, sys
+shim_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != shim_root]
+del sys.modules[__name__]
+import openvino as real
+
+
+class Core(real.Core):
+    def compile_model(self, *args, **kwargs):
+        raise RuntimeError("the CPU plugin cannot compile this graph here (simulated)")
+
+
+real.Core = Core
+"""
+
+
+@pytest.fixture()
+def uncompilable_openvino(tmp_path) -> str:
+    package = tmp_path / "uncompilable" / "openvino"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(UNCOMPILABLE)
     return f"{package.parent}:{REPO}"
 
 
@@ -49,6 +76,15 @@ def test_auto_falls_back_to_torch_with_one_warning(tmp_path, tiny_model, broken_
     warnings = [line for line in log.splitlines() if "OpenVINO engine unavailable" in line]
     assert len(warnings) == 1 and "WARNING" in warnings[0] and "simulated" in warnings[0], log[-3000:]
     assert re.search(r"worker process \d+ ready: torch engine", log)
+
+
+def test_auto_falls_back_at_start_when_openvino_loads_but_cannot_compile(tmp_path, tiny_model,
+                                                                         uncompilable_openvino):
+    job, log, _ = run_one_job(tmp_path, tiny_model, PYTHONPATH=uncompilable_openvino)
+    assert job["status"] == "succeeded", job
+    assert job["result"]["summary"]["model"]["engine"] == "torch"
+    warnings = [line for line in log.splitlines() if "OpenVINO engine unavailable" in line]
+    assert len(warnings) == 1 and "cannot compile this graph here (simulated)" in warnings[0], log[-3000:]
 
 
 def test_torch_engine_on_request_without_a_warning(tmp_path, tiny_model, broken_openvino):
