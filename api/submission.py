@@ -137,7 +137,11 @@ def _with_priority(services: Services, job: Job, priority: Priority) -> Job:
     promoted = services.jobs.promote(job.id)
     if promoted:
         log.info("job %s moved to the interactive queue", job.id)
-    return promoted or services.jobs.get(job.id) or job
+        return promoted
+    current = services.jobs.get(job.id)
+    if current is None or current.status is not JobStatus.QUEUED:
+        services.queue.taken(job.id)  # a worker took it meanwhile: the entry just made waits for nothing
+    return current or job
 
 
 def _discard(services: Services, job_id: str, tenant: str, digest: str, uploaded: bool) -> None:

@@ -1,8 +1,7 @@
 """The queue contract between the API and the workers, in one place.
 
-The task name, the queue of each priority, the Celery app's delivery rules and the
-depth of a queue (the only code that knows kombu's Redis layout: one list per queue,
-named after it) live here. The API imports this module to enqueue and to measure
+The task name, the queue of each priority, the Celery app's delivery rules, and the
+order and depth of the jobs waiting in each queue live here. The API imports this module to enqueue and to measure
 backpressure; the worker's Celery app (``worker.celery_app``) is built by the same
 factory, so both sides always agree. Importing it loads no model code.
 """
@@ -155,8 +154,11 @@ class JobQueue:
             pipe.execute()
 
     def depth(self, priority: Priority) -> int:
-        """Messages waiting in the priority's queue (kombu keeps each queue as a Redis list)."""
-        return int(self.client.llen(self.names[priority]))
+        """Jobs waiting in the priority's queue: its waiting-order entries, not its Celery
+        messages, so a canceled job stops counting at once (its message is dropped only
+        when a worker reaches it) and a job moved to the interactive queue counts there
+        only (its backfill message is a spare)."""
+        return int(self.client.zcard(self._waiting(priority)))
 
     def places(self, jobs: list[tuple[str, Priority]]) -> dict[str, Place]:
         """The place of each waiting job among ``(job id, priority)``, in one round trip."""

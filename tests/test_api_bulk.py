@@ -7,7 +7,7 @@ import pytest
 import dataclasses
 
 from api.app import create_app
-from common.jobs import JobError
+from common.jobs import JobError, JobStatus, JobStore, Priority
 from common.services import Services
 from common.settings import Settings
 from scripts.imagegen import photo_jpeg
@@ -150,11 +150,52 @@ def test_poll_many_jobs_at_once(client):
 
 
 def test_full_backfill_queue_refuses_backfill_but_never_interactive(client, s3_app):
-    deps = s3_app.extensions["m2fp"]
-    deps.redis.rpush(deps.settings.backfill_queue_name, "m1", "m2", "m3")  # 3 waiting messages
+    waiting = [upload(client, photo_jpeg(32, 32, seed=s), priority="backfill") for s in (1, 2, 3)]
+    assert [w.status_code for w in waiting] == [202, 202, 202]  # BACKFILL_MAX_QUEUED=3 now wait
     refused = upload(client, photo_jpeg(32, 32, seed=10), priority="backfill")
     assert refused.status_code == 429 and refused.json["error"]["code"] == "queue_full"
     assert refused.headers["Retry-After"] == "5"
     assert client.post("/v1/jobs/batch", json={"items": []}).status_code == 429
     assert upload(client, photo_jpeg(32, 32, seed=11)).status_code == 202
     assert upload(client, photo_jpeg(32, 32, seed=12), priority="urgent").json["error"]["code"] == "bad_request"
+
+
+def test_canceled_backfill_jobs_stop_counting_against_the_bound_at_once(settings):
+    """Through the real queue (Celery messages in Redis, no worker): the messages of
+    canceled jobs stay until a worker drops them, but the depth the bound and the metric
+    read is the jobs that wait, so it falls with the cancel."""
+    app = create_app(settings.model_copy(update={"backfill_max_queued": 3}))
+    client, queue = app.test_client(), app.extensions["m2fp"].queue
+    ids = [upload(client, photo_jpeg(32, 32, seed=s), priority="backfill").json["id"] for s in (20, 21, 22)]
+    assert upload(client, photo_jpeg(32, 32, seed=23), priority="backfill").status_code == 429
+    for job_id in ids[:2]:
+        assert client.post(f"/v1/jobs/{job_id}/cancel").json["status"] == "canceled"
+    assert queue.depth(Priority.BACKFILL) == 1
+    assert [upload(client, photo_jpeg(32, 32, seed=s), priority="backfill").status_code for s in (24, 25, 26)] \
+        == [202, 202, 429]
+
+
+class WorkerTakesItBeforePromotion(JobStore):
+    """Fault injection: a worker starts the job, and takes it from the waiting order, just
+    after the API read it as queued (so before the API gives it an interactive entry)."""
+
+    taken = None
+
+    def job_for_content(self, tenant, digest):
+        job = super().job_for_content(tenant, digest)
+        if job is not None and job.status is JobStatus.QUEUED:
+            self.start(job.id, worker="w", message_id="m")
+            self.taken(job.id)
+        return job
+
+
+def test_a_promotion_that_comes_too_late_leaves_no_waiting_entry(settings):
+    services = Services.create(settings)
+    jobs = WorkerTakesItBeforePromotion(services.jobs.client, services.jobs.ttl, on_event=services.jobs.on_event)
+    jobs.taken = services.queue.taken
+    client = create_app(services=dataclasses.replace(services, jobs=jobs)).test_client()
+    data = photo_jpeg(64, 48, seed=30)
+    job_id = upload(client, data, priority="backfill").json["id"]
+    late = upload(client, data)
+    assert late.status_code == 200 and late.json["id"] == job_id and late.json["status"] == "running"
+    assert {p: services.queue.depth(p) for p in Priority} == {Priority.INTERACTIVE: 0, Priority.BACKFILL: 0}

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from common.errors import ObjectNotFound, StorageUnavailable
-from common.jobs import InputInfo, JobStatus, Priority, SourceRef, input_key, new_job_id, output_key
+from common.jobs import InputInfo, JobStatus, JobStore, Priority, SourceRef, input_key, new_job_id, output_key
 from common.labels import PALETTE
 from common.services import Services
 from common.storage import S3Store
@@ -143,3 +143,66 @@ def test_a_job_canceled_while_running_stops_before_inference_and_publishes_nothi
     assert job.status is JobStatus.CANCELED and job.result is None
     with pytest.raises(ObjectNotFound):
         ctx.storage.get(output_key(job_id, "labels.png"))
+
+
+class CancelOnStart(JobStore):
+    """Fault injection: a client's cancel lands between the worker's read of the job and
+    its start, on the first start only."""
+
+    def start(self, job_id, worker, message_id):
+        if not getattr(self, "canceled", False):
+            self.canceled = True
+            self.request_cancel(job_id)
+        return super().start(job_id, worker, message_id)
+
+
+def waiting_entries(ctx, job_id) -> dict:
+    """The job's place in any waiting order (empty: none), and the depth of each queue."""
+    return {"places": ctx.queue.places([(job_id, p) for p in Priority]),
+            "depth": {p: ctx.queue.depth(p) for p in Priority}}
+
+
+NOTHING_WAITS = {"places": {}, "depth": {Priority.INTERACTIVE: 0, Priority.BACKFILL: 0}}
+
+
+def test_a_cancel_that_lands_just_before_the_start_drops_the_message_quietly(ctx, caplog):
+    job_id = queue_job(ctx, photo_jpeg(64, 64))
+    ctx.queue.enqueue(job_id, Priority.INTERACTIVE)
+    racing = dataclasses.replace(ctx, jobs=CancelOnStart(ctx.jobs.client, ctx.jobs.ttl, on_event=ctx.jobs.on_event))
+    with caplog.at_level("INFO", logger="worker.job_runner"):
+        job = run_job(racing, job_id, message_id="m1")
+    assert job.status is JobStatus.CANCELED and job.attempts == 0 and job.error is None
+    assert any("was canceled before it could start" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR") or r.exc_info]
+    assert waiting_entries(ctx, job_id) == NOTHING_WAITS
+    with pytest.raises(ObjectNotFound):
+        ctx.storage.get(output_key(job_id, "labels.png"))
+
+
+def test_a_message_dropped_for_an_ended_expired_or_running_job_leaves_no_waiting_entry(ctx):
+    """Entries that outlived their reason (a spare message after a move to the interactive
+    queue, a record that expired) go when the message is dropped, so they never count as
+    waiting jobs."""
+    canceled = queue_job(ctx, photo_jpeg(64, 64, seed=1))
+    ctx.queue.enqueue(canceled, Priority.BACKFILL)
+    ctx.jobs.request_cancel(canceled)
+    assert run_job(ctx, canceled, message_id="m1").status is JobStatus.CANCELED
+    assert waiting_entries(ctx, canceled) == NOTHING_WAITS
+
+    running = queue_job(ctx, photo_jpeg(64, 64, seed=2))
+    ctx.jobs.start(running, worker="w", message_id="first")
+    ctx.queue.enqueue(running, Priority.INTERACTIVE)  # a promotion that came just after the start
+    assert run_job(ctx, running, message_id="spare").status is JobStatus.RUNNING
+    assert waiting_entries(ctx, running) == NOTHING_WAITS
+
+    done = queue_job(ctx, photo_jpeg(64, 64, seed=3))
+    assert run_job(ctx, done, message_id="first").status is JobStatus.SUCCEEDED
+    ctx.queue.enqueue(done, Priority.INTERACTIVE)
+    assert run_job(ctx, done, message_id="spare").status is JobStatus.SUCCEEDED
+    assert waiting_entries(ctx, done) == NOTHING_WAITS
+
+    expired = queue_job(ctx, photo_jpeg(64, 64, seed=4))
+    ctx.queue.enqueue(expired, Priority.BACKFILL)
+    ctx.jobs.delete(expired)
+    assert run_job(ctx, expired, message_id="m1") is None
+    assert waiting_entries(ctx, expired) == NOTHING_WAITS

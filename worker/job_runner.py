@@ -21,7 +21,7 @@ import numpy as np
 
 from common.errors import ErrorCode, InputRejected, ObjectNotFound
 from common.images import decode_rgb
-from common.jobs import OUTPUTS, Job, JobError, JobResult, JobStatus, input_key, output_key
+from common.jobs import OUTPUTS, InvalidTransition, Job, JobError, JobResult, JobStatus, input_key, output_key
 from common.services import Services
 from worker import metrics
 from worker.engine import ParsingEngine
@@ -90,24 +90,40 @@ def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Opti
     Transient storage and Redis errors propagate to the caller for a retry.
     """
     job = services.jobs.get(job_id)
+    # Every message that is dropped also drops the job's place in the waiting order: a
+    # message can outlive its entry's reason (a cancel, a spare message after a move to
+    # the interactive queue), and a stale entry would count as a waiting job.
     if job is None:
         log.warning("job %s has no record (expired or never created); dropping it", job_id)
+        services.queue.taken(job_id)
         return None
     if job.status.terminal:
         log.info("job %s is already %s; nothing to do", job_id, job.status.value)
+        services.queue.taken(job_id)
         return job
     if job.status is JobStatus.RUNNING and message_id and job.message_id not in (None, message_id):
         # A second message for the job (it was moved to the interactive queue): the
         # message that started it owns it, and comes back itself if its worker died.
         log.info("job %s is running under message %s; dropping duplicate %s", job_id, job.message_id, message_id)
+        services.queue.taken(job_id)
         return job
     lost = job.lost + (job.status is JobStatus.RUNNING)  # still running: its worker died
-    if lost >= services.settings.max_attempts:
-        return fail(services, job_id, ErrorCode.WORKER_LOST,
-                    f"the worker running this job died {lost} times (out of memory, or killed); "
-                    "it will not be tried again")
-
-    job = services.jobs.start(job_id, worker=worker, message_id=message_id)
+    try:
+        if lost >= services.settings.max_attempts:
+            return fail(services, job_id, ErrorCode.WORKER_LOST,
+                        f"the worker running this job died {lost} times (out of memory, or killed); "
+                        "it will not be tried again")
+        job = services.jobs.start(job_id, worker=worker, message_id=message_id)
+    except (InvalidTransition, KeyError):
+        # The job changed since it was read: a client canceled it (or it ended, or expired)
+        # just before this worker could start it. Its message is simply dropped.
+        ended = services.jobs.get(job_id)
+        if ended is not None and not ended.status.terminal:
+            raise
+        log.info("job %s was %s before it could start; dropping its message", job_id,
+                 ended.status.value if ended else "gone")
+        services.queue.taken(job_id)
+        return ended
     services.queue.taken(job_id)
     metrics.job_started(job)
     began = time.monotonic()
