@@ -15,12 +15,17 @@ from tests.who_is_who import check_who_is_who
 BROKEN = "raise ImportError('libopenvino.so.2610: cannot open shared object file (simulated)')\n"
 
 
+def shadowing_openvino(base, source: str) -> str:
+    """A PYTHONPATH whose first entry holds an ``openvino`` package with this source."""
+    package = base / "openvino"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(source)
+    return f"{base}:{REPO}"
+
+
 @pytest.fixture()
 def broken_openvino(tmp_path) -> str:
-    package = tmp_path / "broken" / "openvino"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text(BROKEN)
-    return f"{package.parent}:{REPO}"
+    return shadowing_openvino(tmp_path / "broken", BROKEN)
 
 
 # Imports the installed openvino in its own place, with compiling made to fail.
@@ -43,10 +48,7 @@ real.Core = Core
 
 @pytest.fixture()
 def uncompilable_openvino(tmp_path) -> str:
-    package = tmp_path / "uncompilable" / "openvino"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text(UNCOMPILABLE)
-    return f"{package.parent}:{REPO}"
+    return shadowing_openvino(tmp_path / "uncompilable", UNCOMPILABLE)
 
 
 def run_one_job(tmp_path, tiny_model, **worker_env) -> tuple[dict, str, dict[str, bytes]]:
