@@ -59,7 +59,8 @@ def upload(client, key: str, data: bytes, header: str = "bearer"):
 
 @pytest.mark.parametrize("method, path", [("post", "/v1/jobs"), ("post", "/v1/jobs/batch"), ("get", "/v1/jobs?ids=x"),
                                           ("get", "/v1/jobs/AAAAAAAAAAAAAAAAAAAAAA"),
-                                          ("get", "/v1/jobs/AAAAAAAAAAAAAAAAAAAAAA/outputs/labels.png")])
+                                          ("get", "/v1/jobs/AAAAAAAAAAAAAAAAAAAAAA/outputs/labels.png"),
+                                          ("post", "/v1/jobs/AAAAAAAAAAAAAAAAAAAAAA/cancel")])
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"},
                                      {"Authorization": f"Basic {ALICE}"}], ids=["none", "bearer", "header", "basic"])
 def test_job_routes_need_a_valid_key(client, method, path, headers):
@@ -74,21 +75,30 @@ def test_probes_and_the_contract_stay_open(client):
 
 
 def test_another_tenants_job_answers_exactly_like_an_unknown_one(client, app):
+    """For every route that takes a job id: the same status, body (but for the id it
+    echoes) and headers as an id nobody has, so nothing tells the ids apart; and a
+    foreign cancel changes nothing."""
     job = upload(client, ALICE, photo_jpeg(48, 32, seed=1)).json
     services = app.extensions["m2fp"]
     services.jobs.start(job["id"], worker="w", message_id="m")
     services.storage.put(output_key(job["id"], "labels.png"), b"\x89PNG", "image/png")
     services.jobs.succeed(job["id"], JobResult(outputs={"labels.png": output_key(job["id"], "labels.png")},
                                                summary={}))
+    queued = upload(client, ALICE, photo_jpeg(48, 32, seed=5)).json  # cancelable, unlike the first
     unknown = "AAAAAAAAAAAAAAAAAAAAAA"
-    for path in ("/v1/jobs/{}", "/v1/jobs/{}/outputs/labels.png"):
-        mine = client.get(path.format(job["id"]), headers=as_(ALICE))
-        assert mine.status_code == 200
-        theirs = client.get(path.format(job["id"]), headers=as_(BOB))
-        missing = client.get(path.format(unknown), headers=as_(BOB))
-        assert theirs.status_code == missing.status_code == 404
-        assert theirs.json == {"error": {**missing.json["error"], "message": missing.json["error"]["message"].replace(
-            unknown, job["id"])}}
+    routes = [("get", "/v1/jobs/{}", 200), ("get", "/v1/jobs/{}/outputs/labels.png", 200),
+              ("get", "/v1/jobs?ids={}", 200), ("post", "/v1/jobs/{}/cancel", 409)]
+    for job_id in (job["id"], queued["id"]):
+        for method, path, _ in routes:
+            theirs = getattr(client, method)(path.format(job_id), headers=as_(BOB))
+            missing = getattr(client, method)(path.format(unknown), headers=as_(BOB))
+            where = f"{method} {path} ({job_id})"
+            assert theirs.status_code == missing.status_code, where
+            assert theirs.get_data(as_text=True).replace(job_id, unknown) == missing.get_data(as_text=True), where
+            assert dict(theirs.headers) == dict(missing.headers), where
+    assert services.jobs.get(queued["id"]).status.value == "queued"  # bob's cancel did nothing
+    for method, path, status in routes:
+        assert getattr(client, method)(path.format(job["id"]), headers=as_(ALICE)).status_code == status, path
     polled = client.get(f"/v1/jobs?ids={job['id']},{unknown}", headers=as_(BOB)).json["jobs"]
     assert polled == [{"id": job["id"], "status": "not_found"}, {"id": unknown, "status": "not_found"}]
     assert client.get(f"/v1/jobs?ids={job['id']}", headers=as_(ALICE)).json["jobs"][0]["status"] == "succeeded"
@@ -194,6 +204,8 @@ def test_keys_through_the_real_system_and_the_cli(redis_server, tiny_model, tmp_
     import sys
     from pathlib import Path
 
+    import requests
+
     from scripts.stack import local_system
 
     m2fp = Path(sys.executable).with_name("m2fp")
@@ -213,6 +225,18 @@ def test_keys_through_the_real_system_and_the_cli(redis_server, tiny_model, tmp_
         job_id = submitted.stdout.split("\t")[1]
         assert sorted(p.name for p in (tmp_path / "out" / job_id).iterdir()) == sorted(OUTPUTS)
         assert run("status", job_id, key=BOB).returncode == 1  # bob: as if it did not exist
+        # The local store's output route: the owner's key gets the file; another tenant's
+        # gets exactly what an unknown job's output answers.
+        output = f"{stack.api_url}/v1/jobs/{{}}/outputs/labels.png"
+        unknown = "AAAAAAAAAAAAAAAAAAAAAA"
+        mine = requests.get(output.format(job_id), headers=as_(ALICE), timeout=30)
+        assert mine.status_code == 200 and mine.content.startswith(b"\x89PNG")
+        theirs = requests.get(output.format(job_id), headers=as_(BOB), timeout=30)
+        missing = requests.get(output.format(unknown), headers=as_(BOB), timeout=30)
+        assert theirs.status_code == missing.status_code == 404
+        assert theirs.text.replace(job_id, unknown) == missing.text
+        assert {k: v for k, v in theirs.headers.items() if k != "Date"} == \
+            {k: v for k, v in missing.headers.items() if k != "Date"}
         refused = run("status", job_id)
         assert refused.returncode == 2 and "unauthorized" in refused.stderr
         log = stack.api.log_text()
