@@ -197,7 +197,8 @@ def test_interactive_job_jumps_a_backfill_backlog(stack, tmp_path):
         response = requests.post(f"{stack.api_url}/v1/jobs/batch", files=files, timeout=60)
         backfill_ids += [item["job"]["id"] for item in response.json()["items"]]
     wait_until(lambda: hold_markers(tmp_path), 120, "the worker to hold its first backfill job")
-    assert stack.redis.llen("m2fp.backfill") == 299  # the queue the API's backpressure counts
+    assert stack.redis.llen("m2fp.backfill") == 299  # their messages in the Celery queue
+    assert stack.redis.zcard("m2fp:waiting:m2fp.backfill") == 299  # the waiting jobs backpressure counts
     interactive = stack.submit(photo_jpeg(48, 48, seed=1)).json()["id"]
     hold.unlink()
     assert stack.wait_for(interactive)["status"] == "succeeded"
