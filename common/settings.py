@@ -18,7 +18,7 @@ DEFAULT_MODEL = "damo/cv_resnet101_image-multiple-human-parsing"
 DEFAULT_MODEL_REVISION = "v1.0.1"
 # Default MODEL_PROCESS_MEMORY_MB per engine: the full-size model's peak with the widest
 # input and a 40-megapixel photo (``make bench-scale``), with some headroom.
-PROCESS_MEMORY_MB = {"openvino": 2800, "torch": 4000}
+PROCESS_MEMORY_MB = {"openvino": 2800, "torch": 6000}
 
 
 class Settings(BaseSettings):

@@ -3,7 +3,7 @@
 The job runner only sees :class:`ParsingEngine` and the :class:`Parsing` it returns.
 Two engines implement it: :class:`worker.torch_engine.TorchEngine`, modelscope's own
 model and postprocess (the reference), and :class:`worker.openvino_engine.OpenVINOEngine`,
-the same network exported once to an OpenVINO graph (2.7 to 3.3 times the stock
+the same network exported once to an OpenVINO graph (2.6 to 3.3 times the stock
 pipeline's speed on two cores, README "Measured speed").
 :func:`load_engine` builds the one that ``M2FP_ENGINE`` and the start-up check chose.
 """
