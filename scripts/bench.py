@@ -41,8 +41,12 @@ LARGE_PHOTO = (8000, 5000)
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+    info = {key.strip(): value.strip() for key, value in info.items()}
+    # A VM's model name may not name the generation (AMD EPYC: family 25 is Zen 3 and 4, 26 is
+    # Zen 5, whose AVX-512 units are twice as wide): the family and model do.
+    cpu = f"{info.get('model name', platform.processor())} (CPU family {info.get('cpu family', '?')}, " \
+          f"model {info.get('model', '?')})"
     from importlib import metadata
 
     return (f"{cpu}, {len(os.sched_getaffinity(0))} cores usable, Python {platform.python_version()}, "
