@@ -3,8 +3,8 @@
 The graph (built once per checkpoint by :mod:`worker.engine_cache`) maps the normalized,
 padded image to class and mask logits at any size; :mod:`worker.postprocess` turns those
 into the semantic map and the person instances exactly as modelscope's model does.
-Measured on this project's 2-core machines it parses a photo in 0.30 to 0.38 of the
-stock pipeline's time with the same labels (README, "Measured speed").
+Measured on this project's 2-core machines it parses a photo in 0.24 (Zen 5) to 0.38
+(Zen 4) of the stock pipeline's time with the same labels (README, "Measured speed").
 """
 from __future__ import annotations
 
