@@ -66,11 +66,11 @@ def compile_config(threads: int, precision: str) -> dict[str, Any]:
 class OpenVINOEngine:
     """The graph compiled per input shape, the last ``static_shapes`` shapes kept.
 
-    The exported graph is dynamic, but OpenVINO runs it about 15 % faster compiled for
+    The exported graph is dynamic, but OpenVINO runs it 8-10 % faster compiled for
     one fixed shape (it fuses the element-wise work of the attention layers), and there
     are only a few padded shapes in practice (the short side is always 640; 4:3, 3:2
     and 16:9 photos give three widths). A shape not among the kept ones costs one
-    compilation (about 1.3 s for the full-size model), and traffic that keeps changing
+    compilation (1.0-1.3 s for the full-size model on two cores), and traffic that keeps changing
     shape is better served by the dynamic graph (``static_shapes=0``, compiled once):
     the engine logs a warning saying so when a quarter of recent parses recompiled.
     """
@@ -107,7 +107,7 @@ class OpenVINOEngine:
         if sum(self.evictions) >= EVICTION_WARNING and not self.warned:
             self.warned = True
             log.warning("photos keep changing shape: %d of the last %d parses compiled the graph again "
-                        "(about 1.3 s each); set OPENVINO_STATIC_SHAPES=0 (one dynamic graph) or raise it",
+                        "(about 1 s each); set OPENVINO_STATIC_SHAPES=0 (one dynamic graph) or raise it",
                         sum(self.evictions), len(self.evictions))
         while len(self.requests) >= self.static_shapes:
             self.requests.popitem(last=False)  # frees that compiled graph before compiling the next
