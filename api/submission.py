@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import IO, Optional, Union
+from typing import IO, Callable, Optional, Union
 
 from common.errors import ErrorCode, ObjectNotFound, ServiceError
 from common.images import inspect_image
@@ -100,14 +100,21 @@ def _accept(services: Services, data: bytes, source: Optional[SourceRef], priori
             return Accepted(_existing(services, existing, priority, webhook), created=False)
         services.jobs.claim_content(tenant, content, job_id, replace=True)  # the other one failed or expired
     input_info = InputInfo(width=info.width, height=info.height, format=info.format, bytes=len(data), sha256=digest)
+    # Each step that succeeded adds its undo, so a rollback touches only what this
+    # submission made: the record is created first, and ``create`` refuses an existing id,
+    # so another job's record and input are never overwritten or deleted.
+    undo = [lambda: services.jobs.release_content(tenant, content, job_id)]
     try:
-        if source is None:
-            services.storage.put(input_key(job_id), data, content_type="application/octet-stream")
         job = services.jobs.create(job_id, input_info, priority, source, tenant, webhook, output)
+        undo.append(lambda: services.jobs.delete(job_id))
+        if source is None:
+            undo.append(lambda: services.storage.delete(input_key(job_id)))  # also when a put fails half-way
+            services.storage.put(input_key(job_id), data, content_type="application/octet-stream")
+        undo.append(lambda: services.queue.taken(job_id))
         services.queue.enqueue(job_id, priority)
     except Exception:
         log.exception("could not accept job %s; rolling it back", job_id)
-        _discard(services, job_id, tenant, content, uploaded=source is None)
+        _roll_back(job_id, undo)
         raise
     log.info("job %s queued (tenant %s, %s, %dx%d %s, %d bytes%s)", job_id, tenant, priority.value, info.width,
              info.height, info.format, len(data), f", {source.uri()}" if source else "")
@@ -144,13 +151,9 @@ def _with_priority(services: Services, job: Job, priority: Priority) -> Job:
     return current or job
 
 
-def _discard(services: Services, job_id: str, tenant: str, digest: str, uploaded: bool) -> None:
-    steps = [lambda: services.jobs.delete(job_id), lambda: services.jobs.release_content(tenant, digest, job_id),
-             lambda: services.queue.taken(job_id)]
-    if uploaded:
-        steps.append(lambda: services.storage.delete(input_key(job_id)))
-    for undo in steps:
+def _roll_back(job_id: str, undo: list[Callable[[], None]]) -> None:
+    for step in reversed(undo):
         try:
-            undo()
+            step()
         except Exception:  # best effort: the record expires and the input is unreferenced
             log.warning("rollback step failed for job %s", job_id, exc_info=True)

@@ -5,10 +5,11 @@ import pytest
 import dataclasses
 
 from api.app import create_app
-from common.jobs import JobError, JobResult, input_key, output_key
+from common.jobs import InputInfo, JobError, JobResult, Priority, input_key, output_key
 from common.services import Services
 from common.storage import LocalStore
 from scripts.imagegen import encode, photo_jpeg
+from tests.harness.faults import FailingWritesStore, TakenIdJobStore
 from tests.harness.queues import DownQueue, RecordingQueue
 
 
@@ -108,13 +109,54 @@ def test_request_errors_are_json(client):
     assert_error(client.delete("/v1/jobs"), 405, "method_not_allowed")
 
 
+def assert_nothing_left(services, store: LocalStore, job_store, data: bytes) -> None:
+    """No record, no file, nothing counted as waiting; and the same bytes, sent again to
+    a working service, make a new job (the failed one's content claim went with it)."""
+    assert [p for p in store.root.rglob("*") if p.is_file()] == []
+    assert job_store.client.keys(job_store.prefix + "*") == []
+    assert sum(services.queue.depth(priority) for priority in Priority) == 0
+    working = create_app(services=dataclasses.replace(services, storage=store)).test_client()
+    again = submit(working, data)
+    assert again.status_code == 202 and again.get_json()["status"] == "queued", again.get_json()
+
+
 def test_queue_down_is_503_and_leaves_nothing_behind(services, job_store, tmp_path):
     store = LocalStore(tmp_path / "s")
     client = create_app(services=dataclasses.replace(services, storage=store, queue=DownQueue(services.queue))
                         ).test_client()
-    assert_error(submit(client, photo_jpeg(64, 64)), 503, "queue_unavailable")
-    assert [p for p in store.root.rglob("*") if p.is_file()] == []
-    assert job_store.client.keys(job_store.prefix + "*") == []
+    data = photo_jpeg(64, 64)
+    assert_error(submit(client, data), 503, "queue_unavailable")
+    assert_nothing_left(services, store, job_store, data)
+
+
+def test_a_write_that_fails_half_way_is_503_and_leaves_nothing_behind(services, job_store, tmp_path):
+    store = FailingWritesStore(tmp_path / "s")
+    client = create_app(services=dataclasses.replace(services, storage=store)).test_client()
+    data = photo_jpeg(64, 64)
+    assert_error(submit(client, data), 503, "storage_unavailable")
+    assert_nothing_left(services, LocalStore(tmp_path / "s"), job_store, data)
+
+
+INPUT_OF_ANOTHER = InputInfo(width=64, height=48, format="JPEG", bytes=21, sha256="0" * 64)
+
+
+def test_a_rollback_never_touches_another_job(services, job_store, tmp_path):
+    """If a new id were already taken (128 random bits: it cannot happen by chance), the
+    submission fails and the job that holds the id keeps its record and its input."""
+    store = LocalStore(tmp_path / "s")
+    others = []
+
+    def make_other(job_id: str) -> None:
+        other = job_store.create(job_id, INPUT_OF_ANOTHER, Priority.BACKFILL)
+        store.put(input_key(job_id), b"the other job's photo", "application/octet-stream")
+        others.append(other)
+
+    jobs = TakenIdJobStore(services.jobs, make_other)
+    client = create_app(services=dataclasses.replace(services, storage=store, jobs=jobs)).test_client()
+    assert_error(submit(client, photo_jpeg(64, 64)), 500, "internal_error")
+    [other] = others
+    assert job_store.get(other.id) == other
+    assert store.get(input_key(other.id)) == b"the other job's photo"
 
 
 def test_health_and_readiness(client, settings, tmp_path):
