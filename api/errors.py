@@ -56,8 +56,8 @@ ERROR_CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.RATE_LIMITED: CodeInfo(429, "this API key's submissions per minute are spent; honour Retry-After"),
     ErrorCode.INTERNAL_ERROR: CodeInfo(500, "a bug of the service (also a job's error when the worker failed "
                                             "on it); see the log"),
-    ErrorCode.QUEUE_UNAVAILABLE: CodeInfo(503, "Redis is down or hung; nothing was accepted, retry"),
-    ErrorCode.STORAGE_UNAVAILABLE: CodeInfo(503, "the store is down; nothing was accepted, retry"),
+    ErrorCode.QUEUE_UNAVAILABLE: CodeInfo(503, "Redis is down or hung; nothing was accepted; retry after Retry-After"),
+    ErrorCode.STORAGE_UNAVAILABLE: CodeInfo(503, "the store is down; nothing was accepted; retry after Retry-After"),
     ErrorCode.SOURCE_CHANGED: CodeInfo(None, "a job's error: the referenced object changed after submission"),
     ErrorCode.INPUT_MISSING: CodeInfo(None, "a job's error: its uploaded input vanished from the store"),
     ErrorCode.INFERENCE_TIMEOUT: CodeInfo(None, "a job's error: parsing exceeded the time limit"),
@@ -68,7 +68,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {code: info.status for code, info in ERROR_C
 # Codes werkzeug raises as HTTP exceptions (routing, body size), by status.
 _HTTP_EXCEPTION_CODES = {400: ErrorCode.BAD_REQUEST, 404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED,
                          413: ErrorCode.PAYLOAD_TOO_LARGE}
-RETRY_AFTER_SECONDS = {ErrorCode.QUEUE_FULL: 5}
+# Seconds a client should wait before trying again, sent as Retry-After (the page and the
+# client honour it): a full queue drains, an outage of Redis or the store is waited out.
+RETRY_AFTER_SECONDS = {ErrorCode.QUEUE_FULL: 5, ErrorCode.QUEUE_UNAVAILABLE: 5, ErrorCode.STORAGE_UNAVAILABLE: 5}
 
 
 class ApiError(ServiceError):

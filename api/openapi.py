@@ -160,6 +160,9 @@ STATUS_HEADERS: dict[str, dict[str, dict[str, Any]]] = {
     "401": {"WWW-Authenticate": _header('how to authenticate: `Bearer realm="m2fp"`', {"type": "string"})},
     "429": {"Retry-After": _header("seconds to wait before sending the request again",
                                    {"type": "integer", "minimum": 1})},
+    "503": {"Retry-After": {**_header("seconds to wait before sending the request again (with `queue_unavailable` "
+                                      "and `storage_unavailable`)", {"type": "integer", "minimum": 1}),
+                            "required": False}},
 }
 # Headers of one operation's answers: (path, method) -> status -> headers (api/routes.py sends them).
 OPERATION_HEADERS: dict[tuple[str, str], dict[str, dict[str, dict[str, Any]]]] = {

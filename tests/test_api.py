@@ -125,7 +125,9 @@ def test_queue_down_is_503_and_leaves_nothing_behind(services, job_store, tmp_pa
     client = create_app(services=dataclasses.replace(services, storage=store, queue=DownQueue(services.queue))
                         ).test_client()
     data = photo_jpeg(64, 64)
-    assert_error(submit(client, data), 503, "queue_unavailable")
+    response = submit(client, data)
+    assert_error(response, 503, "queue_unavailable")
+    assert int(response.headers["Retry-After"]) >= 1
     assert_nothing_left(services, store, job_store, data)
 
 
@@ -133,7 +135,9 @@ def test_a_write_that_fails_half_way_is_503_and_leaves_nothing_behind(services, 
     store = FailingWritesStore(tmp_path / "s")
     client = create_app(services=dataclasses.replace(services, storage=store)).test_client()
     data = photo_jpeg(64, 64)
-    assert_error(submit(client, data), 503, "storage_unavailable")
+    response = submit(client, data)
+    assert_error(response, 503, "storage_unavailable")
+    assert int(response.headers["Retry-After"]) >= 1
     assert_nothing_left(services, LocalStore(tmp_path / "s"), job_store, data)
 
 
