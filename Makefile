@@ -79,7 +79,7 @@ CLIENT_VENV ?= .venv-client
 CLIENT_PY := $(CLIENT_VENV)/bin/python
 client: $(CLIENT_VENV)/.installed ## a light environment in CLIENT_VENV (.venv-client) with only the client and `m2fp` (no torch, numpy or Celery)
 
-$(CLIENT_VENV)/.installed: requirements/client.txt pyproject.toml $(wildcard m2fp_client/*.py) common/schema.py common/errors.py
+$(CLIENT_VENV)/.installed: requirements/client.txt pyproject.toml $(wildcard m2fp_client/*.py m2fp_contract/*.py)
 	@test -n "$(PYTHON)" || { echo "error: set PYTHON=/path/to/python3.10" >&2; exit 1; }
 	test -x $(CLIENT_PY) || $(PYTHON) -m venv $(CLIENT_VENV)
 	$(CLIENT_PY) -m pip --disable-pip-version-check install -c requirements/lock.txt -r requirements/client.txt

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from common.errors import ErrorCode, ServiceError
+from m2fp_contract.errors import ErrorCode, ServiceError
 from common.jobs import DEFAULT_TENANT
 from common.settings import Settings
 

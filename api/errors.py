@@ -15,7 +15,7 @@ from flask import Flask, Response, jsonify
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from common.errors import ErrorCode, ObjectNotFound, ServiceError, StorageUnavailable
+from m2fp_contract.errors import ErrorCode, ObjectNotFound, ServiceError, StorageUnavailable
 
 log = logging.getLogger(__name__)
 

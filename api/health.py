@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app
 from spectree import Response
 
-from common.schema import Health, Readiness
+from m2fp_contract.schema import Health, Readiness
 from api.openapi import spec
 
 health = Blueprint("health", __name__)

@@ -27,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from common.metrics import scrape_registry
 from common.queue import JobQueue
-from common.schema import Priority
+from m2fp_contract.schema import Priority
 from api.openapi import MediaResponse, spec
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document, generated from the pydantic models of :mod:`common.schema`.
+"""The OpenAPI 3.1 document, generated from the pydantic models of :mod:`m2fp_contract.schema`.
 
 spectree (its Flask plugin) validates each decorated view's request against the
 models and collects them into the document; it takes JSON and multipart bodies on
@@ -24,8 +24,8 @@ from spectree import Response, SpecTree
 from spectree.model_adapter.pydantic_adapter import PydanticModelAdapter
 from spectree.response import DEFAULT_CODE_DESC
 
-from common.errors import ErrorCode, ServiceError
-from common.schema import JOB_ID_PATTERN, OUTPUTS, BatchItem, ErrorResponse
+from m2fp_contract.errors import ErrorCode, ServiceError
+from m2fp_contract.schema import JOB_ID_PATTERN, OUTPUTS, BatchItem, ErrorResponse
 from api.errors import ERROR_CODES
 
 API_VERSION = "1.0.0"
@@ -66,7 +66,7 @@ def validation_failed(error: ValidationError) -> ServiceError:
     where = ".".join(str(part) for part in first["loc"])
     message = f"{where}: {first['msg']}" if where else first["msg"]
     codes = {code.value for code in ErrorCode}
-    if first["type"] in codes:  # raised by a validator of common.schema with its own code
+    if first["type"] in codes:  # raised by a validator of m2fp_contract.schema with its own code
         return ServiceError(first["msg"], ErrorCode(first["type"]))
     field = first["loc"][0] if first["loc"] else None
     if first["type"] == "too_long" and field in ("items", "image"):

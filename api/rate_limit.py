@@ -13,7 +13,7 @@ import math
 
 import redis
 
-from common.errors import ErrorCode, ServiceError
+from m2fp_contract.errors import ErrorCode, ServiceError
 from api.auth import Principal
 
 _TAKE = """

@@ -1,6 +1,6 @@
 """The job endpoints: submit one or many, poll one or many, download an output.
 
-Requests arrive validated against :mod:`common.schema` (``api.openapi``); each
+Requests arrive validated against :mod:`m2fp_contract.schema` (``api.openapi``); each
 submission, whatever its encoding, becomes a :data:`~api.submission.Submission` and
 goes through :func:`~api.submission.accept`.
 """
@@ -12,11 +12,11 @@ from flask import Blueprint, Response, current_app, g, request
 from pydantic import ValidationError
 from spectree import Response as Responses
 
-from common.errors import ErrorCode as E
-from common.errors import ServiceError
+from m2fp_contract.errors import ErrorCode as E
+from m2fp_contract.errors import ServiceError
 from common.jobs import (OUTPUTS, InvalidTransition, Job, JobStatus, OutputOptions, Priority, Webhook, is_job_id,
                          output_key)
-from common.schema import (DEFAULT_WEBHOOK_EVENTS, MAX_BATCH, BatchForm, BatchItem, BatchItemResult, BatchJson,
+from m2fp_contract.schema import (DEFAULT_WEBHOOK_EVENTS, MAX_BATCH, BatchForm, BatchItem, BatchItemResult, BatchJson,
                            BatchResponse, JobsQuery, JobsResponse, JobView, MissingJob, SubmitForm, SubmitJson)
 from common.services import Services
 from common.webhooks import WebhookPolicy

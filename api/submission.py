@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import IO, Callable, Optional, Union
 
-from common.errors import ErrorCode, ObjectNotFound, ServiceError
+from m2fp_contract.errors import ErrorCode, ObjectNotFound, ServiceError
 from common.images import inspect_image
 from common.jobs import InputInfo, Job, JobStatus, OutputOptions, Priority, SourceRef, Webhook, input_key, new_job_id
 from common.services import Services

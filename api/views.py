@@ -8,7 +8,7 @@ from flask import request
 
 from common.jobs import Job, JobStatus
 from common.queue import Place
-from common.schema import JobView
+from m2fp_contract.schema import JobView
 from common.services import Services
 from common.views import job_view as render
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app
 from spectree import Response as Responses
 
-from common.errors import ErrorCode as E
-from common.schema import WebhookSecret
+from m2fp_contract.errors import ErrorCode as E
+from m2fp_contract.schema import WebhookSecret
 from common.services import Services
 from common.webhooks import tenant_secret
 from api.errors import ApiError

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from common.errors import ErrorCode, InvalidImage
+from m2fp_contract.errors import ErrorCode, InvalidImage
 
 # Our own limits run first; this only stops Pillow from warning about them.
 Image.MAX_IMAGE_PIXELS = None

@@ -43,8 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from common.errors import ErrorCode
-from common.schema import (JOB_ID_PATTERN, MAX_BATCH, OUTPUTS, TERMINAL_STATUSES, JobStatus, LabelProfile,
+from m2fp_contract.errors import ErrorCode
+from m2fp_contract.schema import (JOB_ID_PATTERN, MAX_BATCH, OUTPUTS, TERMINAL_STATUSES, JobStatus, LabelProfile,
                            LabelsFormat, Priority, SourceRef, WebhookEvent)
 
 __all__ = ["DEFAULT_TENANT", "MAX_BATCH", "OUTPUTS", "TERMINAL_STATUSES", "JobStatus", "Priority", "SourceRef", "InputInfo",

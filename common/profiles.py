@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common.labels import CIHP_CLASSES, voc_colormap
-from common.schema import LabelProfile
+from m2fp_contract.schema import LabelProfile
 
 
 @dataclass(frozen=True)

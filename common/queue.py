@@ -16,7 +16,7 @@ import redis
 from celery import Celery
 from kombu import Queue
 
-from common.schema import Priority
+from m2fp_contract.schema import Priority
 from common.settings import Settings
 
 PARSE_TASK = "m2fp.parse"

@@ -20,7 +20,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error
 
-from common.errors import ErrorCode, InputRejected, ObjectNotFound, StorageUnavailable
+from m2fp_contract.errors import ErrorCode, InputRejected, ObjectNotFound, StorageUnavailable
 from common.settings import Settings
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*$")

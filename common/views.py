@@ -1,4 +1,4 @@
-"""A job record as clients see it, :class:`common.schema.JobView`: one renderer for the
+"""A job record as clients see it, :class:`m2fp_contract.schema.JobView`: one renderer for the
 API's answers and the bodies of webhook deliveries, so both always say the same."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Optional
 
 from common.jobs import Job, JobStatus
 from common.queue import Place
-from common.schema import ErrorDetail, InputView, JobLinks, JobView, QueuePlace, ResultView, WebhookView
+from m2fp_contract.schema import ErrorDetail, InputView, JobLinks, JobView, QueuePlace, ResultView, WebhookView
 from common.storage import Storage
 
 

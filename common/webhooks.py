@@ -1,7 +1,7 @@
 """Webhooks: which receivers may be called, what signs a delivery, and how an event
 leaves the process where the job changed.
 
-A job's webhook is told of the statuses it asked for (:class:`common.schema.WebhookEvent`).
+A job's webhook is told of the statuses it asked for (:class:`m2fp_contract.schema.WebhookEvent`).
 When a lifecycle step moves the job to one, the job store begins that event's delivery
 in the same write and calls :meth:`WebhookNotifier.send`, which renders the job's JSON
 at that moment (the body, signed as is on every attempt) and puts a
@@ -36,7 +36,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel
 
-from common.errors import ErrorCode, ServiceError
+from m2fp_contract.errors import ErrorCode, ServiceError
 from common.jobs import Job, JobStore
 from common.queue import JobQueue
 from common.settings import Settings

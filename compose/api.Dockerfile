@@ -8,6 +8,7 @@ RUN pip install --no-cache-dir -c requirements/constraints.txt -c requirements/l
 
 # The API enqueues through common/queue.py (the queue contract); it never imports worker/.
 COPY common/ common/
+COPY m2fp_contract/ m2fp_contract/
 COPY api/ api/
 # The webhook delivery worker (compose's `webhooks` service) runs from this image too.
 COPY delivery/ delivery/

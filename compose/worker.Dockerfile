@@ -19,6 +19,7 @@ RUN pip install --no-cache-dir --no-deps mmcv-full==1.7.1 \
 RUN pip install --no-cache-dir -c requirements/constraints.txt -c requirements/lock.txt -r requirements/worker.txt
 
 COPY common/ common/
+COPY m2fp_contract/ m2fp_contract/
 COPY worker/ worker/
 RUN python -m worker.selfcheck
 RUN useradd --system --uid 10001 app && mkdir -p /models && chown app /models

@@ -28,7 +28,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from common.schema import MAX_BATCH, TERMINAL_STATUSES, BatchItemResult, ErrorDetail, JobView, SourceRef
+from m2fp_contract.schema import MAX_BATCH, TERMINAL_STATUSES, BatchItemResult, ErrorDetail, JobView, SourceRef
 from m2fp_client.backfill_state import UPLOAD_FAILED, State
 from m2fp_client.client import ApiError, Client, Job
 from m2fp_client.sources import Source, batches

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from common.schema import TERMINAL_STATUSES, ErrorDetail, JobView
+from m2fp_contract.schema import TERMINAL_STATUSES, ErrorDetail, JobView
 
 UPLOAD_FAILED = "upload_failed"  # cut off in transit: submitted again by the next run
 

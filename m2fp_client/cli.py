@@ -35,7 +35,7 @@ import click
 from click.core import ParameterSource
 from tqdm import tqdm
 
-from common.schema import JobView, LabelProfile, LabelsFormat, Priority, WebhookEvent
+from m2fp_contract.schema import JobView, LabelProfile, LabelsFormat, Priority, WebhookEvent
 from m2fp_client.client import DEFAULT_API_URL, ApiError, Client, Job
 
 SUCCEEDED, SOME_FAILED, FAILURE, INTERRUPTED = 0, 1, 2, 130

@@ -1,6 +1,6 @@
 """A Python client of the m2fp-queue HTTP API, typed by the API's own contract.
 
-Every answer is read into the models of ``common.schema`` (the module the API renders
+Every answer is read into the models of ``m2fp_contract.schema`` (the module the API renders
 its bodies from), so a field the API renames fails here, loudly, instead of turning
 into a ``KeyError`` deep in a caller. Those models ignore fields they do not know, so a
 newer server never breaks an older client.
@@ -19,11 +19,11 @@ from urllib.parse import urlparse
 import requests
 from pydantic import ValidationError
 
-from common.schema import (MAX_BATCH, OUTPUTS, BatchResponse, ErrorResponse, JobsResponse, JobView, MissingJob,
+from m2fp_contract.schema import (MAX_BATCH, OUTPUTS, BatchResponse, ErrorResponse, JobsResponse, JobView, MissingJob,
                            LabelProfile, LabelsFormat, Priority, SourceRef, WebhookEvent, WebhookSecret)
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-# Codes of failures the client detects itself (the API's own codes are in common.errors).
+# Codes of failures the client detects itself (the API's own codes are in m2fp_contract.errors).
 UNREACHABLE = "api_unreachable"
 TIMEOUT = "api_timeout"
 BAD_ANSWER = "bad_answer"

@@ -10,7 +10,7 @@ from typing import Iterable, Iterator, Optional
 
 import requests
 
-from common.schema import TERMINAL_STATUSES
+from m2fp_contract.schema import TERMINAL_STATUSES
 from scripts.processes import (WORKER_APP, Process, RedisServer, api_command, delivery_command, free_port,
                                wait_until, worker_command)
 

@@ -10,7 +10,7 @@ import pytest
 from api.app import create_app
 from api.auth import KeyRing
 from common.jobs import JobResult, output_key
-from common.schema import OUTPUTS
+from m2fp_contract.schema import OUTPUTS
 from common.services import Services
 from common.settings import Settings
 from scripts.imagegen import photo_jpeg

@@ -13,7 +13,7 @@ import pytest
 import redis
 import requests
 
-from common.schema import OUTPUTS
+from m2fp_contract.schema import OUTPUTS
 from common.storage import S3Store
 from scripts.imagegen import photo_jpeg
 from scripts.processes import REPO, wait_until

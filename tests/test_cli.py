@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from common.schema import OUTPUTS, JobStatus, Priority
+from m2fp_contract.schema import OUTPUTS, JobStatus, Priority
 from common.storage import S3Store
 from scripts.imagegen import photo_jpeg
 from scripts.processes import REPO, free_port
@@ -176,7 +176,8 @@ def test_the_light_environment_runs_the_client_without_the_service_stack(system,
                            timeout=600)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     outside = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(tmp_path))}  # no PYTHONPATH
-    for module in ("numpy", "celery", "torch", "redis", "PIL"):
+    # ... and no top-level name but the project's own (a generic ``common`` would clash).
+    for module in ("numpy", "celery", "torch", "redis", "PIL", "common"):
         probe = subprocess.run([str(venv / "bin/python"), "-c", f"import {module}"], cwd=tmp_path, env=outside,
                                capture_output=True, text=True)
         assert probe.returncode == 1 and "ModuleNotFoundError" in probe.stderr, (module, probe.stderr)

@@ -48,8 +48,16 @@ def test_dockerfiles_copy_what_exists_and_run_the_compose_commands():
         build = COMPOSE["services"][service]["build"]
         dockerfile = (REPO / build["context"] / build["dockerfile"]).read_text()
         assert dockerfile.startswith("#") and "FROM python:3.10-slim" in dockerfile
-        for source in re.findall(r"^COPY (\S+) ", dockerfile, flags=re.M):
+        copies = re.findall(r"^COPY (\S+) ", dockerfile, flags=re.M)
+        for source in copies:
             assert (REPO / source).exists(), f"{build['dockerfile']} copies missing {source}"
+        # Every package of this repository that the copied code imports is copied too.
+        packages = {path.parent.name for path in REPO.glob("*/__init__.py")}
+        imported = {name for source in copies if source.endswith("/") and source.rstrip("/") in packages
+                    for path in (REPO / source).rglob("*.py")
+                    for name in re.findall(r"^\s*(?:from|import) (\w+)", path.read_text(), flags=re.M)}
+        missing = {f"{name}/" for name in imported & packages} - set(copies)
+        assert not missing, f"{build['dockerfile']} does not copy {sorted(missing)}, which its code imports"
         cmd = re.search(r"^CMD (\[.*\])$", dockerfile, flags=re.M).group(1)
         assert yaml.safe_load(cmd) == COMPOSE["services"][service]["command"]
     worker = (REPO / "compose/worker.Dockerfile").read_text()

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.errors import ErrorCode, InvalidImage
+from m2fp_contract.errors import ErrorCode, InvalidImage
 from common.images import ImageLimits, decode_rgb, inference_size, inspect_image, resize_labels
 from scripts.imagegen import encode, photo, photo_jpeg
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.errors import ObjectNotFound, StorageUnavailable
+from m2fp_contract.errors import ObjectNotFound, StorageUnavailable
 from common.jobs import InputInfo, JobStatus, JobStore, Priority, SourceRef, input_key, new_job_id, output_key
 from common.labels import PALETTE
 from common.services import Services

@@ -6,7 +6,7 @@ import pytest
 
 from common.jobs import (TRANSITIONS, InputInfo, InvalidTransition, Job, JobError, JobResult, JobStatus, Priority,
                          SourceRef, Webhook, is_job_id, new_job_id)
-from common.schema import WebhookEvent
+from m2fp_contract.schema import WebhookEvent
 
 INPUT = InputInfo(width=3, height=2, format="JPEG", bytes=10, sha256="0" * 64)
 

@@ -11,7 +11,7 @@ from werkzeug.serving import make_server
 
 from api.app import create_app
 from api.errors import ERROR_CODES
-from common.errors import ErrorCode
+from m2fp_contract.errors import ErrorCode
 from common.jobs import OUTPUTS, new_job_id
 from common.services import Services
 from scripts.processes import REPO

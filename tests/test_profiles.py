@@ -11,7 +11,7 @@ from PIL import Image
 from common.labels import CIHP_CLASSES
 from common.profiles import ATR, LIP, PROFILES, SIMPLE
 from common.jobs import OutputOptions
-from common.schema import LabelProfile, LabelsFormat
+from m2fp_contract.schema import LabelProfile, LabelsFormat
 from tests.test_instances import parsing, person
 from worker.outputs import render
 

@@ -2,7 +2,7 @@
 import pytest
 import requests
 
-from common.errors import ObjectNotFound, StorageUnavailable
+from m2fp_contract.errors import ObjectNotFound, StorageUnavailable
 from common.settings import Settings
 from common.storage import LocalStore, S3Store, check_key, create_storage
 

@@ -17,9 +17,9 @@ from standardwebhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from api.app import create_app
-from common.errors import ErrorCode, ServiceError
+from m2fp_contract.errors import ErrorCode, ServiceError
 from common.jobs import Delivery, InputInfo, JobResult, JobStore, Priority, Webhook, redis_client
-from common.schema import WebhookEvent
+from m2fp_contract.schema import WebhookEvent
 from common.settings import Settings
 from common.webhooks import DeliveryMessage, WebhookPolicy, WebhookRefused, tenant_secret
 from delivery.sender import Sender, signed_headers

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from common.errors import ErrorCode, InputRejected, ObjectNotFound
+from m2fp_contract.errors import ErrorCode, InputRejected, ObjectNotFound
 from common.images import decode_rgb
 from common.jobs import OUTPUTS, InvalidTransition, Job, JobError, JobResult, JobStatus, input_key, output_key
 from common.services import Services

@@ -15,7 +15,7 @@ from typing import Optional
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from common.errors import ErrorCode
+from m2fp_contract.errors import ErrorCode
 from common.jobs import Job
 from common.metrics import scrape_registry
 

@@ -12,7 +12,7 @@ from common.images import encode_jpeg, encode_png, resize_labels
 from common.jobs import OutputOptions
 from common.labels import CIHP_CLASSES, PALETTE
 from common.profiles import CIHP, PROFILES, Profile
-from common.schema import LabelsFormat
+from m2fp_contract.schema import LabelsFormat
 from worker.engine import Parsing
 from worker.instances import describe_people, person_map
 

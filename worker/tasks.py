@@ -9,7 +9,7 @@ import redis
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 
-from common.errors import ErrorCode, StorageUnavailable
+from m2fp_contract.errors import ErrorCode, StorageUnavailable
 from common.jobs import InvalidTransition, JobError
 from common.queue import PARSE_TASK
 from common.services import Services

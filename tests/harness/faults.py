@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from common.errors import StorageUnavailable
+from m2fp_contract.errors import StorageUnavailable
 from common.jobs import JobStore
 from common.storage import LocalStore
 

@@ -7,7 +7,7 @@ from typing import Callable
 import kombu.exceptions
 
 from common.queue import JobQueue
-from common.schema import Priority
+from m2fp_contract.schema import Priority
 
 
 class RecordingQueue(JobQueue):

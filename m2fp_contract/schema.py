@@ -15,7 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJso
                       field_validator, model_serializer)
 from pydantic_core import PydanticCustomError, core_schema
 
-from common.errors import ErrorCode
+from m2fp_contract.errors import ErrorCode
 
 # Items per batch submission, and job ids per poll.
 MAX_BATCH = 100
