@@ -75,6 +75,8 @@ def submitted_count(state_path) -> int:
     if not state_path.exists():
         return 0
     with sqlite3.connect(state_path) as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items'").fetchone():
+            return 0  # the backfill has created the file but not yet its tables
         return db.execute("SELECT COUNT(DISTINCT job_id) FROM items WHERE job_id IS NOT NULL").fetchone()[0]
 
 
