@@ -15,4 +15,5 @@ COPY delivery/ delivery/
 RUN useradd --system --uid 10001 app
 USER app
 EXPOSE 8000
-CMD ["gunicorn", "api.wsgi:app", "--config", "python:api.gunicorn_conf", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-", "--graceful-timeout", "10"]
+# Workers, threads and timeouts come from the settings (api/gunicorn_conf.py).
+CMD ["gunicorn", "api.wsgi:app", "--config", "python:api.gunicorn_conf", "--bind", "0.0.0.0:8000"]

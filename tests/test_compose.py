@@ -1,24 +1,324 @@
-"""The compose files, checked as far as a machine without a Docker engine allows:
-structure, scalability, and that services start the entry points the tests start."""
+"""The compose deployment, checked as far as a machine without a Docker engine allows:
+secrets, ports and credentials as an attacker would meet them, the wiring of the
+services, and that they start the entry points the tests start. The file is rendered
+the way Compose renders it (tests/harness/compose.py) with secrets from
+scripts/compose_env.py, the generator ``make compose-env`` runs."""
+import json
 import os
 import re
+import stat
+import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import pytest
+import redis
 import yaml
 
-from scripts.processes import api_command, delivery_command, worker_command
+from scripts import compose_env
+from scripts.processes import Process, api_command, delivery_command, free_port, redis_executable, wait_until, worker_command
+from tests.harness.compose import MissingVariable, interpolate, load, render
 
 REPO = Path(__file__).resolve().parent.parent
-COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+COMPOSE = load()
+TEXT = (REPO / "docker-compose.yml").read_text()
+# Names that hold a credential, wherever they appear (service environments, .env).
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|ROOT_USER|_AUTH$|(^|_)KEYS?$")
+SERVICES_OF_OURS = ("api", "worker", "webhooks")  # built from this repository, read common/settings.py
+# Reading, writing and listing a bucket's objects: nothing on its policy, ACLs, lifecycle
+# or existence, and no admin action.
+DATA_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:GetBucketLocation",
+                "s3:ListBucketMultipartUploads", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"}
 
 
-def test_production_shape():
-    services = COMPOSE["services"]
-    assert {"redis", "minio", "createbucket", "api", "worker", "webhooks"} <= set(services)
-    assert "--appendonly" in services["redis"]["command"]
-    assert "mc mb" in " ".join(services["createbucket"]["command"])
-    assert "model-cache:/models" in services["worker"]["volumes"]
+def generated_env(tmp_path: Path, name: str = "generated.env") -> dict[str, str]:
+    """The secrets a first ``make compose-env`` writes, read back from its file."""
+    path = tmp_path / name
+    compose_env.ensure_env_file(path)
+    return compose_env.read_values(path.read_text())
+
+
+@pytest.mark.parametrize("text, env, expected", [
+    # The specification's forms (docs: Compose file reference, "Interpolation").
+    ("${A}", {"A": "x"}, "x"), ("$A-b", {"A": "x"}, "x-b"), ("${A}", {}, ""),
+    ("${A:-d}", {}, "d"), ("${A:-d}", {"A": ""}, "d"), ("${A-d}", {"A": ""}, ""), ("${A-d}", {}, "d"),
+    ("${A:+r}", {"A": "x"}, "r"), ("${A:+r}", {"A": ""}, ""), ("${A+r}", {"A": ""}, "r"),
+    ("${A:-${B:-d}}", {}, "d"), ("${A:-${B}}", {"B": "b"}, "b"), ("${A?$B}", {"A": "x"}, "x"),
+    ("$$A", {"A": "x"}, "$A"), ("a $ b", {}, "a $ b"), ("${A:?e}", {"A": "x"}, "x"),
+])
+def test_the_interpolation_follows_the_compose_specification(text, env, expected):
+    assert interpolate(text, env) == expected
+
+
+@pytest.mark.parametrize("text, env", [("${A:?e}", {}), ("${A:?e}", {"A": ""}), ("${A?e}", {}),
+                                       ("x${A:-${B:?e}}", {})])
+def test_a_required_variable_stops_the_interpolation(text, env):
+    with pytest.raises(MissingVariable, match="e$"):
+        interpolate(text, env)
+    assert interpolate("${A?e}", {"A": ""}) == ""  # ? without the colon accepts empty
+
+
+def test_no_secret_has_a_default_in_the_compose_file():
+    """A secret-looking variable is either required (``:?``) or off when unset (an empty
+    default, e.g. WEBHOOK_SIGNING_KEY); a literal default such as
+    ``${MINIO_ROOT_PASSWORD:-m2fp-secret-change-me}`` would be anyone's password."""
+    references = re.findall(r"\$\{([A-Za-z_]\w*)(:?[-?+])?([^}]*)\}", TEXT)
+    secrets_referenced = [(name, op, operand) for name, op, operand in references if SECRET_NAME.search(name)]
+    assert {name for name, _, _ in secrets_referenced} >= {secret.name for secret in compose_env.SECRETS}
+    for name, op, operand in secrets_referenced:
+        assert op == ":?" or (op in (":-", "-") and operand == ""), f"${{{name}{op}{operand}}} gives a default"
+
+
+def test_every_credential_in_the_rendered_stack_comes_from_the_env_file(tmp_path):
+    """Rendered from two .env files whose every value differs, every credential a
+    container gets differs between the two (or is empty: the feature is off), so none is
+    a literal of the file: not a password in an environment, in REDIS_URL, or on a
+    command line."""
+    env = generated_env(tmp_path)
+    first, second = render(env), render({name: f"{value}-2" for name, value in env.items()})
+    checked = 0
+    for name, service in first["services"].items():
+        other = second["services"][name]
+        for key, value in (service.get("environment") or {}).items():
+            if SECRET_NAME.search(key):
+                assert value == "" or value != other["environment"][key], f"{name}: {key} is a literal"
+                checked += bool(value)
+        if name in SERVICES_OF_OURS:
+            password = urlsplit(service["environment"]["REDIS_URL"]).password
+            assert password and password != urlsplit(other["environment"]["REDIS_URL"]).password
+        command = service.get("command") or []
+        for index, flag in enumerate(command[:-1] if isinstance(command, list) else []):
+            if re.search(r"pass|secret|key", flag, re.I):
+                assert command[index + 1] != other["command"][index + 1], f"{name}: {flag} is a literal"
+                checked += 1
+    assert checked >= 15  # root login (2 services), service user (4), Redis (2), Grafana: all looked at
+
+
+def test_the_stack_refuses_to_render_without_each_secret(tmp_path):
+    """Each secret the generator writes is required: without it (unset or empty) Compose
+    stops and its message names the fix; with all of them the file renders."""
+    env = generated_env(tmp_path)
+    required = set(re.findall(r"\$\{([A-Za-z_]\w*):\?", TEXT))
+    assert required == {secret.name for secret in compose_env.SECRETS}  # the generator writes all, and only those
+    for name in sorted(required):
+        for missing in ({k: v for k, v in env.items() if k != name}, {**env, name: ""}):
+            with pytest.raises(MissingVariable) as refused:
+                render(missing)
+            assert refused.value.name == name and "make compose-env" in refused.value.message
+    assert render(env)["services"]["redis"]["environment"]["REDISCLI_AUTH"] == env["REDIS_PASSWORD"]
+
+
+def _published(service: dict) -> list[tuple[str, str]]:
+    """(host address, host port) of each port a service publishes; "" is every interface."""
+    published = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            published.append((port.get("host_ip", ""), str(port.get("published", port["target"]))))
+            continue
+        parts = str(port).rsplit(":", 2)
+        host_ip = parts[0] if len(parts) == 3 else ""
+        published.append((host_ip.strip("[]"), parts[-2] if len(parts) >= 2 else parts[-1]))
+    return published
+
+
+def test_only_the_api_is_published_beyond_the_host(tmp_path):
+    """MinIO (its API and the console with the root login), Prometheus (no login at all)
+    and Grafana listen on the host's loopback; the API alone on every interface."""
+    services = render(generated_env(tmp_path))["services"]
+    seen = set()
+    for name, service in services.items():
+        for host_ip, host_port in _published(service):
+            seen.add(name)
+            if name == "api":
+                assert host_port == "8000"
+            else:
+                assert host_ip in ("127.0.0.1", "::1"), f"{name} publishes {host_port} on every interface"
+    assert {"minio", "prometheus", "grafana", "api"} <= seen  # those publish something: checked above
+    assert sorted(port for _, port in _published(services["minio"])) == ["9000", "9001"]
+
+
+def test_the_services_use_a_storage_user_of_their_own_not_the_root_login(tmp_path):
+    env = generated_env(tmp_path)
+    services = render(env)["services"]
+    root = {env["MINIO_ROOT_USER"], env["MINIO_ROOT_PASSWORD"]}
+    for name, service in services.items():
+        environment = service.get("environment") or {}
+        if name in ("minio", "createbucket"):
+            continue
+        assert not root & set(map(str, environment.values())), f"{name} gets MinIO's root login"
+        assert not [key for key in environment if key.startswith("MINIO_ROOT")], name
+    for name in SERVICES_OF_OURS:
+        environment = services[name]["environment"]
+        assert environment["S3_ACCESS_KEY"] == env["S3_ACCESS_KEY"] != env["MINIO_ROOT_USER"]
+        assert environment["S3_SECRET_KEY"] == env["S3_SECRET_KEY"] != env["MINIO_ROOT_PASSWORD"]
+    init = services["createbucket"]["environment"]  # creates that user, for the services' bucket
+    assert {k: init[k] for k in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET")} == \
+        {k: services["api"]["environment"][k] for k in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET")}
+    assert services["minio"]["environment"]["MINIO_ROOT_USER"] == init["MINIO_ROOT_USER"] == env["MINIO_ROOT_USER"]
+    for name in ("api", "worker"):  # they start once that user exists
+        assert services[name]["depends_on"]["createbucket"] == {"condition": "service_completed_successfully"}
+
+
+def _run_storage_init(tmp_path: Path, env: dict[str, str], attach_error: str = "") -> tuple[int, list[list[str]], str]:
+    """Run compose/minio/init.sh as the createbucket service does (``/bin/sh`` on the
+    mounted script, its compose environment), with a stand-in ``mc`` that records each
+    call and keeps the policy file it is given; ``attach_error`` makes the policy attach
+    fail with that message. Returns the exit status, the calls and stderr."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp_path / "mc-calls.jsonl"
+    log.unlink(missing_ok=True)
+    (bin_dir / "mc").write_text(f"""#!{sys.executable}
+import json, shutil, sys
+with open({str(log)!r}, "a") as calls:
+    calls.write(json.dumps(sys.argv[1:]) + "\\n")
+if sys.argv[1:4] == ["admin", "policy", "create"]:
+    shutil.copy(sys.argv[-1], {str(tmp_path / "policy.json")!r})
+if sys.argv[1:4] == ["admin", "policy", "attach"] and {attach_error!r}:
+    sys.exit("mc: <ERROR> " + {attach_error!r})
+""")
+    (bin_dir / "mc").chmod(0o755)
+    service = COMPOSE["services"]["createbucket"]
+    [mount] = service["volumes"]
+    source, target = mount.split(":")[:2]
+    assert service["entrypoint"] == ["/bin/sh", target]
+    done = subprocess.run(["/bin/sh", str(REPO / source)], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp_path), **env})
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return done.returncode, calls, done.stderr
+
+
+def test_the_storage_init_gives_the_services_a_user_limited_to_their_bucket(tmp_path):
+    """The one-shot service signs in as root, makes the bucket, and creates the services'
+    user with a policy that names that bucket only, with no wildcard action; it refuses
+    to hand out the root login, and a second run (the policy already attached) passes."""
+    env = generated_env(tmp_path)
+    init_env = render(env)["services"]["createbucket"]["environment"]
+    status, calls, stderr = _run_storage_init(tmp_path, init_env)
+    assert status == 0, stderr
+    bucket, user, secret = init_env["S3_BUCKET"], env["S3_ACCESS_KEY"], env["S3_SECRET_KEY"]
+    assert calls[0] == ["alias", "set", "local", "http://minio:9000", env["MINIO_ROOT_USER"], env["MINIO_ROOT_PASSWORD"]]
+    assert ["mb", "--ignore-existing", f"local/{bucket}"] in calls
+    [create] = [call for call in calls if call[:3] == ["admin", "policy", "create"]]
+    policy_name = create[4]
+    assert ["admin", "user", "add", "local", user, secret] in calls
+    assert calls[-1] == ["admin", "policy", "attach", "local", policy_name, "--user", user]
+    policy = json.loads((tmp_path / "policy.json").read_text())
+    resources = {resource for statement in policy["Statement"] for resource in statement["Resource"]}
+    assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
+    actions = {action for statement in policy["Statement"] for action in statement["Action"]}
+    assert all(statement["Effect"] == "Allow" for statement in policy["Statement"])
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"} <= actions  # what storage.py does
+    assert actions <= DATA_ACTIONS, f"more than the bucket's data: {sorted(actions - DATA_ACTIONS)}"
+
+    again = _run_storage_init(tmp_path, init_env, attach_error="The specified policy change is already in effect.")
+    assert again[0] == 0, again[2]
+    broken = _run_storage_init(tmp_path, init_env, attach_error="Unable to make user/group policy association.")
+    assert broken[0] != 0 and "Unable to make" in broken[2]
+    as_root = {**init_env, "S3_ACCESS_KEY": env["MINIO_ROOT_USER"]}
+    refused = _run_storage_init(tmp_path, as_root)
+    assert refused[0] != 0 and refused[1] == [] and "must differ from MINIO_ROOT_USER" in refused[2]
+    for name in ("S3_SECRET_KEY", "MINIO_ROOT_PASSWORD"):
+        unset = _run_storage_init(tmp_path, {k: v for k, v in init_env.items() if k != name})
+        assert unset[0] != 0 and unset[1] == [] and "make compose-env" in unset[2]
+
+
+def test_redis_refuses_clients_without_the_password_the_services_carry(tmp_path):
+    """The compose Redis command, run by a real redis-server on loopback: a client without
+    the password is refused, the services' REDIS_URL gets in, and the password is not on
+    the process's command line for others on the host to read."""
+    from kombu import Connection
+
+    env = generated_env(tmp_path)
+    services = render(env)["services"]
+    command = services["redis"]["command"]
+    assert command[0] == "redis-server"
+    port = free_port()
+    server = Process("redis", [redis_executable(), *command[1:], "--port", str(port), "--bind", "127.0.0.1",
+                               "--dir", str(tmp_path), "--save", "", "--daemonize", "no"],
+                     log_path=tmp_path / "redis.log")
+    try:
+        def answers() -> bool:
+            assert server.alive(), server.log_text()
+            try:
+                redis.Redis(port=port, socket_connect_timeout=1).ping()
+            except redis.AuthenticationError:
+                return True
+            except redis.ConnectionError:
+                return False
+            return True
+        wait_until(answers, 20, "the compose redis-server to listen")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()  # NOAUTH
+        for name in SERVICES_OF_OURS:
+            url = services[name]["environment"]["REDIS_URL"]
+            parts = urlsplit(url)
+            assert parts.hostname == "redis" and parts.port == 6379
+            local = url.replace("@redis:6379/", f"@127.0.0.1:{port}/")
+            assert redis.Redis.from_url(local).ping()  # job records
+            with Connection(local) as broker:  # Celery's broker
+                broker.ensure_connection(max_retries=1)
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
+        assert env["REDIS_PASSWORD"].encode() not in cmdline
+    finally:
+        server.stop()
+    # The healthcheck logs in as redis-cli does (REDISCLI_AUTH) and wants PONG itself:
+    # without -e, redis-cli exits 0 after an error reply such as NOAUTH.
+    assert services["redis"]["environment"]["REDISCLI_AUTH"] == env["REDIS_PASSWORD"]
+    kind, check = services["redis"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL" and re.fullmatch(r"redis-cli ping \| grep -qx PONG", check)
+
+
+def test_grafana_has_no_default_admin_password(tmp_path):
+    """Grafana's admin password is the operator's or the generated one, never a default
+    (without it the stack does not start), and no anonymous access is switched on."""
+    env = generated_env(tmp_path)
+    grafana = render(env)["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == env["GRAFANA_ADMIN_PASSWORD"]
+    with pytest.raises(MissingVariable, match="GRAFANA_ADMIN_PASSWORD"):
+        render({k: v for k, v in env.items() if k != "GRAFANA_ADMIN_PASSWORD"})
+    assert not [key for key, value in grafana.items() if key.startswith("GF_AUTH_ANONYMOUS") and value.lower() == "true"]
+
+
+def test_the_services_read_each_setting_compose_gives_them():
+    """Every variable compose sets in the API's, the workers' and the delivery worker's
+    containers is a field of common/settings.py: the settings ignore unknown names, so a
+    misspelt S3_SECRET_KEY would start a service on no credential at all."""
+    from common.settings import Settings
+
+    for name in SERVICES_OF_OURS:
+        unknown = set(COMPOSE["services"][name]["environment"]) - {field.upper() for field in Settings.model_fields}
+        assert not unknown, f"{name} gets {sorted(unknown)}, which common/settings.py does not read"
+
+
+def test_the_stack_is_wired_together(tmp_path):
+    """What `docker compose up` needs beyond YAML: each dependency exists and can report
+    what is waited for, each named volume is declared, each mounted file exists, and the
+    model cache is mounted where the worker image keeps it."""
+    services = render(generated_env(tmp_path))["services"]
+    declared_volumes = set(COMPOSE["volumes"])
+    for name, service in services.items():
+        depends_on = service.get("depends_on") or {}
+        if isinstance(depends_on, list):  # the short form: started, nothing more
+            depends_on = {dependency: {"condition": "service_started"} for dependency in depends_on}
+        for dependency, how in depends_on.items():
+            assert dependency in services, f"{name} waits for {dependency}, which does not exist"
+            if how["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{dependency} has no healthcheck for {name}"
+            if how["condition"] == "service_completed_successfully":
+                assert "restart" not in services[dependency], f"{dependency} must be a one-shot for {name}"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (REPO / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in declared_volumes, f"{name} mounts undeclared volume {source}"
+    worker_image = (REPO / "compose/worker.Dockerfile").read_text()
+    model_dir = re.search(r"MODEL_CACHE_DIR=(\S+)", worker_image).group(1)
+    assert f"model-cache:{model_dir}" in services["worker"]["volumes"]
+    redis_volume = next(v for v in services["redis"]["volumes"] if v.endswith(":/data"))
+    assert redis_volume.split(":")[0] in declared_volumes and "--appendonly" in services["redis"]["command"]
 
 
 def test_worker_is_scalable():
@@ -36,6 +336,9 @@ def test_services_start_the_same_entry_points_as_the_tests():
     api = COMPOSE["services"]["api"]["command"]
     ours = _module_args(api_command(8000))
     assert api[:2] == ours[:2] == ["gunicorn", "api.wsgi:app"]
+    assert api[api.index("--config") + 1] == ours[ours.index("--config") + 1]
+    # Sizing and timeouts come from the settings through the config module, never the command.
+    assert api == ["gunicorn", "api.wsgi:app", "--config", "python:api.gunicorn_conf", "--bind", "0.0.0.0:8000"]
     worker = COMPOSE["services"]["worker"]["command"]
     assert worker[:4] == _module_args(worker_command())[:4] == ["celery", "-A", "worker.celery_app", "worker"]
     webhooks = COMPOSE["services"]["webhooks"]
@@ -154,20 +457,22 @@ def test_the_dashboard_reads_metrics_the_services_define():
     assert any(v.startswith("./compose/grafana/m2fp-dashboard.json:") for v in grafana)
 
 
-def test_the_api_gets_its_keys_and_rate_so_a_compose_deployment_can_close():
-    """The API's key and rate settings reach its container (else compose would always run
-    open while webhooks are signed), each empty by default, and the key file's directory
-    is mounted read-only."""
+def test_the_api_gets_its_keys_and_rate_so_a_compose_deployment_can_close(tmp_path):
+    """The operator's API key and rate settings reach the API's container (else compose
+    would always run open while webhooks are signed), unset they stay empty, and the key
+    file's directory is mounted read-only."""
     from common.settings import Settings
 
-    api = COMPOSE["services"]["api"]
-    environment = api["environment"]
-    for variable in ("API_KEYS", "API_KEYS_FILE", "SUBMIT_RATE_PER_MINUTE"):
+    env = generated_env(tmp_path)
+    given = {"API_KEYS": "acme:k-1", "API_KEYS_FILE": "/run/m2fp/keys/api-keys", "SUBMIT_RATE_PER_MINUTE": "7",
+             "WEBHOOK_SIGNING_KEY": "signing"}
+    set_up, unset = render({**env, **given})["services"]["api"], render(env)["services"]["api"]
+    for variable, value in given.items():
         assert variable.lower() in Settings.model_fields, variable  # the names the settings read
-        assert environment[variable] == f"${{{variable}:-}}", variable
-    assert environment["WEBHOOK_SIGNING_KEY"] == "${WEBHOOK_SIGNING_KEY:-}"  # still there, with the shared ones
-    [mount] = [volume for volume in api["volumes"] if volume.endswith(":/run/m2fp/keys:ro")]
-    assert mount.startswith("${API_KEYS_DIR:-./compose/keys}:")
+        assert set_up["environment"][variable] == value and unset["environment"][variable] == "", variable
+    [mount] = [volume for volume in set_up["volumes"] if volume.endswith(":/run/m2fp/keys:ro")]
+    assert mount.startswith("./compose/keys:")
+    assert render({**env, "API_KEYS_DIR": "/srv/keys"})["services"]["api"]["volumes"][0].startswith("/srv/keys:")
     assert (REPO / "compose/keys/.gitignore").read_text().splitlines()[-2:] == ["*", "!.gitignore"]
     for service in ("worker", "webhooks"):  # only the API checks keys
         assert "API_KEYS" not in COMPOSE["services"][service]["environment"]
