@@ -3,16 +3,16 @@
 One path for every way in: a single upload, a single reference, and each item of a
 batch are all a :data:`Submission` handed to :func:`accept`. The order matters: a
 worker may pick a job up the instant it is enqueued, so its input and record exist
-before; if enqueueing fails, both are removed again and the client gets a 503
-(nothing half-accepted is left behind). The same content (sha256) already queued,
-running or done is not parsed again: its existing job is returned.
+before. The same content (sha256) already queued, running or done is not parsed
+again: its existing job is returned, whatever the interleaving of submissions.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import posixpath
 from dataclasses import dataclass
-from typing import IO, Callable, Optional, Union
+from typing import IO, Optional, Union
 
 from m2fp_contract.errors import ErrorCode, ObjectNotFound, ServiceError
 from common.images import inspect_image
@@ -79,46 +79,69 @@ def _check_readable(services: Services, source: SourceRef, caller: Principal) ->
     if source.bucket not in services.settings.readable_buckets:
         raise ServiceError(f"bucket {source.bucket!r} is not one this service reads (SOURCE_BUCKETS)",
                            ErrorCode.SOURCE_FORBIDDEN)
-    if source.bucket == services.settings.s3_bucket and source.key.startswith("jobs/"):
+    if source.bucket == services.settings.s3_bucket and _names_job_files(source.key):
         raise ServiceError("the service's own job files cannot be submitted", ErrorCode.SOURCE_FORBIDDEN)
     if not caller.may_read(source.uri()):
         raise ServiceError(f"this API key may not submit {source.uri()}", ErrorCode.SOURCE_FORBIDDEN)
 
 
+def _names_job_files(key: str) -> bool:
+    """Whether ``key`` reaches the service's own ``jobs/`` objects once an object store
+    cleans it up as S3 servers do (a leading slash, ``//``, ``.`` and ``..`` segments)."""
+    cleaned = posixpath.normpath("/" + key).lstrip("/")
+    return cleaned == "jobs" or cleaned.startswith("jobs/")
+
+
 def _accept(services: Services, data: bytes, source: Optional[SourceRef], priority: Priority,
             tenant: str, webhook: Optional[Webhook], output: OutputOptions) -> Accepted:
+    """Store the input, then create the job and its content claim in one step (or find
+    the job that already has this content), then send its message.
+
+    Nothing another submission may have been answered with is ever undone: once the
+    record exists, a failed send leaves it ``queued`` and the sweeper
+    (``worker/sweeper.py``) sends its message when Redis answers again, so the caller is
+    told the job was accepted. Only this submission's own input object is removed when
+    no record came of it.
+    """
     info = inspect_image(data, services.settings.image_limits)
     digest = hashlib.sha256(data).hexdigest()
     content = output.content_key(digest)
-    existing = services.jobs.job_for_content(tenant, content)
+    existing = services.jobs.job_for_content(tenant, content)  # known content: no upload at all
     if existing:
         return Accepted(_existing(services, existing, priority, webhook), created=False)
     job_id = new_job_id()
-    if not services.jobs.claim_content(tenant, content, job_id):
-        existing = services.jobs.job_for_content(tenant, content)  # a concurrent submission of the same bytes won
-        if existing:
-            return Accepted(_existing(services, existing, priority, webhook), created=False)
-        services.jobs.claim_content(tenant, content, job_id, replace=True)  # the other one failed or expired
     input_info = InputInfo(width=info.width, height=info.height, format=info.format, bytes=len(data), sha256=digest)
-    # Each step that succeeded adds its undo, so a rollback touches only what this
-    # submission made: the record is created first, and ``create`` refuses an existing id,
-    # so another job's record and input are never overwritten or deleted.
-    undo = [lambda: services.jobs.release_content(tenant, content, job_id)]
     try:
-        job = services.jobs.create(job_id, input_info, priority, source, tenant, webhook, output)
-        undo.append(lambda: services.jobs.delete(job_id))
         if source is None:
-            undo.append(lambda: services.storage.delete(input_key(job_id)))  # also when a put fails half-way
             services.storage.put(input_key(job_id), data, content_type="application/octet-stream")
-        undo.append(lambda: services.queue.taken(job_id))
+        job, created = services.jobs.create_for_content(job_id, content, input_info, priority, source, tenant,
+                                                        webhook, output)
+    except Exception:
+        log.exception("could not accept a job of tenant %s; removing its input", tenant)
+        _drop_input(services, job_id, source)
+        raise
+    if not created:  # a concurrent submission of the same bytes made the job first
+        _drop_input(services, job_id, source)
+        return Accepted(_existing(services, job, priority, webhook), created=False)
+    try:
         services.queue.enqueue(job_id, priority)
     except Exception:
-        log.exception("could not accept job %s; rolling it back", job_id)
-        _roll_back(job_id, undo)
-        raise
+        log.warning("job %s: its message could not be sent; the sweeper sends it once Redis answers", job_id,
+                    exc_info=True)
     log.info("job %s queued (tenant %s, %s, %dx%d %s, %d bytes%s)", job_id, tenant, priority.value, info.width,
              info.height, info.format, len(data), f", {source.uri()}" if source else "")
     return Accepted(job, created=True)
+
+
+def _drop_input(services: Services, job_id: str, source: Optional[SourceRef]) -> None:
+    """Remove the input this submission stored under its own new id (a put that failed
+    half-way too); a reference has none. Best effort: an unreferenced object harms no one."""
+    if source is not None:
+        return
+    try:
+        services.storage.delete(input_key(job_id))
+    except Exception:
+        log.warning("could not remove the unused input of %s", job_id, exc_info=True)
 
 
 def _existing(services: Services, job: Job, priority: Priority, webhook: Optional[Webhook]) -> Job:
@@ -149,11 +172,3 @@ def _with_priority(services: Services, job: Job, priority: Priority) -> Job:
     if current is None or current.status is not JobStatus.QUEUED:
         services.queue.taken(job.id)  # a worker took it meanwhile: the entry just made waits for nothing
     return current or job
-
-
-def _roll_back(job_id: str, undo: list[Callable[[], None]]) -> None:
-    for step in reversed(undo):
-        try:
-            step()
-        except Exception:  # best effort: the record expires and the input is unreferenced
-            log.warning("rollback step failed for job %s", job_id, exc_info=True)

@@ -1,74 +1,30 @@
-"""The queue contract between the API and the workers, in one place.
+"""Sending jobs to the workers and knowing where each waiting job stands.
 
-The task name, the queue of each priority, the Celery app's delivery rules, and the
-order and depth of the jobs waiting in each queue live here. The API imports this module to enqueue and to measure
-backpressure; the worker's Celery app (``worker.celery_app``) is built by the same
-factory, so both sides always agree. Importing it loads no model code.
+The API sends through :class:`JobQueue` and measures backpressure with it; the worker
+drops a job from the waiting order when it takes it; the sweeper asks it which jobs
+still have a message. The Celery app itself comes from :mod:`common.celery_factory`.
 """
 from __future__ import annotations
 
-import math
+import base64
+import json
+import logging
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import redis
 from celery import Celery
-from kombu import Queue
 
-from m2fp_contract.schema import Priority
+from common.celery_factory import PARSE_TASK, UNACKED_KEY, WEBHOOK_TASK, create_celery, queue_names
+from common.eta import ServiceTimes, eta_seconds, per_job
+from common.liveness import ModelProcesses
 from common.settings import Settings
+from m2fp_contract.schema import Priority
 
-PARSE_TASK = "m2fp.parse"
-# The worker module that defines the tasks; only a worker process imports it.
-TASK_MODULES = ["worker.tasks"]
-# Webhook deliveries: their own queue and their own light worker (delivery/), never a model process.
-WEBHOOK_TASK = "m2fp.webhook"
-WEBHOOK_TASK_MODULES = ["delivery.tasks"]
+log = logging.getLogger(__name__)
 
-
-def queue_names(settings: Settings) -> dict[Priority, str]:
-    """The Redis queue of each priority, in the order workers consume them."""
-    return {Priority.INTERACTIVE: settings.queue_name, Priority.BACKFILL: settings.backfill_queue_name}
-
-
-def create_celery(settings: Settings, tasks: Optional[list[str]] = None,
-                  queues: Optional[list[str]] = None) -> Celery:
-    """A Celery app configured from ``settings``; delivery rules live here, once. By
-    default the model workers' app (``tasks`` and the parse ``queues``); the webhook
-    delivery worker names its own."""
-    queues = queues or list(queue_names(settings).values())
-    app = Celery("m2fp", broker=settings.redis_url, include=TASK_MODULES if tasks is None else tasks)
-    app.conf.update(
-        # JSON only: a pickled message from anyone who reaches Redis would run code.
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        task_ignore_result=True,  # job state lives in our own record (common.jobs)
-        task_default_queue=queues[0],
-        # Consumed in this order ("priority" below): interactive jobs always first.
-        task_queues=[Queue(name) for name in queues],
-        # A job is acknowledged only once it finished; a worker killed mid-job leaves
-        # it unacknowledged, and Redis hands it to another worker after the
-        # visibility timeout (which must exceed the hard time limit).
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout,
-            "unacked_restore_interval": settings.unacked_restore_interval,
-            "unacked_restore_throttle": 1,  # kombu 5.7 scans only every 10th sweep by default
-            "socket_connect_timeout": 5,
-            "queue_order_strategy": "priority",
-        },
-        task_soft_time_limit=settings.task_soft_time_limit,
-        task_time_limit=settings.task_time_limit,
-        broker_connection_retry_on_startup=True,
-        broker_connection_max_retries=None,
-        worker_send_task_events=False,
-        worker_hijack_root_logger=True,
-    )
-    return app
+_SEND_RETRY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
 
 
 @dataclass(frozen=True)
@@ -89,25 +45,21 @@ class JobQueue:
     Besides the Celery message, each waiting job has an entry in a sorted set per
     priority (job id -> enqueue time), removed when a worker takes the job or it is
     canceled: a job's place is its rank there, found in O(log n) without reading the
-    queue itself. ETAs come from the last :data:`SERVICE_SAMPLES` per-job service times
-    the workers record and from the model processes that reported in the last
-    :data:`PROCESS_WINDOW` seconds.
+    queue itself. ETAs come from the workers' recent service times
+    (:class:`~common.eta.ServiceTimes`) and the model processes heard from recently
+    (:class:`~common.liveness.ModelProcesses`).
     """
 
     WAITING = "m2fp:waiting:"
-    SERVICE_TIMES = "m2fp:service-seconds"
-    PROCESSES = "m2fp:model-processes"
-    SERVICE_SAMPLES = 50
 
     def __init__(self, settings: Settings, client: redis.Redis, socket_timeout: float = 10) -> None:
         self.names = queue_names(settings)
         self.client = client
         self.settings = settings
+        self.service_times = ServiceTimes(client)
+        self.processes = ModelProcesses(client, silent_after=settings.stranded_after_seconds)
         self._socket_timeout = socket_timeout
         self._celery: Optional[Celery] = None
-        # A process that reported within this window still serves; it reports at start and
-        # after every job, so the window spans the longest job (the hard time limit) twice.
-        self.process_window = 2 * settings.task_time_limit
 
     def _app(self) -> Celery:
         if self._celery is None:  # built on first send: processes that only read never need one
@@ -136,15 +88,13 @@ class JobQueue:
 
     def send(self, job_id: str, priority: Priority) -> None:
         """The Celery message alone."""
-        self._app().send_task(PARSE_TASK, args=[job_id], queue=self.names[priority],
-                              retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
-                                                        "interval_step": 0.5, "interval_max": 2})
+        self._app().send_task(PARSE_TASK, args=[job_id], queue=self.names[priority], retry=True,
+                              retry_policy=_SEND_RETRY)
 
     def send_webhook(self, delivery: dict) -> None:
         """A webhook delivery (:class:`common.webhooks.DeliveryMessage`) for the delivery worker."""
-        self._app().send_task(WEBHOOK_TASK, kwargs=delivery, queue=self.settings.webhook_queue_name,
-                              retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2,
-                                                        "interval_step": 0.5, "interval_max": 2})
+        self._app().send_task(WEBHOOK_TASK, kwargs=delivery, queue=self.settings.webhook_queue_name, retry=True,
+                              retry_policy=_SEND_RETRY)
 
     def taken(self, job_id: str) -> None:
         """The job left the queue: a worker took it, or it was canceled or rolled back."""
@@ -166,35 +116,48 @@ class JobQueue:
             return {}
         with self.client.pipeline(transaction=False) as pipe:
             pipe.zcard(self._waiting(Priority.INTERACTIVE))
-            pipe.lrange(self.SERVICE_TIMES, 0, self.SERVICE_SAMPLES - 1)
-            pipe.zcount(self.PROCESSES, time.time() - self.process_window, "+inf")
+            self.service_times.read(pipe)
+            self.processes.count_live(pipe)
             for job_id, priority in jobs:
                 pipe.zrank(self._waiting(priority), job_id)
             interactive_waiting, samples, processes, *ranks = pipe.execute()
-        seconds = [float(sample) for sample in samples]
-        per_job = sum(seconds) / len(seconds) if seconds else None
+        seconds_per_job = per_job(samples)
         found = {}
         for (job_id, priority), rank in zip(jobs, ranks):
             if rank is None:
                 continue
             ahead = rank + (interactive_waiting if priority is Priority.BACKFILL else 0)
-            eta = None
-            if per_job is not None and processes:
-                eta = round(math.ceil((ahead + 1) / processes) * per_job, 1)
-            found[job_id] = Place(position=rank + 1, ahead=ahead, eta_seconds=eta)
+            found[job_id] = Place(position=rank + 1, ahead=ahead,
+                                  eta_seconds=eta_seconds(ahead, seconds_per_job, processes))
         return found
 
-    def record_service(self, process: str, seconds: float) -> None:
-        """A model process finished a job in ``seconds`` (and still serves)."""
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.lpush(self.SERVICE_TIMES, f"{seconds:.3f}")
-            pipe.ltrim(self.SERVICE_TIMES, 0, self.SERVICE_SAMPLES - 1)
-            pipe.zadd(self.PROCESSES, {process: time.time()})
-            pipe.execute()
+    def jobs_with_messages(self) -> set[str]:
+        """The ids of every job that has a parse message in Redis: waiting in a queue, or
+        delivered to a worker and not yet acknowledged (running, prefetched, or holding
+        a retry's countdown). Reads the whole backlog: the sweeper calls it once per
+        sweep, and only when some job has been queued for long."""
+        found = set()
+        for raw in self._messages():
+            try:
+                payload = json.loads(raw)
+                if isinstance(payload, list):  # an unacked entry: [message, exchange, routing key]
+                    payload = payload[0]
+                if payload.get("headers", {}).get("task") != PARSE_TASK:
+                    continue
+                args = json.loads(base64.b64decode(payload["body"]))[0]
+                found.add(str(args[0]))
+            except (ValueError, KeyError, IndexError, TypeError):
+                log.warning("skipping a queue message that is not a parse message the sweeper can read")
+        return found
 
-    def serving(self, process: str, serves: bool = True) -> None:
-        """A model process is ready to take jobs (at its start), or stops (at its exit)."""
-        if serves:
-            self.client.zadd(self.PROCESSES, {process: time.time()})
-        else:
-            self.client.zrem(self.PROCESSES, process)
+    def _messages(self, chunk: int = 1000) -> Iterator[bytes]:
+        for name in self.names.values():
+            start = 0
+            while True:
+                batch = self.client.lrange(name, start, start + chunk - 1)
+                yield from batch
+                if len(batch) < chunk:
+                    break
+                start += chunk
+        for _, raw in self.client.hscan_iter(UNACKED_KEY, count=chunk):
+            yield raw

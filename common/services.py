@@ -10,7 +10,8 @@ from typing import Optional
 
 import redis
 
-from common.jobs import JobStore, redis_client
+from common.job_store import JobStore
+from common.redis_connection import redis_client
 from common.queue import JobQueue
 from common.settings import Settings
 from common.storage import Storage, create_storage

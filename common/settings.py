@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, gt=0)
     retry_backoff_max: int = Field(300, gt=0)
 
+    # Stranded jobs (worker/sweeper.py).
+    worker_heartbeat_seconds: float = Field(10, gt=0, description=(
+        "How often every model process tells Redis it is alive and which job it runs."))
+    stranded_after_seconds: float = Field(60, gt=0, description=(
+        "A model process not heard from this long is gone: the job it ran is queued again (or fails "
+        "worker_lost once lost MAX_ATTEMPTS times). A job queued this long with no message in Redis gets one. "
+        "At least 3 x WORKER_HEARTBEAT_SECONDS."))
+    sweep_interval_seconds: float = Field(30, gt=0, description=(
+        "How often the stranded-job sweep runs: every model worker takes part, and a lock in Redis lets one "
+        "sweep happen per interval across the fleet."))
+
     # Storage: a local directory unless an S3 endpoint is given
     storage_backend: Optional[Literal["local", "s3"]] = None
     local_store_dir: Path = Path("var/store")
@@ -151,6 +162,15 @@ class Settings(BaseSettings):
                 "VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT, or a long job is "
                 "redelivered to a second worker while the first still runs it"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_liveness(self) -> "Settings":
+        if self.stranded_after_seconds < 3 * self.worker_heartbeat_seconds:
+            raise ValueError(
+                f"STRANDED_AFTER_SECONDS ({self.stranded_after_seconds:g}) must be at least three "
+                f"WORKER_HEARTBEAT_SECONDS ({self.worker_heartbeat_seconds:g}), or one late beat makes a live "
+                "worker's job look stranded and it runs twice: raise STRANDED_AFTER_SECONDS")
         return self
 
     @property

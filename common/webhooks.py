@@ -37,7 +37,8 @@ from urllib.parse import SplitResult, urlsplit
 from pydantic import BaseModel
 
 from m2fp_contract.errors import ErrorCode, ServiceError
-from common.jobs import Job, JobStore
+from common.jobs import Job
+from common.job_store import JobStore
 from common.queue import JobQueue
 from common.settings import Settings
 from common.storage import Storage
@@ -286,10 +287,10 @@ class WebhookNotifier:
         """Send again every delivery begun over ``older_than`` seconds ago that never
         reached a delivery worker (its message was lost); the number sent."""
         sent = 0
-        for job_id, delivery_id in jobs.unsent_deliveries(older_than):
+        for job_id, delivery_id in jobs.outbox.take_unsent(older_than):
             job = jobs.get(job_id)
             if job is None or job.webhook is None or job.webhook.delivery_id != delivery_id or job.webhook.attempts:
-                jobs.delivery_attempted(job_id, delivery_id)  # expired, superseded, or under way after all
+                jobs.outbox.attempted(job_id, delivery_id)  # expired, superseded, or under way after all
                 continue
             log.warning("job %s: its %s webhook never reached a delivery worker; sending it again", job_id,
                         job.webhook.event.value)

@@ -1,13 +1,13 @@
 """The webhook delivery worker: ``celery -A delivery.celery_app worker`` starts one.
 
 It loads no model and needs no storage: it consumes only the webhook queue
-(``WEBHOOK_QUEUE_NAME``) from the shared queue contract (:mod:`common.queue`), with a
+(``WEBHOOK_QUEUE_NAME``) from the shared queue contract (:mod:`common.celery_factory`), with a
 pool of threads, since a delivery mostly waits on its receiver. Any number may run;
 the API image carries it.
 """
 from __future__ import annotations
 
-from common.queue import WEBHOOK_TASK_MODULES, create_celery
+from common.celery_factory import WEBHOOK_TASK_MODULES, create_celery
 from common.settings import load_settings
 
 settings = load_settings()

@@ -1,5 +1,5 @@
 """The webhook delivery task: thin, it maps one attempt's outcome onto Celery's retries
-and notes it on the job (:meth:`common.jobs.JobStore.record_delivery`)."""
+and notes it on the job (:meth:`common.job_store.JobStore.record_delivery`)."""
 from __future__ import annotations
 
 import logging
@@ -13,7 +13,7 @@ import redis
 from celery.exceptions import Reject
 
 from common.jobs import Delivery
-from common.queue import WEBHOOK_TASK
+from common.celery_factory import WEBHOOK_TASK
 from common.services import Services
 from common.settings import Settings
 from common.webhooks import DeliveryMessage
@@ -40,7 +40,7 @@ def deliver(self, **fields) -> bool:
     message = DeliveryMessage.model_validate(fields)
     attempts = self.request.retries + 1
     try:
-        services.jobs.delivery_attempted(message.job_id, message.delivery_id)
+        services.jobs.outbox.attempted(message.job_id, message.delivery_id)
     except redis.RedisError:
         pass  # it stays in the outbox: at worst sent once more, under the same webhook-id
     outcome = sender.attempt(message)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from common.jobs import JobStore, redis_client
+from common.job_store import JobStore
+from common.redis_connection import redis_client
 from common.settings import Settings
 from common.storage import LocalStore, S3Store
 from scripts.processes import RedisServer, free_port

@@ -6,11 +6,14 @@ import dataclasses
 
 from api.app import create_app
 from common.jobs import InputInfo, JobError, JobResult, Priority, input_key, output_key
+from common.queue import JobQueue
 from common.services import Services
 from common.storage import LocalStore
 from scripts.imagegen import encode, photo_jpeg
 from tests.harness.faults import FailingWritesStore, TakenIdJobStore
+from scripts.processes import wait_until
 from tests.harness.queues import DownQueue, RecordingQueue
+from worker.sweeper import Sweeper
 
 
 @pytest.fixture()
@@ -120,15 +123,26 @@ def assert_nothing_left(services, store: LocalStore, job_store, data: bytes) -> 
     assert again.status_code == 202 and again.get_json()["status"] == "queued", again.get_json()
 
 
-def test_queue_down_is_503_and_leaves_nothing_behind(services, job_store, tmp_path):
+def test_a_failed_send_still_accepts_the_job_and_the_sweeper_sends_its_message(services, job_store, tmp_path):
+    """Once the record exists, another submission of the same bytes may have been
+    answered with it: it is never rolled back. The job is accepted, and the sweep sends
+    the message the broker refused."""
     store = LocalStore(tmp_path / "s")
     client = create_app(services=dataclasses.replace(services, storage=store, queue=DownQueue(services.queue))
                         ).test_client()
     data = photo_jpeg(64, 64)
     response = submit(client, data)
-    assert_error(response, 503, "queue_unavailable")
-    assert int(response.headers["Retry-After"]) >= 1
-    assert_nothing_left(services, store, job_store, data)
+    assert response.status_code == 202, response.get_data(as_text=True)
+    job_id = response.get_json()["id"]
+    assert submit(client, data).get_json()["id"] == job_id  # the same content, the same job
+    assert store.get(input_key(job_id))[:2] == b"\xff\xd8"
+
+    sent = []
+    quick = services.settings.model_copy(update={"worker_heartbeat_seconds": 0.05, "stranded_after_seconds": 0.2})
+    recording = RecordingQueue(JobQueue(quick, services.redis), lambda job_id, priority: sent.append((job_id, priority)))
+    sweeper = Sweeper(dataclasses.replace(services, settings=quick, queue=recording))
+    wait_until(lambda: job_id in sweeper.sweep().resent, 10, "the sweep to resend the job's message")
+    assert sent == [(job_id, Priority.INTERACTIVE)] and job_store.get(job_id).status.value == "queued"
 
 
 def test_a_write_that_fails_half_way_is_503_and_leaves_nothing_behind(services, job_store, tmp_path):
@@ -144,23 +158,20 @@ def test_a_write_that_fails_half_way_is_503_and_leaves_nothing_behind(services, 
 INPUT_OF_ANOTHER = InputInfo(width=64, height=48, format="JPEG", bytes=21, sha256="0" * 64)
 
 
-def test_a_rollback_never_touches_another_job(services, job_store, tmp_path):
+def test_a_taken_id_never_touches_another_job(services, job_store, tmp_path):
     """If a new id were already taken (128 random bits: it cannot happen by chance), the
-    submission fails and the job that holds the id keeps its record and its input."""
+    submission fails and the job that holds the id keeps its record."""
     store = LocalStore(tmp_path / "s")
     others = []
 
     def make_other(job_id: str) -> None:
-        other = job_store.create(job_id, INPUT_OF_ANOTHER, Priority.BACKFILL)
-        store.put(input_key(job_id), b"the other job's photo", "application/octet-stream")
-        others.append(other)
+        others.append(job_store.create(job_id, INPUT_OF_ANOTHER, Priority.BACKFILL))
 
     jobs = TakenIdJobStore(services.jobs, make_other)
     client = create_app(services=dataclasses.replace(services, storage=store, jobs=jobs)).test_client()
     assert_error(submit(client, photo_jpeg(64, 64)), 500, "internal_error")
     [other] = others
     assert job_store.get(other.id) == other
-    assert store.get(input_key(other.id)) == b"the other job's photo"
 
 
 def test_health_and_readiness(client, settings, tmp_path):

@@ -7,7 +7,8 @@ import pytest
 import dataclasses
 
 from api.app import create_app
-from common.jobs import JobError, JobStatus, JobStore, Priority
+from common.jobs import JobError, JobStatus, Priority
+from common.job_store import JobStore
 from common.services import Services
 from common.settings import Settings
 from scripts.imagegen import photo_jpeg

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from m2fp_contract.errors import ObjectNotFound, StorageUnavailable
-from common.jobs import InputInfo, JobStatus, JobStore, Priority, SourceRef, input_key, new_job_id, output_key
+from common.jobs import InputInfo, JobStatus, Priority, SourceRef, input_key, new_job_id, output_key
+from common.job_store import JobStore
 from common.labels import PALETTE
 from common.services import Services
 from common.storage import S3Store
@@ -149,7 +150,7 @@ class CancelOnStart(JobStore):
     """Fault injection: a client's cancel lands between the worker's read of the job and
     its start, on the first start only."""
 
-    def start(self, job_id, worker, message_id):
+    def start(self, job_id, worker, message_id, process=None):
         if not getattr(self, "canceled", False):
             self.canceled = True
             self.request_cancel(job_id)
@@ -203,6 +204,6 @@ def test_a_message_dropped_for_an_ended_expired_or_running_job_leaves_no_waiting
 
     expired = queue_job(ctx, photo_jpeg(64, 64, seed=4))
     ctx.queue.enqueue(expired, Priority.BACKFILL)
-    ctx.jobs.delete(expired)
+    ctx.jobs.client.delete(ctx.jobs.prefix + expired)  # its record expired
     assert run_job(ctx, expired, message_id="m1") is None
     assert waiting_entries(ctx, expired) == NOTHING_WAITS

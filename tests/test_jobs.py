@@ -105,9 +105,8 @@ def test_a_cancel_that_lands_while_outputs_are_stored_still_wins(job_store):
 
 
 def test_canceled_content_may_be_submitted_again(job_store):
-    job = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
-    job_store.claim_content("t", INPUT.sha256, job.id)
-    assert job_store.job_for_content("t", INPUT.sha256).id == job.id
+    job, created = job_store.create_for_content(new_job_id(), INPUT.sha256, INPUT, Priority.INTERACTIVE, tenant="t")
+    assert created and job_store.job_for_content("t", INPUT.sha256).id == job.id
     job_store.request_cancel(job.id)
     assert job_store.job_for_content("t", INPUT.sha256) is None
 

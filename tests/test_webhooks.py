@@ -18,7 +18,9 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from api.app import create_app
 from m2fp_contract.errors import ErrorCode, ServiceError
-from common.jobs import Delivery, InputInfo, JobResult, JobStore, Priority, Webhook, redis_client
+from common.jobs import Delivery, InputInfo, JobResult, Priority, Webhook
+from common.job_store import JobStore
+from common.redis_connection import redis_client
 from m2fp_contract.schema import WebhookEvent
 from common.settings import Settings
 from common.webhooks import DeliveryMessage, WebhookPolicy, WebhookRefused, tenant_secret
@@ -231,13 +233,13 @@ def test_a_delivery_whose_message_was_lost_is_found_in_the_outbox_and_sent_again
     assert [(m["job_id"], m["delivery_id"], m["event"]) for m in queue.sent] == [("f" * 22, running, "running")]
     assert json.loads(queue.sent[0]["body"])["status"] == "running"
     assert notifier.resend_unsent(store, older_than=60) == 0  # re-dated: not sent again at once
-    store.delivery_attempted("f" * 22, running)
+    store.outbox.attempted("f" * 22, running)
     assert notifier.resend_unsent(store, older_than=0) == 0  # a delivery worker has it
     succeeded = store.succeed("f" * 22, JobResult(outputs={}, summary={})).webhook.delivery_id
-    store.client.zadd(store.outbox, {f"{'f' * 22} {running}": 0})  # an older event's entry, left behind
+    store.client.zadd(store.outbox.key, {f"{'f' * 22} {running}": 0})  # an older event's entry, left behind
     assert notifier.resend_unsent(store, older_than=0) == 1  # only the latest event; the superseded one is dropped
     assert queue.sent[-1]["delivery_id"] == succeeded
-    assert store.client.zcard(store.outbox) == 1
+    assert store.client.zcard(store.outbox.key) == 1
 
 
 def test_a_failing_notifier_never_fails_the_step(redis_url):

@@ -4,23 +4,20 @@ The job runner only sees :class:`ParsingEngine` and the :class:`Parsing` it retu
 Two engines implement it: :class:`worker.torch_engine.TorchEngine`, modelscope's own
 model and postprocess (the reference), and :class:`worker.openvino_engine.OpenVINOEngine`,
 the same network exported once to an OpenVINO graph (4.2 times the stock pipeline's
-speed on two Zen 5 cores, 2.6 to 3.3 on Zen 4, README "Measured speed").
-:func:`load_engine` builds the one that ``M2FP_ENGINE`` and the start-up check chose.
+speed on two Zen 5 cores, 2.6 to 3.3 on Zen 4: docs/performance.md).
+Both import this module for the shared types; the factory that picks one of them
+(:mod:`worker.engine_loading`) imports them, so nothing here imports an engine.
 """
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Protocol
 
 import numpy as np
 
 from common.images import DEFAULT_LABELS_MAX_PIXELS, inference_size, resize_labels, resize_rgb
-
-log = logging.getLogger(__name__)
 
 # The stock M2FP pipeline runs the model with the short side at 640 px.
 MODEL_SHORT_SIDE = 640
@@ -90,7 +87,7 @@ def decision_size(photo: tuple[int, int], inference: tuple[int, int], max_pixels
 
     The stock pipeline upsamples every instance's mask logits to the photo and decides
     there; deciding at the 640 px inference size and enlarging the result instead gives
-    blocky edges (about 2 % of a photo's pixels differ, README "Output resolution"). The
+    blocky edges (about 2 % of a photo's pixels differ: docs/performance.md). The
     cost of deciding at the photo grows with its pixels (100 logit maps), so photos up to
     ``max_pixels`` are decided at their own size, exactly as the stock pipeline does,
     and larger ones at the largest size within the bound, then scaled.
@@ -102,34 +99,3 @@ def decision_size(photo: tuple[int, int], inference: tuple[int, int], max_pixels
         return inference
     scale = math.sqrt(max_pixels / (width * height))
     return max(inference[0], int(width * scale)), max(inference[1], int(height * scale))
-
-
-@dataclass(frozen=True)
-class EngineChoice:
-    """What the worker's start-up check decided, for every pool process to load."""
-
-    kind: str  # "openvino" or "torch"
-    model_dir: Path
-    engine_dir: Optional[Path] = None  # the OpenVINO cache entry
-    precision: str = "fp32"
-    static_shapes: int = 2
-    labels_max_pixels: int = LABELS_MAX_PIXELS
-
-
-def load_engine(choice: EngineChoice, max_side: int, threads: int, fallback: bool) -> ParsingEngine:
-    """Load the chosen engine in this process; with ``fallback`` (M2FP_ENGINE=auto), an
-    OpenVINO engine that cannot load gives way to torch with one warning."""
-    if choice.kind == "openvino":
-        try:
-            from worker.openvino_engine import OpenVINOEngine
-
-            return OpenVINOEngine(choice.model_dir, choice.engine_dir, max_side, threads, choice.precision,
-                                  choice.static_shapes, choice.labels_max_pixels)
-        except Exception as exc:  # an import error, a runtime that cannot compile here
-            if not fallback:
-                raise
-            log.warning("OpenVINO engine cannot load (%s: %s); using the torch engine (slower). "
-                        "Set M2FP_ENGINE=torch to silence this.", type(exc).__name__, exc)
-    from worker.torch_engine import TorchEngine
-
-    return TorchEngine(choice.model_dir, max_side, choice.labels_max_pixels)

@@ -6,14 +6,12 @@ wins: ``succeed`` then ends the job ``canceled``, its files unreferenced).
 
 Kept free of Celery so it can be read (and tested) as plain code; the Celery task in
 :mod:`worker.tasks` only maps its outcomes onto retries. Every change of the job's
-record is one lifecycle step of :class:`common.jobs.JobStore`.
+record is one lifecycle step of :class:`common.job_store.JobStore`.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
 import time
 from typing import Optional
 
@@ -82,7 +80,7 @@ def _store(services: Services, job_id: str, rendered: RenderedOutputs) -> dict[s
 
 
 def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Optional[str] = None,
-            message_id: Optional[str] = None) -> Optional[Job]:
+            message_id: Optional[str] = None, process: Optional[str] = None) -> Optional[Job]:
     """Run ``job_id`` and return its final record (None if the record expired).
 
     Safe to run again for the same job: a terminal job is left alone, and outputs
@@ -113,7 +111,7 @@ def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Opti
             return fail(services, job_id, ErrorCode.WORKER_LOST,
                         f"the worker running this job died {lost} times (out of memory, or killed); "
                         "it will not be tried again")
-        job = services.jobs.start(job_id, worker=worker, message_id=message_id)
+        job = services.jobs.start(job_id, worker=worker, message_id=message_id, process=process)
     except (InvalidTransition, KeyError):
         # The job changed since it was read: a client canceled it (or it ended, or expired)
         # just before this worker could start it. Its message is simply dropped.
@@ -152,11 +150,6 @@ def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Opti
              inference_seconds, len(rendered.summary["classes"]), rendered.summary["persons"])
     summary = {k: v for k, v in rendered.summary.items() if k != "legend"}
     job = services.jobs.succeed(job_id, JobResult(outputs=keys, summary=summary))
-    services.queue.record_service(model_process(), time.monotonic() - began)  # for queued jobs' ETAs
+    services.queue.service_times.record(time.monotonic() - began)  # for queued jobs' ETAs
     metrics.count_job(job.status.value)
     return job
-
-
-def model_process() -> str:
-    """This process's name among the model processes serving the queue."""
-    return f"{socket.gethostname()}:{os.getpid()}"

@@ -24,7 +24,8 @@ from celery.signals import celeryd_after_setup, worker_init, worker_process_init
 
 from common.metrics import clear_metrics_dir, mark_process_dead
 from common.settings import PROCESS_MEMORY_MB, Settings
-from worker.engine import EngineChoice
+from worker.engine_loading import EngineChoice
+from worker.process_config import metrics_dir, process_tuning, resource_plan, settings as worker_settings
 from worker.model_source import ModelUnavailable, resolve_model_dir
 from worker.process_tuning import cpu_flags
 
@@ -33,13 +34,6 @@ _engine_choice: Optional[EngineChoice] = None
 # A first build takes about a minute on two cores; far longer means a stuck build or lock.
 ENGINE_BUILD_TIMEOUT = 900
 _startup_notes: list[tuple[int, str]] = []  # worker_init runs before Celery sets up logging
-
-
-def _config():
-    """The worker's settings and resource plan (imported late: celery_app imports this module)."""
-    from worker import celery_app
-
-    return celery_app.settings, celery_app.resource_plan
 
 
 def _note(message: str, level: int = logging.INFO) -> None:
@@ -103,9 +97,7 @@ def choose_engine(settings: Settings, model_dir: Path) -> EngineChoice:
 def check_environment_and_model(sender: Any = None, **_: Any) -> None:
     from worker.selfcheck import run_checks
 
-    from worker.celery_app import process_tuning
-
-    settings, resource_plan = _config()
+    settings = worker_settings
     concurrency = getattr(sender, "concurrency", resource_plan.concurrency)
     _note(f"Resource plan: {resource_plan.describe()}; running {concurrency} process(es) "
           f"(WORKER_CONCURRENCY / TORCH_THREADS override); process tuning: {process_tuning.describe()}")
@@ -122,6 +114,17 @@ def check_environment_and_model(sender: Any = None, **_: Any) -> None:
     _note(f"self-check OK; model directory {model_dir}")
     _engine_choice = choose_engine(settings, model_dir)
     serve_metrics(settings)
+    start_sweeper(settings)
+
+
+def start_sweeper(settings: Settings) -> None:
+    """This worker takes its turn at the stranded-job sweep (worker/sweeper.py)."""
+    from common.services import Services
+    from worker import sweeper
+
+    sweeper.start(Services.create(settings))
+    _note(f"stranded-job sweep every {settings.sweep_interval_seconds:g} s across the fleet (a process silent "
+          f"for {settings.stranded_after_seconds:g} s is gone)")
 
 
 def serve_metrics(settings: Settings) -> None:
@@ -129,7 +132,6 @@ def serve_metrics(settings: Settings) -> None:
     what an earlier run left in the metrics directory gone (pool processes are not
     forked yet; this process's own files, opened at import, stay)."""
     from worker import metrics
-    from worker.celery_app import metrics_dir
 
     clear_metrics_dir(metrics_dir, keep_pid=os.getpid())
     if settings.worker_metrics_port:
@@ -148,11 +150,11 @@ def load_engine(**_: Any) -> None:
     import torch
 
     from common.services import Services
-    from worker.context import WorkerProcess, set_process
-    from worker.engine import load_engine
-    from worker.job_runner import model_process
+    from worker.context import WorkerProcess, process_name, set_process
+    from worker.engine_loading import load_engine
+    from worker.heartbeat import Heartbeat
 
-    settings, resource_plan = _config()
+    settings = worker_settings
     torch.set_num_threads(resource_plan.threads)
     started = time.perf_counter()
     choice = _engine_choice
@@ -168,8 +170,9 @@ def load_engine(**_: Any) -> None:
         os.kill(os.getppid(), signal.SIGTERM)
         os._exit(1)
     services = Services.create(settings)
-    set_process(WorkerProcess(services, engine))
-    services.queue.serving(model_process())
+    heartbeat = Heartbeat(services.queue.processes, process_name(), settings.worker_heartbeat_seconds)
+    set_process(WorkerProcess(services, engine, heartbeat))
+    heartbeat.start()
     log.info("worker process %d ready: %s engine (%s), model %s loaded in %.1f s, %d thread(s)",
              os.getpid(), engine.description["engine"], engine.description["precision"], choice.model_dir,
              time.perf_counter() - started, resource_plan.threads)
@@ -181,9 +184,8 @@ def stop_counting_as_live(pid: int, **_: Any) -> None:
     nor among the processes that serve the queue (ETAs)."""
     mark_process_dead(pid)
     from worker.context import current_process
-    from worker.job_runner import model_process
 
     try:
-        current_process().services.queue.serving(model_process(), serves=False)
-    except Exception:  # never loaded its model, or Redis is away: its entry ages out
-        log.debug("could not withdraw process %d from the queue's ETA", pid, exc_info=True)
+        current_process().heartbeat.stop()
+    except RuntimeError:  # never loaded its model: it never beat
+        log.debug("process %d had no heartbeat to stop", pid)

@@ -4,3 +4,7 @@
 # variable naming the hold file (see holding_engine.py).
 HARNESS_APP = "tests.harness.worker_app"
 HOLD_FILE_VARIABLE = "M2FP_TEST_HOLD_FILE"
+# Names a marker file: while it exists, each job's parse raises and the worker's first
+# attempt to record that failure meets a Redis error (worker_app.py; the file is removed
+# at that first attempt, so the failure is recorded when the message comes back).
+UNRECORDABLE_FAILURE_VARIABLE = "M2FP_TEST_UNRECORDABLE_FAILURE"

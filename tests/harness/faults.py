@@ -1,12 +1,16 @@
-"""Stores that fail as real ones can, behind the production interfaces, for the API's
-rollback tests: a job store that meets an id already taken, a file store whose
-writes fail half-way (a full disk, a store that went away)."""
+"""Parts that fail as real ones can, behind the production interfaces: a job store that
+meets an id already taken, a file store whose writes fail half-way (a full disk, a
+store that went away), an engine that fails on every input, and a job store whose
+first failure write meets a Redis error."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
+import redis
+
 from m2fp_contract.errors import StorageUnavailable
-from common.jobs import JobStore
+from common.job_store import JobStore
 from common.storage import LocalStore
 
 
@@ -17,9 +21,9 @@ class TakenIdJobStore(JobStore):
         super().__init__(store.client, store.ttl, store.prefix, store.on_event)
         self.make_other = make_other
 
-    def create(self, job_id, *args, **kwargs):
+    def create_for_content(self, job_id, *args, **kwargs):
         self.make_other(job_id)
-        return super().create(job_id, *args, **kwargs)
+        return super().create_for_content(job_id, *args, **kwargs)
 
 
 class FailingWritesStore(LocalStore):
@@ -28,3 +32,27 @@ class FailingWritesStore(LocalStore):
     def put(self, key: str, data: bytes, content_type: str) -> None:
         super().put(key, data[:16], content_type)
         raise StorageUnavailable("local store: no space left on device")
+
+
+class ExplodingEngine:
+    """An engine that fails on every image, as a model bug would."""
+
+    def __init__(self, engine) -> None:
+        self.description = engine.description
+
+    def parse(self, image):
+        raise RuntimeError("the model failed on this input")
+
+
+class FailureWriteFailsOnce(JobStore):
+    """The first ``fail`` meets a Redis error while ``marker`` exists (and removes it)."""
+
+    def __init__(self, store: JobStore, marker: Path) -> None:
+        super().__init__(store.client, store.ttl, store.prefix, store.on_event)
+        self.marker = marker
+
+    def fail(self, job_id, error):
+        if self.marker.exists():
+            self.marker.unlink()
+            raise redis.ConnectionError("Redis went away while the failure was being recorded")
+        return super().fail(job_id, error)

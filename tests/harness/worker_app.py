@@ -2,21 +2,25 @@
 ``celery -A tests.harness.worker_app worker``.
 
 Each pool process loads its engine exactly as in production (``worker.startup``);
-this module's handler runs after that one and wraps the engine in a
-:class:`HoldingEngine` when ``M2FP_TEST_HOLD_FILE`` names a hold file.
+this module's handlers run after that one and wrap the engine in a
+:class:`HoldingEngine` when ``M2FP_TEST_HOLD_FILE`` names a hold file, or make every
+parse fail and the first failure write meet a Redis error when
+``M2FP_TEST_UNRECORDABLE_FAILURE`` names a marker file.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
 from celery.signals import worker_process_init
 
-from tests.harness import HOLD_FILE_VARIABLE
+from tests.harness import HOLD_FILE_VARIABLE, UNRECORDABLE_FAILURE_VARIABLE
+from tests.harness.faults import ExplodingEngine, FailureWriteFailsOnce
 from tests.harness.holding_engine import HoldingEngine
 from worker.celery_app import app  # noqa: F401  (the app Celery runs)
-from worker.context import WorkerProcess, current_process, set_process
+from worker.context import current_process, set_process
 
 
 @worker_process_init.connect
@@ -24,4 +28,14 @@ def hold_jobs_on_request(**_: Any) -> None:
     hold_file = os.environ.get(HOLD_FILE_VARIABLE)
     if hold_file:
         loaded = current_process()
-        set_process(WorkerProcess(loaded.services, HoldingEngine(loaded.engine, Path(hold_file))))
+        set_process(dataclasses.replace(loaded, engine=HoldingEngine(loaded.engine, Path(hold_file))))
+
+
+@worker_process_init.connect
+def fail_unrecordably_on_request(**_: Any) -> None:
+    marker = os.environ.get(UNRECORDABLE_FAILURE_VARIABLE)
+    if marker:
+        loaded = current_process()
+        jobs = FailureWriteFailsOnce(loaded.services.jobs, Path(marker))
+        set_process(dataclasses.replace(loaded, engine=ExplodingEngine(loaded.engine),
+                                        services=dataclasses.replace(loaded.services, jobs=jobs)))
