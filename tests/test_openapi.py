@@ -174,15 +174,15 @@ def test_the_api_never_imports_the_model_side():
     assert out.stdout.split() == ["['numpy']"], out.stdout  # numpy: Pillow's image checks, not the model
 
 
-def test_the_readme_error_table_names_every_code_with_its_status():
-    readme = (REPO / "README.md").read_text()
-    table = readme[readme.index("| Error code | HTTP | When |"):]
+def test_the_docs_error_table_names_every_code_with_its_status():
+    page = (REPO / "docs" / "api.md").read_text()
+    table = page[page.index("| Error code | HTTP | When |"):]
     table = table[:table.index("\n\n")]
     for code, info in ERROR_CODES.items():
         rows = [row for row in table.splitlines() if f"`{code.value}`" in row]
-        assert rows, f"README's error table lacks {code.value}"
+        assert rows, f"docs/api.md's error table lacks {code.value}"
         if info.status:
-            assert any(str(info.status) in row for row in rows), f"README gives {code.value} another status"
+            assert any(str(info.status) in row for row in rows), f"docs/api.md gives {code.value} another status"
 
 
 def test_an_open_service_says_so_once_per_process_at_start(settings, caplog):

@@ -99,7 +99,7 @@ def test_a_label_set_is_its_own_job_and_an_unknown_one_is_a_400(client):
 
 
 def readme_tables() -> str:
-    """The README's mapping table and one line per profile, written from PROFILES: a
+    """The API page's mapping table and one line per profile, written from PROFILES: a
     starred cell is a CIHP class the profile has a note for."""
     others = [profile for profile in PROFILES.values() if profile.name is not LabelProfile.CIHP]
     lines = ["| CIHP (id) | " + " | ".join(f"`{p.name.value}` id" for p in others) + " |",
@@ -117,7 +117,7 @@ def readme_tables() -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_the_readme_label_tables_match_the_code():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def test_the_docs_label_tables_match_the_code():
+    page = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
     tables = readme_tables()
-    assert tables in readme, "README's label-set tables differ from common/profiles.py; they should read:\n" + tables
+    assert tables in page, "docs/api.md's label-set tables differ from common/profiles.py; they should read:\n" + tables
