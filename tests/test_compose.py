@@ -6,7 +6,6 @@ scripts/compose_env.py, the generator ``make compose-env`` runs."""
 import json
 import os
 import re
-import stat
 import subprocess
 import sys
 from pathlib import Path
