@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: help venv client run test browser synthetic-model engine bench bench-scale backfill check-env lock clean-venv
+.PHONY: help venv client run test browser synthetic-model engine bench bench-scale backfill check-env lock clean-venv compose-env
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -65,6 +65,10 @@ lock: $(STAMP) ## rewrite requirements/lock.txt from the working .venv (after ch
 
 bench-scale: $(STAMP) ## jobs per minute through 1 and 2 worker processes, peak memory by photo size (default engine)
 	$(PY) -m scripts.bench_scale
+
+# Standard library only (a compose host has no virtualenv), as tests/test_compose_env.py runs it.
+compose-env: ## write the secrets docker-compose.yml needs into .env (random; never changes a value already there)
+	python3 -I -S scripts/compose_env.py
 
 clean-venv: ## remove the virtual environment
 	rm -rf $(VENV)
