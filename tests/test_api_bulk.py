@@ -99,6 +99,9 @@ def test_a_referenced_object_above_the_upload_limit_is_refused_unread(client, s3
     ({"bucket": "archive-bucket"}, 400, "invalid_source"),
     ("http://example.org/a.jpg", 400, "invalid_source"),
     ("s3://{own}/jobs/AAAAAAAAAAAAAAAAAAAAAA/input", 403, "source_forbidden"),
+    # The same object to S3 servers, which drop a leading slash and collapse "//".
+    ({"bucket": "{own}", "key": "/jobs/AAAAAAAAAAAAAAAAAAAAAA/input"}, 403, "source_forbidden"),
+    ({"bucket": "{own}", "key": "jobs//AAAAAAAAAAAAAAAAAAAAAA/input"}, 403, "source_forbidden"),
     ("s3://{own}/archive/missing.jpg", 404, "source_not_found"),
     ("s3://{own}/archive/../a.jpg", 400, "invalid_source"),
     ({"bucket": "{own}", "key": "./a.jpg"}, 400, "invalid_source"),
