@@ -1,4 +1,4 @@
-"""``GET /metrics``: the API's Prometheus metrics (README "Metrics").
+"""``GET /metrics``: the API's Prometheus metrics (docs/deployment.md, "Metrics").
 
 - Every request, by method, route and status: ``m2fp_api_request_duration_seconds``, a
   histogram whose ``_count`` is the request count. The route is the URL rule

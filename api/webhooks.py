@@ -25,7 +25,7 @@ def get_secret():
 
     Every delivery to a webhook of this tenant's jobs carries a Standard Webhooks
     signature made with this secret (`whsec_` + base64); verify it before trusting a
-    body (README "Webhooks"). It changes only when the operator changes
+    body (docs/webhooks.md). It changes only when the operator changes
     WEBHOOK_SIGNING_KEY.
     """
     services: Services = current_app.extensions["m2fp"]

@@ -6,7 +6,7 @@ label ids; a job may ask for one of these profiles (``labels`` in the submission
 list of ``result.json`` use it. Each profile is a table from CIHP id to its id, written
 out below with a note wherever the two sets do not match one to one: a CIHP class the
 profile has no class for says which class takes it, and a profile class CIHP cannot
-express is listed as never produced (never invented). The README's tables are these.
+express is listed as never produced (never invented). docs/api.md's tables are these.
 """
 from __future__ import annotations
 

@@ -132,7 +132,7 @@ def main(api_url: str) -> None:
 @click.option("--webhook-event", "webhook_events", multiple=True, type=click.Choice([e.value for e in WebhookEvent]),
               help="an event to tell the webhook of (repeatable; default: succeeded, failed, canceled)")
 @click.option("--labels", type=click.Choice([p.value for p in LabelProfile]), default=LabelProfile.CIHP.value,
-              show_default=True, help="the label set of the outputs (README \"Label sets\")")
+              show_default=True, help="the label set of the outputs (docs/api.md, \"Label sets\")")
 @click.option("--labels-format", type=click.Choice([f.value for f in LabelsFormat]),
               default=LabelsFormat.GRAYSCALE.value, show_default=True, help="labels.png as grayscale or palette PNG")
 @click.option("--poll-interval", type=float, default=1.0, show_default=True, help="seconds between polls")

@@ -60,7 +60,7 @@ MAX_WEBHOOK_URL = 2048
 
 
 class LabelProfile(str, Enum):
-    """The label ids of ``labels.png``, ``colored.png`` and the legend (README "Label sets")."""
+    """The label ids of ``labels.png``, ``colored.png`` and the legend (docs/api.md, "Label sets")."""
 
     CIHP = "cihp"
     LIP = "lip"
@@ -171,7 +171,7 @@ class _OutputFields(BaseModel):
     """How the job's outputs are expressed."""
 
     labels: LabelProfile = Field(LabelProfile.CIHP, description="the label set: cihp (the model's 20 classes), "
-                                 "lip, atr or simple; see the README's tables")
+                                 "lip, atr or simple; see docs/api.md")
     labels_format: LabelsFormat = Field(LabelsFormat.GRAYSCALE, description="labels.png as grayscale, or palette "
                                         "mode (same values, with the profile's colors)")
 
@@ -180,7 +180,7 @@ class _OutputFields(BaseModel):
 
 
 class _WebhookFields(BaseModel):
-    """Where to tell the submitter that the job changed (README "Webhooks")."""
+    """Where to tell the submitter that the job changed (docs/webhooks.md)."""
 
     webhook: Optional[str] = Field(None, max_length=MAX_WEBHOOK_URL, description=(
         "an https URL that receives a signed POST of the job's JSON at each event; http and private "
@@ -294,6 +294,66 @@ class ResultView(_Response):
                                     "persons.png, score, bbox [x, y, w, h], pixel_fraction, parts), "
                                     "`no_person_detected`, `person_score_threshold`, `people_truncated` (more "
                                     "than 255 persons: the best-scoring 255 kept); model, inference size and time")
+
+
+Color = list[int]  # [r, g, b], 0-255
+
+
+class LegendEntry(_Response):
+    """One class of the job's label set, found or not: its id in labels.png and its color in colored.png."""
+
+    id: int = Field(ge=0)
+    name: str
+    color: Color = Field(min_length=3, max_length=3)
+
+
+class ClassFound(LegendEntry):
+    """A class present in the photo."""
+
+    pixel_fraction: float = Field(ge=0, le=1, description="its share of the photo's pixels")
+    score: Optional[float] = Field(description="the model's mean confidence in it; null when the model gave none")
+
+
+class PersonPart(_Response):
+    id: int = Field(ge=0, description="the class id, in the job's label set")
+    name: str
+    pixel_fraction: float = Field(ge=0, le=1, description="its share of this person's pixels")
+
+
+class PersonFound(_Response):
+    """One person: ``id`` is its value in persons.png (1-255; 0 is nobody)."""
+
+    id: int = Field(ge=1, le=255)
+    score: float
+    bbox: list[int] = Field(min_length=4, max_length=4, description="[x, y, w, h] in the photo's pixels")
+    pixel_fraction: float = Field(ge=0, le=1, description="its share of the photo's pixels")
+    parts: list[PersonPart] = Field(description="its parts, largest first")
+
+
+class ResultDocument(_Response):
+    """The body of the output ``result.json``: what the worker found, in the job's label set.
+    Nullable person fields are null when the model has no instance output (nobody can then
+    say whether a person is there)."""
+
+    job_id: str
+    width: int = Field(gt=0, description="the photo's width, as are the maps'")
+    height: int = Field(gt=0)
+    labels: LabelProfile
+    persons: Optional[int] = Field(ge=0, description="how many persons were found")
+    classes: list[ClassFound]
+    legend: list[LegendEntry] = Field(description="every class of the label set, in id order")
+    people: Optional[list[PersonFound]] = Field(description="each person, best first")
+    no_person_detected: Optional[bool]
+    person_score_threshold: Optional[float] = Field(description="the score a person needed to be kept")
+    people_truncated: Optional[bool] = Field(description="more than 255 persons: the best-scoring 255 kept")
+    model: dict[str, str] = Field(description="the engine that ran: engine, precision, model and (OpenVINO) "
+                                  "runtime")
+    inference_size: list[int] = Field(min_length=2, max_length=2, description="[w, h] the model ran at")
+    inference_seconds: float = Field(ge=0)
+
+
+# The body model of each JSON output (the others are image files of their media type).
+OUTPUT_MODELS: dict[str, type[BaseModel]] = {"result.json": ResultDocument}
 
 
 class QueuePlace(_Response):

@@ -1,4 +1,4 @@
-"""A worker's Prometheus metrics (README "Metrics"), counted in its model processes and
+"""A worker's Prometheus metrics (docs/deployment.md, "Metrics"), counted in its model processes and
 served by its main process on ``WORKER_METRICS_PORT``.
 
 The job runner records each step where it already measures it; this module holds the

@@ -1,6 +1,6 @@
 """M2FP's network as one exportable module: normalized image tensor → class and mask logits.
 
-modelscope's ``M2FP.forward`` cannot be exported as it is (see ../shared/ENGINE.md):
+modelscope's ``M2FP.forward`` cannot be exported as it is (docs/model-and-licence.md, "How the network is exported"):
 its deformable attention tries mmcv's CUDA function inside a try/except, the pixel
 decoder turns feature sizes into Python numbers (so a traced graph only works at the
 size it was traced at), and the transformer decoder writes its attention mask in place

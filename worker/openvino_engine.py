@@ -4,7 +4,7 @@ The graph (built once per checkpoint by :mod:`worker.engine_cache`) maps the nor
 padded image to class and mask logits at any size; :mod:`worker.postprocess` turns those
 into the semantic map and the person instances exactly as modelscope's model does.
 Measured on this project's 2-core machines it parses a photo in 0.24 (Zen 5) to 0.38
-(Zen 4) of the stock pipeline's time with the same labels (README, "Measured speed").
+(Zen 4) of the stock pipeline's time with the same labels (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def preprocess(resized: np.ndarray) -> np.ndarray:
 
 def compile_config(threads: int, precision: str) -> dict[str, Any]:
     """OpenVINO CPU plugin settings. OpenVINO runs in bf16 on CPUs that have it unless told
-    f32, which moves labels (README, "Measured speed"); f32 is the default here."""
+    f32, which moves labels (docs/performance.md); f32 is the default here."""
     return {
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": 1,

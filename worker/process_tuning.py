@@ -1,12 +1,12 @@
 """Process settings that speed up every engine, applied before torch or OpenVINO loads.
 
 Two faults of the environment, not of the model, cost the torch path about half its
-time on this project's machines (../shared/ENGINE.md, re-measured by ``make bench``):
+time on this project's machines (docs/performance.md, re-measured by ``make bench``):
 
 - glibc's malloc hands every large tensor back to the kernel when it is freed and maps
   it again for the next photo: over a million page faults and several CPU-seconds of
   system time per photo. Telling it to keep freed memory (no mmap'd chunks, no trimming)
-  removes that, for some extra resident memory (README, "Memory").
+  removes that, for some extra resident memory (docs/performance.md).
 - The MKL bundled in torch 1.13 picks a slow code path on AMD CPUs unless
   ``MKL_DEBUG_CPU_TYPE=5`` asks for its AVX2 kernels (an undocumented switch that this
   MKL version still reads, once, when it loads).

@@ -95,7 +95,7 @@ class ResourcePlan:
 
 
 def plan_resources(settings: Settings, cpus: Optional[int] = None, memory: Optional[int] = None) -> ResourcePlan:
-    """One single-threaded model process per CPU by default (see README, "Scaling"):
+    """One single-threaded model process per CPU by default (see docs/deployment.md, "Scaling workers"):
     processes parallelise the whole job, threads only parts of the forward pass. Fewer
     processes, with more threads each, when the memory cannot hold one per CPU."""
     cpus = cpus or usable_cpus()

@@ -14,7 +14,7 @@ from typing import Optional
 
 REQUIRED = {"torch": "1.13.1", "torchvision": "0.14.1", "mmcv-full": "1.7.1", "modelscope": "1.9.5"}
 FIX_MMCV = ("pip uninstall -y mmcv mmcv-full && MMCV_WITH_OPS=1 pip install --no-build-isolation "
-            "-c requirements/constraints.txt mmcv-full==1.7.1 (see README, 'Install')")
+            "-c requirements/constraints.txt mmcv-full==1.7.1 (see docs/development.md, 'Install order')")
 
 
 def _version(dist: str) -> Optional[str]:

@@ -24,7 +24,7 @@ from common.labels import CIHP_CLASSES, HUMAN_CLASS
 
 _OUT = ["res2", "res3", "res4", "res5"]
 SIZES: dict[str, dict[str, Any]] = {
-    # From the M2FP authors' configs/cihp/m2fp_R101_bs16_265k.yaml (see README).
+    # From the M2FP authors' configs/cihp/m2fp_R101_bs16_265k.yaml (docs/model-and-licence.md).
     "full": dict(depth=101, stem=128, res2=256, width=64, conv_dim=256, enc_layers=6, enc_heads=8,
                  enc_ffn=1024, hidden=256, queries=100, dec_heads=8, dec_ffn=2048, dec_layers=9),
     "tiny": dict(depth=50, stem=16, res2=32, width=8, conv_dim=32, enc_layers=1, enc_heads=2,
