@@ -27,7 +27,7 @@ class CodeInfo(NamedTuple):
 
 
 # The one table of error codes: the status each answers with, and when it happens. The
-# OpenAPI document lists it; README's table says the same.
+# OpenAPI document lists it; docs/api.md's table says the same.
 ERROR_CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.BAD_REQUEST: CodeInfo(400, "the request does not match its schema (see the message)"),
     ErrorCode.MISSING_IMAGE: CodeInfo(400, "no `image` file in a multipart body"),

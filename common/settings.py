@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     api_keys_file: Optional[Path] = None
     submit_rate_per_minute: int = Field(0, ge=0)
 
-    # Webhooks (README "Webhooks"). Each tenant's signing secret is derived from this key;
+    # Webhooks (docs/webhooks.md). Each tenant's signing secret is derived from this key;
     # without it, submissions that name a webhook are refused (webhooks_disabled).
     webhook_signing_key: str = Field("", repr=False)
     # Hosts (names, IPs or CIDR networks, comma-separated) a webhook may reach over plain
@@ -120,22 +120,22 @@ class Settings(BaseSettings):
     # MODEL_CACHE_DIR) and falls back to torch with a warning when OpenVINO cannot load;
     # "torch" is modelscope's own model, the reference; "openvino" refuses to fall back.
     m2fp_engine: Literal["auto", "openvino", "torch"] = "auto"
-    # bf16 runs faster on CPUs with avx512_bf16/AMX but moves labels (see README); fp32 is exact.
+    # bf16 runs faster on CPUs with avx512_bf16/AMX but moves labels (docs/performance.md); fp32 is exact.
     m2fp_precision: Literal["fp32", "bf16"] = "fp32"
     # Input shapes each OpenVINO process keeps a fixed-shape compilation for (about 15 %
     # faster than the dynamic graph, 1.3 s to compile a new shape); 0: one dynamic graph.
     openvino_static_shapes: int = Field(2, ge=0)
     # Photos up to this many pixels get labels decided at their own size, as the stock
-    # pipeline does; larger ones at the largest size within it, then scaled (README).
+    # pipeline does; larger ones at the largest size within it, then scaled (docs/api.md, "Outputs").
     labels_max_pixels: int = Field(DEFAULT_LABELS_MAX_PIXELS, gt=0)
     # Process settings applied before torch loads (worker/process_tuning.py).
     malloc_keep_freed: bool = True
     mkl_avx2_on_amd: bool = True
     # Peak memory one model process may reach, by default the engine's measured worst case
-    # (README "Scaling workers"); the derived concurrency fits the memory limit with it.
+    # (docs/deployment.md, "Memory"); the derived concurrency fits the memory limit with it.
     model_process_memory_mb: Optional[int] = Field(None, gt=0)
 
-    # Metrics (README "Metrics"). prometheus-client's multiprocess directory: give the API
+    # Metrics (docs/deployment.md). prometheus-client's multiprocess directory: give the API
     # and each worker their own; unset, each server makes a temporary one at every start.
     prometheus_multiproc_dir: Optional[Path] = None
     # Port of a worker's /metrics, served by its main process for all its model
