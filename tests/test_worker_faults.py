@@ -29,6 +29,7 @@ def fault_stack(redis_server, tiny_model, tmp_path):
         "TASK_SOFT_TIME_LIMIT": "20",
         "TASK_TIME_LIMIT": "25",
         "VISIBILITY_TIMEOUT": "30",
+        "RETRY_BACKOFF_MAX": "4",  # a retry waits and runs inside the visibility timeout
         "UNACKED_RESTORE_INTERVAL": "1",
     }
     import redis
@@ -88,6 +89,9 @@ def test_a_storage_fault_puts_the_job_back_and_a_retry_finishes_it(fault_stack, 
     hold.unlink()
     waiting = stack.wait_for(job_id, statuses={"queued", "succeeded", "failed"})
     assert waiting["status"] == "queued" and waiting["last_error"]["code"] == "storage_unavailable", waiting
+    # The client reads a plain sentence; the path and the OS error go to the worker's log, with the job id.
+    assert waiting["last_error"]["message"] == "the object store was unavailable; the job waits and is tried again"
+    assert f"job {job_id}: storage_unavailable (local store write failed at {blocker}" in worker.log_text()
     blocker.rmdir()
     job = stack.wait_for(job_id)
     assert job["status"] == "succeeded" and job["attempts"] >= 2 and job.get("last_error") is None, job
