@@ -11,11 +11,12 @@ import logging
 from typing import NamedTuple, Optional
 
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from kombu.exceptions import OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from m2fp_contract.errors import ErrorCode, ObjectNotFound, ServiceError, StorageUnavailable
+from api.server import RequestTimedOut
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,10 @@ ERROR_CODES: dict[ErrorCode, CodeInfo] = {
                                               "it is deleted before the job ran)"),
     ErrorCode.METHOD_NOT_ALLOWED: CodeInfo(405, "the route exists, the method does not"),
     ErrorCode.NOT_CANCELABLE: CodeInfo(409, "a cancel of a job that already ended (succeeded, failed or canceled)"),
-    ErrorCode.PAYLOAD_TOO_LARGE: CodeInfo(413, "upload (or referenced object) above MAX_UPLOAD_BYTES"),
+    ErrorCode.REQUEST_TIMEOUT: CodeInfo(408, "the request did not arrive in time: API_REQUEST_TIMEOUT seconds, "
+                                             "plus 1 s per API_UPLOAD_MIN_RATE bytes sent; the connection is closed"),
+    ErrorCode.PAYLOAD_TOO_LARGE: CodeInfo(413, "upload (or referenced object) above MAX_UPLOAD_BYTES, or a multipart "
+                                               "batch above MAX_BATCH_BYTES"),
     ErrorCode.IMAGE_TOO_LARGE: CodeInfo(413, "more than MAX_SIDE px on a side or MAX_PIXELS in all"),
     ErrorCode.BATCH_TOO_LARGE: CodeInfo(413, "more than 100 items in a batch, or more than the API key's "
                                              "submissions per minute (it could never be admitted)"),
@@ -118,10 +122,27 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         status = exc.code or 500
         code = _HTTP_EXCEPTION_CODES.get(status, ErrorCode.BAD_REQUEST if status < 500 else ErrorCode.INTERNAL_ERROR)
-        response = error_response(ServiceError(exc.description or exc.name, code))
+        message = exc.description or exc.name
+        if status == 413 and request.max_content_length:
+            message = f"the request body is larger than this route accepts ({request.max_content_length} bytes)"
+        response = error_response(ServiceError(message, code))
         if status == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
+
+    @app.errorhandler(ClientDisconnected)
+    def _body_cut_short(exc: ClientDisconnected):
+        # Werkzeug raises this for any failed read of the body, with the cause as context:
+        # a read past the request's deadline (api.server) is the client's slowness.
+        if isinstance(exc.__context__, RequestTimedOut):
+            return _timed_out(exc.__context__)
+        return error_response(ServiceError("the request body ended before its length: the client went away",
+                                           ErrorCode.BAD_REQUEST))
+
+    @app.errorhandler(RequestTimedOut)
+    def _timed_out(exc: RequestTimedOut):
+        return error_response(ServiceError(f"{exc}: send it faster, or in smaller requests",
+                                           ErrorCode.REQUEST_TIMEOUT))
 
     @app.errorhandler(redis.RedisError)
     @app.errorhandler(OperationalError)

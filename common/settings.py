@@ -142,6 +142,34 @@ class Settings(BaseSettings):
     # processes; 0: no endpoint (the tests' workers, several to a machine, use 0).
     worker_metrics_port: int = Field(9808, ge=0, le=65535)
 
+    # The API's HTTP server (api/gunicorn_conf.py, api/server.py) and its request limits.
+    api_workers: int = Field(2, gt=0, description=(
+        "gunicorn worker processes of the API. Each serves API_THREADS requests at once; a request that "
+        "waits (a slow upload, a batch reading the store) holds one thread, never a whole process."))
+    api_threads: int = Field(8, gt=0, description=(
+        "Threads per API worker process: requests served at once by each (gunicorn's gthread worker)."))
+    api_timeout: int = Field(30, gt=0, description=(
+        "Seconds an API worker process may stop answering gunicorn's master before the master kills and "
+        "replaces it (a hung process). It does not limit a request: a long batch runs to its end."))
+    api_request_timeout: float = Field(30, gt=0, description=(
+        "Seconds a client has to send a request (headers and body), plus 1 s for every "
+        "API_UPLOAD_MIN_RATE bytes it has sent: a client that stalls or trickles its upload gets "
+        "408 request_timeout and its connection is closed, so it cannot hold a thread."))
+    api_upload_min_rate: int = Field(16 * 1024, gt=0, description=(
+        "Bytes per second of upload that extend API_REQUEST_TIMEOUT (1 s per this many bytes): a large "
+        "upload at least this fast always completes, whatever its size."))
+    trusted_proxies: int = Field(0, ge=0, description=(
+        "Reverse proxies in front of the API whose X-Forwarded-For, -Proto, -Host, -Port and -Prefix "
+        "headers are believed (the number of hops that set them, usually 1): links in answers and webhook "
+        "bodies then use the scheme, host and path the client used. 0: forwarded headers are ignored, since "
+        "without a proxy that sets them any client could make the API print links to a host of its choosing."))
+    max_batch_bytes: int = Field(256 * 1024 * 1024, gt=0, description=(
+        "Largest body of a multipart batch (POST /v1/jobs/batch with up to 100 `image` files), all files "
+        "together; each file is still held to MAX_UPLOAD_BYTES, and other requests to one image's size."))
+    batch_read_concurrency: int = Field(8, gt=0, description=(
+        "Items of one batch accepted at once (each reads its object from the store or its upload, decodes "
+        "and records it); the answers keep the request's order."))
+
     @model_validator(mode="after")
     def _check(self) -> "Settings":
         if self.storage_backend is None:
@@ -171,6 +199,14 @@ class Settings(BaseSettings):
                 f"STRANDED_AFTER_SECONDS ({self.stranded_after_seconds:g}) must be at least three "
                 f"WORKER_HEARTBEAT_SECONDS ({self.worker_heartbeat_seconds:g}), or one late beat makes a live "
                 "worker's job look stranded and it runs twice: raise STRANDED_AFTER_SECONDS")
+        return self
+
+    @model_validator(mode="after")
+    def _check_batch_bytes(self) -> "Settings":
+        if self.max_batch_bytes < self.max_upload_bytes:
+            raise ValueError(
+                f"MAX_BATCH_BYTES ({self.max_batch_bytes}) is below MAX_UPLOAD_BYTES ({self.max_upload_bytes}): a "
+                "batch could not carry one photo that POST /v1/jobs accepts; raise MAX_BATCH_BYTES")
         return self
 
     @property

@@ -27,6 +27,7 @@ class ErrorCode(str, Enum):
     NOT_CANCELABLE = "not_cancelable"
     INVALID_WEBHOOK = "invalid_webhook"
     WEBHOOKS_DISABLED = "webhooks_disabled"
+    REQUEST_TIMEOUT = "request_timeout"
     # The service's own faults (5xx, or a job that failed after retries)
     QUEUE_UNAVAILABLE = "queue_unavailable"
     STORAGE_UNAVAILABLE = "storage_unavailable"

@@ -143,9 +143,10 @@ def python_module(module: str, *args: str) -> list[str]:
 API_SERVER_CONFIG = "python:api.gunicorn_conf"
 
 
-def api_command(port: int, workers: int = 2) -> list[str]:
-    return python_module("gunicorn", "api.wsgi:app", "--config", API_SERVER_CONFIG, "--bind", f"127.0.0.1:{port}",
-                         "--workers", str(workers), "--access-logfile", "-", "--graceful-timeout", "10")
+def api_command(port: int) -> list[str]:
+    """The API on 127.0.0.1:``port``; workers, threads and timeouts come from the settings
+    (api/gunicorn_conf.py), as in compose."""
+    return python_module("gunicorn", "api.wsgi:app", "--config", API_SERVER_CONFIG, "--bind", f"127.0.0.1:{port}")
 
 
 WORKER_APP = "worker.celery_app"

@@ -58,7 +58,8 @@ def main() -> int:
         Process("api", api_command(port), env),
     ]
     started.extend(children)
-    print(f"api      http://127.0.0.1:{port}  (try: curl -F image=@photo.jpg http://127.0.0.1:{port}/v1/jobs)")
+    print(f"api      http://127.0.0.1:{port}  ({settings.api_workers} processes x {settings.api_threads} threads; "
+          f"try: curl -F image=@photo.jpg http://127.0.0.1:{port}/v1/jobs)")
     print(f"workers  {workers} model process(es), model {settings.m2fp_model} (threads: see the worker's resource plan line)")
     metrics_port = settings.worker_metrics_port
     worker_metrics = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "off (WORKER_METRICS_PORT=0)"

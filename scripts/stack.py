@@ -27,7 +27,7 @@ class Stack:
     def start_api(self, port: Optional[int] = None) -> "Stack":
         port = port or free_port()
         self.api_url = f"http://127.0.0.1:{port}"
-        self.api = Process("api", api_command(port, workers=2), self.env, log_path=self.log_dir / "api.log")
+        self.api = Process("api", api_command(port), self.env, log_path=self.log_dir / "api.log")
 
         def healthy() -> bool:
             if not self.api.alive():
