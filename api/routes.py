@@ -31,7 +31,7 @@ jobs = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 _OUTAGES = (E.QUEUE_UNAVAILABLE, E.STORAGE_UNAVAILABLE)
 _SUBMIT_ERRORS = (E.BAD_REQUEST, E.UNAUTHORIZED, E.MISSING_IMAGE, E.INVALID_SOURCE, E.INVALID_WEBHOOK,
                   E.WEBHOOKS_DISABLED, E.SOURCE_FORBIDDEN, E.SOURCE_NOT_FOUND, E.PAYLOAD_TOO_LARGE, E.IMAGE_TOO_LARGE,
-                  E.INVALID_IMAGE, E.QUEUE_FULL, E.RATE_LIMITED, *_OUTAGES)
+                  E.INVALID_IMAGE, E.QUEUE_FULL, E.RATE_LIMITED, E.REQUEST_TIMEOUT, *_OUTAGES)
 # Every job route needs the caller's key once keys are configured.
 SECURITY = [{"bearer": []}, {"apiKey": []}]
 
