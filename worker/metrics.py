@@ -28,8 +28,10 @@ _WAIT_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 720
 _INFERENCE_BUCKETS = (0.1, 0.25, 0.5, 1, 1.5, 2, 3, 4, 5, 7.5, 10, 15, 30, 60, 120, 300)
 _STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-JOBS = Counter("m2fp_worker_jobs_total", "Jobs that ended here (succeeded, failed, canceled while running) or "
-               "wait out a transient error (retried), by error code", ["outcome", "code"])
+JOBS = Counter("m2fp_worker_jobs_total", "Jobs that ended here (succeeded, failed, canceled while running), "
+               "wait out a transient error (retried), or that this worker's sweep queued again after their "
+               "process was lost (recovered) or sent a missing message (resent), by error code",
+               ["outcome", "code"])
 QUEUE_WAIT_SECONDS = Histogram("m2fp_worker_queue_wait_seconds", "From a job's submission (created_at) to a "
                                "model process starting it", buckets=_WAIT_BUCKETS)
 INFERENCE_SECONDS = Histogram("m2fp_worker_inference_seconds", "The model's parse of one photo",
@@ -51,8 +53,8 @@ def job_started(job: Job) -> None:
 
 
 def count_job(outcome: str, code: Optional[ErrorCode] = None) -> None:
-    """A job succeeded, failed (with its code), was canceled at a safe point, or was
-    retried after a transient error."""
+    """A job succeeded, failed (with its code), was canceled at a safe point, was
+    retried after a transient error, or was recovered or resent by the sweep."""
     JOBS.labels(outcome, code.value if code else "").inc()
 
 

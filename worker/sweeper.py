@@ -28,6 +28,7 @@ from common import periodic
 from common.jobs import Job, JobError, JobStatus
 from common.services import Services
 from m2fp_contract.errors import ErrorCode
+from worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,12 @@ class Sweeper:
             if recovered.status is JobStatus.QUEUED:
                 self._send(recovered)
                 requeued.append(job.id)
+                metrics.count_job("recovered", ErrorCode.WORKER_LOST)
                 log.warning("job %s: its process %s %s; queued it again (lost %d times)", job.id, job.process, why,
                             recovered.lost)
             else:
                 failed.append(job.id)
+                metrics.count_job("failed", ErrorCode.WORKER_LOST)
                 log.error("job %s: its process %s %s; failed it (worker_lost, lost %d times)", job.id, job.process,
                           why, recovered.lost)
         return requeued, failed
@@ -109,6 +112,7 @@ class Sweeper:
             elif job.status is JobStatus.QUEUED:
                 self._send(job)
                 resent.append(job_id)
+                metrics.count_job("resent")
                 log.warning("job %s was queued without a message in Redis; sent it again", job_id)
         return resent
 
