@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: help venv client run test browser synthetic-model engine bench bench-scale backfill check-env lock clean-venv compose-env
+.PHONY: help venv client run test browser nginx synthetic-model engine bench bench-scale backfill check-env lock clean-venv compose-env
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -41,7 +41,7 @@ engine: $(STAMP) ## build the OpenVINO engine of M2FP_MODEL into MODEL_CACHE_DIR
 run: $(STAMP) ## start Redis (embedded unless REDIS_URL), the API on 127.0.0.1:PORT (8000) and WORKERS (1) workers
 	$(PY) -m scripts.run_local
 
-test: $(STAMP) browser ## run the whole test suite (first installs the page test's browser, see `browser`)
+test: $(STAMP) browser nginx ## run the whole test suite (first installs the page test's browser and the proxy tests' nginx)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The page's browser test (tests/test_page.py) drives Chromium: Debian's package, since
@@ -53,6 +53,14 @@ browser: ## install Debian's chromium (apt, as root) unless /usr/bin/chromium or
 	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
 	  else echo "error: no Chromium for tests/test_page.py. Fix: 'sudo apt-get install -y chromium' (Debian)," \
 	            "or '$(PY) -m playwright install chromium' on a machine with internet" >&2; exit 1; fi; }
+
+# The proxy tests (tests/test_proxy.py) put Debian's nginx in front of the API; each test
+# starts its own with its own configuration (the package's service is not used; in a
+# container apt does not start it, on a machine with systemd it starts on port 80).
+nginx: ## install Debian's nginx (apt, as root) unless nginx is there
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y nginx; \
+	  else echo "error: no nginx for tests/test_proxy.py. Fix: 'sudo apt-get install -y nginx' (Debian)" >&2; exit 1; fi; }
 
 bench: $(STAMP) ## seconds per photo: stock pipeline vs torch and OpenVINO engines, output resolution, queue overhead
 	$(PY) -m scripts.bench

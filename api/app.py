@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from common.services import Services
 from common.settings import Settings, load_settings
@@ -22,7 +23,7 @@ from api.webhooks import webhooks
 # Headroom for the multipart envelope around the image itself.
 MULTIPART_OVERHEAD = 64 * 1024
 # Redis time budget of one request: a 2 s socket timeout, tried 3 times for job records
-# and 4 times for the enqueue, stays well inside gunicorn's default 30 s worker timeout.
+# and 4 times for the enqueue, so an outage is answered 503 within seconds.
 REDIS_SOCKET_TIMEOUT = 2
 REDIS_RETRIES = 2
 
@@ -32,6 +33,12 @@ def create_app(settings: Optional[Settings] = None, *, services: Optional[Servic
     settings = settings or (services.settings if services else load_settings())
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
+    if settings.trusted_proxies:
+        # The scheme, host, port and path prefix the client used, as the proxies in front
+        # say (each trusted hop's header counted from the right): request.url_root, and so
+        # every link the API writes, names them.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
     app.json.sort_keys = False
     services = services or Services.create(settings, redis_socket_timeout=REDIS_SOCKET_TIMEOUT,
                                            redis_retries=REDIS_RETRIES)

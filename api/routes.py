@@ -100,7 +100,8 @@ def create_job():
     submission: Submission = body.source if request.context.json is not None else Upload(body.image.stream)
     webhook = _submitting(body)
     accepted = accept(services(), submission, body.priority, caller(), webhook, _output(body))
-    return _accepted_view(accepted), 202 if accepted.created else 200, {"Location": f"/v1/jobs/{accepted.job.id}"}
+    location = f"{request.script_root}/v1/jobs/{accepted.job.id}"  # behind a proxy, under its path prefix
+    return _accepted_view(accepted), 202 if accepted.created else 200, {"Location": location}
 
 
 @jobs.post("/batch")
