@@ -1,11 +1,16 @@
 """Liveness and readiness probes for orchestrators and load balancers."""
 from __future__ import annotations
 
+import logging
+from typing import Callable
+
 from flask import Blueprint, current_app
 from spectree import Response
 
 from m2fp_contract.schema import Health, Readiness
 from api.openapi import spec
+
+log = logging.getLogger(__name__)
 
 health = Blueprint("health", __name__)
 
@@ -21,18 +26,21 @@ def healthz():
 @spec.validate(tags=["operations"], resp=Response(HTTP_200=(Readiness, "ready to accept jobs"),
                                                    HTTP_503=(Readiness, "Redis or the store is unavailable")))
 def readyz():
-    """Readiness: Redis answers and the store is usable"""
+    """Readiness: Redis answers and the store is usable
+
+    Each check answers `ok` or `unavailable`; why one is unavailable (hosts, ports,
+    the error) goes to the API's log only, since anyone may call this route.
+    """
     services = current_app.extensions["m2fp"]
-    checks: dict[str, str] = {}
-    try:
-        services.redis.ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"unavailable: {exc}"
-    try:
-        services.storage.ping()
-        checks["storage"] = "ok"
-    except Exception as exc:
-        checks["storage"] = f"unavailable: {exc}"
+    checks = {"redis": _check("redis", services.redis.ping), "storage": _check("storage", services.storage.ping)}
     ready = all(value == "ok" for value in checks.values())
     return {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
+
+
+def _check(name: str, probe: Callable[[], object]) -> str:
+    try:
+        probe()
+    except Exception as exc:
+        log.warning("readiness: %s is unavailable: %s: %s", name, type(exc).__name__, exc)
+        return "unavailable"
+    return "ok"
