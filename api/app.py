@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from flask import Flask
+from flask import Flask, Request, current_app
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from common.services import Services
@@ -22,16 +22,32 @@ from api.webhooks import webhooks
 
 # Headroom for the multipart envelope around the image itself.
 MULTIPART_OVERHEAD = 64 * 1024
+# The route whose multipart body may carry many images (MAX_BATCH_BYTES).
+BATCH_ENDPOINT = "jobs.create_jobs"
 # Redis time budget of one request: a 2 s socket timeout, tried 3 times for job records
 # and 4 times for the enqueue, so an outage is answered 503 within seconds.
 REDIS_SOCKET_TIMEOUT = 2
 REDIS_RETRIES = 2
 
 
+class ApiRequest(Request):
+    """A request whose body limit is its route's: a multipart batch may carry
+    MAX_BATCH_BYTES of files (each still at most MAX_UPLOAD_BYTES), every other request
+    one image (``MAX_CONTENT_LENGTH``). JSON batches keep the small limit: they name
+    objects, and a JSON body is read whole into memory."""
+
+    @property
+    def max_content_length(self) -> Optional[int]:
+        if self.endpoint == BATCH_ENDPOINT and self.mimetype == "multipart/form-data":
+            return current_app.extensions["m2fp"].settings.max_batch_bytes + MULTIPART_OVERHEAD
+        return current_app.config["MAX_CONTENT_LENGTH"]
+
+
 def create_app(settings: Optional[Settings] = None, *, services: Optional[Services] = None) -> Flask:
     """Build the API on ``services`` (tests pass their own), else on what ``settings`` name."""
     settings = settings or (services.settings if services else load_settings())
     app = Flask(__name__)
+    app.request_class = ApiRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
     if settings.trusted_proxies:
         # The scheme, host, port and path prefix the client used, as the proxies in front

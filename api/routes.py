@@ -6,6 +6,7 @@ goes through :func:`~api.submission.accept`.
 """
 from __future__ import annotations
 
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Optional
 
 from flask import Blueprint, Response, current_app, g, request
@@ -53,12 +54,12 @@ def identify_caller() -> None:
 
 
 def _submitting(body: SubmitJson | SubmitForm | BatchJson | BatchForm, photos: int = 1) -> Optional[Webhook]:
-    """What every submission request passes first: its webhook, the key's rate (a token
-    per photo, at least one per request), then backpressure. The webhook its jobs get,
-    if it names one."""
+    """What every submission request passes first: its webhook, backpressure, then the
+    key's rate (a token per photo, at least one per request; spent last, so a request
+    refused for another reason costs none). The webhook its jobs get, if it names one."""
     webhook = _webhook(body)
-    current_app.extensions["m2fp.limiter"].take(caller(), cost=max(1, photos))
     check_capacity(services(), body.priority)
+    current_app.extensions["m2fp.limiter"].take(caller(), cost=max(1, photos))
     return webhook
 
 
@@ -123,21 +124,47 @@ def create_jobs():
     else:
         work = [(upload.filename, Upload(upload.stream, upload.filename)) for upload in batch.image]
     webhook = _submitting(batch, photos=len(work))
+    outcomes = _accept_each([submission for _, submission in work], batch.priority, webhook, _output(batch))
     results = []
-    for ref, submission in work:
-        try:
-            if isinstance(submission, ServiceError):
-                raise submission
-            accepted = accept(services(), submission, batch.priority, caller(), webhook, _output(batch))
-        except ServiceError as exc:
-            body, status = error_body(exc)
-            if status >= 500:
-                raise
+    for (ref, _), outcome in zip(work, outcomes):
+        if isinstance(outcome, ServiceError):
+            body, status = error_body(outcome)
             results.append(BatchItemResult(ref=ref, status=status, error=body))
-            continue
-        results.append(BatchItemResult(ref=ref, status=202 if accepted.created else 200,
-                                       job=_accepted_view(accepted)))
+        else:
+            results.append(BatchItemResult(ref=ref, status=202 if outcome.created else 200,
+                                           job=_accepted_view(outcome)))
     return BatchResponse(items=results).model_dump(mode="json", by_alias=True)
+
+
+def _accept_each(work: list[Submission | ServiceError], priority: Priority, webhook: Optional[Webhook],
+                 output: OutputOptions) -> list[Accepted | ServiceError]:
+    """Each item through :func:`accept`, BATCH_READ_CONCURRENCY at a time (an item mostly
+    waits on the store: its read, then its input's write), answered in the request's
+    order: its job, or the client error that fails only it. An outage (5xx) or an
+    unexpected error fails the request: items not started by then are never started,
+    and those under way finish first (sending the batch again is safe)."""
+    own, who = services(), caller()
+
+    def one(submission: Submission | ServiceError) -> Accepted | ServiceError:
+        if isinstance(submission, ServiceError):
+            return submission
+        try:
+            return accept(own, submission, priority, who, webhook, output)
+        except ServiceError as exc:
+            if error_body(exc)[1] >= 500:
+                raise
+            return exc
+
+    threads = max(1, min(len(work), own.settings.batch_read_concurrency))
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="batch-item") as pool:
+        futures = [pool.submit(one, submission) for submission in work]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
+        if failed is not None:
+            for future in futures:
+                future.cancel()
+            raise failed.exception()
+        return [future.result() for future in futures]
 
 
 def _batch_item(item: dict) -> tuple[Optional[str], Submission | ServiceError]:
