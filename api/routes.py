@@ -6,6 +6,7 @@ goes through :func:`~api.submission.accept`.
 """
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Optional
 
@@ -164,7 +165,23 @@ def _accept_each(work: list[Submission | ServiceError], priority: Priority, webh
             for future in futures:
                 future.cancel()
             raise failed.exception()
-        return [future.result() for future in futures]
+        return _first_creates([future.result() for future in futures])
+
+
+def _first_creates(outcomes: list[Accepted | ServiceError]) -> list[Accepted | ServiceError]:
+    """The first item naming a job this batch created answers 202, its repeats 200.
+
+    Items run concurrently, so which of two identical photos won the content claim is
+    chance; the answer should not be: in request order, the first one made the job."""
+    created = {o.job.id for o in outcomes if isinstance(o, Accepted) and o.created}
+    seen: set[str] = set()
+    answered: list[Accepted | ServiceError] = []
+    for outcome in outcomes:
+        if isinstance(outcome, Accepted) and outcome.job.id in created:
+            outcome = dataclasses.replace(outcome, created=outcome.job.id not in seen)
+            seen.add(outcome.job.id)
+        answered.append(outcome)
+    return answered
 
 
 def _batch_item(item: dict) -> tuple[Optional[str], Submission | ServiceError]:

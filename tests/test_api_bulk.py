@@ -144,6 +144,21 @@ def test_multipart_batch_and_batch_limit(client):
     assert too_many.status_code == 413 and too_many.json["error"]["code"] == "batch_too_large"
 
 
+def test_the_first_of_repeated_photos_in_a_batch_is_the_one_that_made_the_job(client, enqueued):
+    # Items are accepted concurrently, so any copy may win the content claim; the answer
+    # still reads in request order. The old answer depended on which thread won. (Interactive:
+    # this app refuses a fourth waiting backfill job.)
+    for seed in range(6):
+        photo = photo_jpeg(40, 30, seed=300 + seed)
+        files = [(io.BytesIO(photo), f"copy{i}.jpg") for i in range(6)]
+        items = client.post("/v1/jobs/batch", data={"image": files, "priority": "interactive"},
+                            content_type="multipart/form-data").json["items"]
+        assert [item["status"] for item in items] == [202, 200, 200, 200, 200, 200]
+        assert [item["job"]["deduplicated"] for item in items] == [False, True, True, True, True, True]
+        assert len({item["job"]["id"] for item in items}) == 1
+    assert len(enqueued) == 6
+
+
 def test_poll_many_jobs_at_once(client):
     ids = [upload(client, photo_jpeg(32, 32, seed=s)).json["id"] for s in range(3)]
     response = client.get("/v1/jobs?ids=" + ",".join(ids + ["AAAAAAAAAAAAAAAAAAAAAA", "../x"]))
