@@ -4,9 +4,11 @@ spectree (its Flask plugin) validates each decorated view's request against the
 models and collects them into the document; it takes JSON and multipart bodies on
 the same operation and picks the model by content type, which our submission routes
 need. What spectree cannot say by itself is added in :func:`openapi_document`: the
-table of error codes (each with its status and meaning), binary output responses, the
-headers some answers carry, the 500 every operation may answer, the 405 of a method a
-path does not have, and the format of the path parameters. spectree declares its
+table of error codes (each with its status and meaning), the headers some answers carry,
+the 500 every operation may answer, the 405 of a method a path does not have, the
+format of the path parameters, and the outputs: one Flask route serves every output
+by name, and the document gives each output its own path, so that each can say its
+media type and body (:func:`_one_path_per_output`). spectree declares its
 validation error (400) on every operation; operations without a request model, which
 cannot fail validation and never answer 400 otherwise, lose it there (spectree has no
 per-route switch for it).
@@ -25,7 +27,9 @@ from spectree.model_adapter.pydantic_adapter import PydanticModelAdapter
 from spectree.response import DEFAULT_CODE_DESC
 
 from m2fp_contract.errors import ErrorCode, ServiceError
-from m2fp_contract.schema import JOB_ID_PATTERN, OUTPUTS, BatchItem, ErrorResponse
+from pydantic import BaseModel
+
+from m2fp_contract.schema import JOB_ID_PATTERN, OUTPUT_MODELS, OUTPUTS, BatchItem, ErrorResponse
 from api.errors import ERROR_CODES
 
 API_VERSION = "1.0.0"
@@ -172,8 +176,9 @@ OPERATION_HEADERS: dict[tuple[str, str], dict[str, dict[str, dict[str, Any]]]] =
 # What a path parameter may be, by name (a job id is new_job_id's 22 URL-safe characters).
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
-    "name": {"type": "string", "enum": list(OUTPUTS)},
 }
+# The route of every output (api/routes.py), published as one path per output name.
+OUTPUT_ROUTE = "/v1/jobs/{job_id}/outputs/{name}"
 
 
 def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> None:
@@ -191,6 +196,43 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> No
             parameter["schema"] = PATH_PARAMETERS[parameter["name"]]
 
 
+def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> None:
+    """``model`` and the models it nests, as components (refs to each other)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schema.pop("$defs", {}))
+    schemas[model.__name__] = schema
+
+
+def _output_content(name: str) -> dict[str, Any]:
+    """An output's one media type, with its JSON body's model or as bytes."""
+    model = OUTPUT_MODELS.get(name)
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"} if model else {"type": "string", "format": "binary"}
+    return {OUTPUTS[name]: {"schema": schema}}
+
+
+def _one_path_per_output(paths: dict[str, Any]) -> dict[str, Any]:
+    """``OUTPUT_ROUTE`` as one path per output, each with its own media type and body
+    (``result.json`` a JSON document, the maps PNG, the overlay JPEG), in its place.
+
+    One operation with a ``name`` parameter could only list every media type for every
+    name, and a generated client could not tell which body a name brings back; the
+    URLs are the same either way."""
+    published: dict[str, Any] = {}
+    for path, operations in paths.items():
+        if path != OUTPUT_ROUTE:
+            published[path] = operations
+            continue
+        for name in OUTPUTS:
+            operation = copy.deepcopy(operations["get"])
+            operation["parameters"] = [p for p in operation["parameters"] if p["name"] != "name"]
+            operation["operationId"] = f"download_{name.replace('.', '_')}"
+            operation["summary"] = f"Download {name} of a finished job"
+            operation["responses"]["200"] = {"description": f"{name} ({OUTPUTS[name]})",
+                                             "content": _output_content(name)}
+            published[OUTPUT_ROUTE.replace("{name}", name)] = {"get": operation}
+    return published
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     """The full document (built once, after every route is registered)."""
@@ -198,13 +240,13 @@ def openapi_document() -> dict[str, Any]:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas["ErrorCode"] = _error_code_schema()
     schemas["ErrorDetail"]["properties"]["code"] = {"$ref": "#/components/schemas/ErrorCode"}
-    batch_item = BatchItem.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas.update(batch_item.pop("$defs", {}))
-    schemas["BatchItem"] = batch_item
+    for model in (BatchItem, *OUTPUT_MODELS.values()):
+        _add_model(schemas, model)
     schemas["BatchJson"]["properties"]["items"]["items"] = {"$ref": "#/components/schemas/BatchItem"}
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             _complete_operation(path, method, operation)
+    document["paths"] = _one_path_per_output(document["paths"])
     document["components"]["responses"] = {"MethodNotAllowed": {
         **_error_response(ErrorCode.METHOD_NOT_ALLOWED),
         "headers": {"Allow": _header("the methods the path has", {"type": "string"})}}}

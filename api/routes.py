@@ -24,7 +24,7 @@ from common.services import Services
 from common.webhooks import WebhookPolicy
 from api.auth import KeyRing, Principal, presented_key
 from api.errors import ApiError, error_body
-from api.openapi import MediaResponse, errors, spec, validation_failed
+from api.openapi import errors, spec, validation_failed
 from api.submission import Accepted, Submission, Upload, accept, check_capacity
 from api.views import job_view, waiting_places
 
@@ -259,11 +259,10 @@ def cancel_job(job_id: str):
 
 @jobs.get("/<job_id>/outputs/<name>")
 @spec.validate(tags=["jobs"], security=SECURITY, path_parameter_descriptions={
-    "job_id": "the id a submission answered", "name": f"one of {', '.join(OUTPUTS)}"},
-    resp=MediaResponse(HTTP_200=(None, "the output file"),
-                       **errors(E.UNAUTHORIZED, E.NOT_FOUND, E.QUEUE_UNAVAILABLE, E.STORAGE_UNAVAILABLE),
-                       media={"200": {media: {"schema": {"type": "string", "format": "binary"}}
-                                      for media in sorted(set(OUTPUTS.values()))}}))
+    "job_id": "the id a submission answered"},
+    # Published as one path per output, each with its media type and body (api.openapi.OUTPUT_ROUTE).
+    resp=Responses(HTTP_200=(None, "the output file"),
+                   **errors(E.UNAUTHORIZED, E.NOT_FOUND, E.QUEUE_UNAVAILABLE, E.STORAGE_UNAVAILABLE)))
 def get_output(job_id: str, name: str):
     """Download one output of a finished job
 

@@ -11,6 +11,7 @@ from werkzeug.serving import make_server
 
 from api.app import create_app
 from api.errors import ERROR_CODES
+from api.openapi import OUTPUT_ROUTE
 from m2fp_contract.errors import ErrorCode
 from common.jobs import OUTPUTS, new_job_id
 from common.services import Services
@@ -34,19 +35,44 @@ def document(app):
     return response.get_json()
 
 
+def published_paths(rule: str) -> list[str]:
+    """The document's paths of a Flask rule: the outputs' route is one path per output."""
+    path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule)
+    return [path.replace("{name}", name) for name in OUTPUTS] if path == OUTPUT_ROUTE else [path]
+
+
 def test_every_route_and_method_is_in_the_document(app, document):
     assert document["openapi"].startswith("3.1")
     for rule in app.url_map.iter_rules():
         if rule.endpoint in DOCUMENTED_ELSEWHERE:
             continue
-        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
-        assert path in document["paths"], f"route {rule.rule} is missing from the OpenAPI document"
-        for method in rule.methods - {"HEAD", "OPTIONS"}:
-            operation = document["paths"][path].get(method.lower())
-            assert operation, f"{method} {path} is missing from the OpenAPI document"
-            assert operation["responses"] and operation.get("summary"), f"{method} {path} is undescribed"
-            for name in re.findall(r"{(\w+)}", path):
-                assert name in {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+        for path in published_paths(rule.rule):
+            assert path in document["paths"], f"route {rule.rule} is missing from the OpenAPI document"
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                operation = document["paths"][path].get(method.lower())
+                assert operation, f"{method} {path} is missing from the OpenAPI document"
+                assert operation["responses"] and operation.get("summary"), f"{method} {path} is undescribed"
+                assert {name for name in re.findall(r"{(\w+)}", path)} == {
+                    p["name"] for p in operation["parameters"] if p["in"] == "path"}, f"{method} {path}"
+    operation_ids = [operation["operationId"] for _, _, operation in operations(document)]
+    assert len(operation_ids) == len(set(operation_ids))
+
+
+def test_each_output_is_declared_with_its_own_media_type_and_body(document):
+    schemas = document["components"]["schemas"]
+    declared = {}
+    for name in OUTPUTS:
+        [(media, content)] = document["paths"][f"/v1/jobs/{{job_id}}/outputs/{name}"]["get"]["responses"]["200"][
+            "content"].items()
+        declared[name] = (media, content["schema"])
+    binary = {"type": "string", "format": "binary"}
+    assert declared == {"colored.png": ("image/png", binary), "labels.png": ("image/png", binary),
+                        "persons.png": ("image/png", binary), "overlay.jpg": ("image/jpeg", binary),
+                        "result.json": ("application/json", {"$ref": "#/components/schemas/ResultDocument"})}
+    result = schemas["ResultDocument"]
+    assert {"job_id", "width", "height", "labels", "classes", "legend", "people", "model"} <= set(result["required"])
+    assert result["properties"]["classes"]["items"] == {"$ref": "#/components/schemas/ClassFound"}
+    assert {"ClassFound", "LegendEntry", "PersonFound", "PersonPart"} <= set(schemas)
 
 
 def test_every_error_code_is_documented_with_its_status(document):
@@ -80,7 +106,7 @@ def test_every_operation_may_answer_500_and_only_those_that_validate_input_400(d
         if not takes_input:  # nothing to fail validation: a 400 must be one the route declared, with its codes
             assert "400" not in responses or "`" in responses["400"]["description"], f"{method} {path}"
     for path in ("/healthz", "/readyz", "/docs", "/", "/metrics", "/v1/openapi.json", "/v1/jobs/{job_id}",
-                 "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/outputs/{name}"):
+                 "/v1/jobs/{job_id}/cancel", *published_paths(OUTPUT_ROUTE)):
         assert "400" not in next(iter(document["paths"][path].values()))["responses"], path
     assert "`webhooks_disabled`" in document["paths"]["/v1/webhooks/secret"]["get"]["responses"]["400"]["description"]
 
@@ -98,9 +124,8 @@ def test_the_headers_answers_carry_are_declared(document):
 
 
 def test_path_parameters_say_what_they_may_be(document):
-    outputs = document["paths"]["/v1/jobs/{job_id}/outputs/{name}"]["get"]["parameters"]
-    schemas = {parameter["name"]: parameter["schema"] for parameter in outputs}
-    assert schemas["name"]["enum"] == list(OUTPUTS)
+    [job_id] = document["paths"]["/v1/jobs/{job_id}"]["get"]["parameters"]
+    schemas = {job_id["name"]: job_id["schema"]}
     assert all(re.fullmatch(schemas["job_id"]["pattern"].strip("^$"), new_job_id()) for _ in range(100))
     for path, method, operation in operations(document):
         for parameter in operation["parameters"]:
