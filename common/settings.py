@@ -7,8 +7,9 @@ the result down; nothing else reads ``os.environ`` for configuration, so tests b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
+from kombu.utils.url import maybe_sanitize_url
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,7 +25,10 @@ PROCESS_MEMORY_MB = {"openvino": 2800, "torch": 6000}
 class Settings(BaseSettings):
     """Service settings; each field maps to the upper-case environment variable."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", env_ignore_empty=True)
+    # hide_input_in_errors: a refused setting's error would otherwise quote the whole input,
+    # secrets included, into the start-up log.
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", env_ignore_empty=True,
+                                      hide_input_in_errors=True)
 
     # Queue and job records
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -63,7 +67,7 @@ class Settings(BaseSettings):
     s3_endpoint: Optional[str] = None
     s3_public_endpoint: Optional[str] = None
     s3_access_key: Optional[str] = None
-    s3_secret_key: Optional[str] = None
+    s3_secret_key: Optional[str] = Field(None, repr=False)
     s3_bucket: str = "m2fp"
     s3_region: str = "us-east-1"
     s3_secure: bool = False
@@ -184,13 +188,36 @@ class Settings(BaseSettings):
                 "STORAGE_BACKEND=s3 needs S3_ENDPOINT, S3_ACCESS_KEY and S3_SECRET_KEY"
             )
         if self.task_soft_time_limit >= self.task_time_limit:
-            raise ValueError("TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT")
+            raise ValueError(
+                f"TASK_SOFT_TIME_LIMIT ({self.task_soft_time_limit}) must be below TASK_TIME_LIMIT "
+                f"({self.task_time_limit}), or a slow job's model process is killed (and reloads the model) before "
+                "the job can stop cleanly: lower TASK_SOFT_TIME_LIMIT or raise TASK_TIME_LIMIT")
+        # A job's message stays unacknowledged until the job ends (acks_late), and Redis
+        # hands a message unacknowledged for VISIBILITY_TIMEOUT to a second worker.
         if self.visibility_timeout <= self.task_time_limit:
             raise ValueError(
-                "VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT, or a long job is "
-                "redelivered to a second worker while the first still runs it"
-            )
+                f"VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed TASK_TIME_LIMIT "
+                f"({self.task_time_limit}), or a long job is redelivered to a second worker while the first "
+                f"still runs it: raise VISIBILITY_TIMEOUT above {self.task_time_limit} or lower TASK_TIME_LIMIT")
+        held = self.retry_backoff_max + self.task_time_limit
+        if self.visibility_timeout <= held:
+            # A retry's message is held through its countdown, then through its run.
+            room = self.visibility_timeout - self.task_time_limit - 1
+            lower = f" or lower RETRY_BACKOFF_MAX to {room} or less" if room >= 1 else ""
+            raise ValueError(
+                f"VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed RETRY_BACKOFF_MAX "
+                f"({self.retry_backoff_max}) plus TASK_TIME_LIMIT ({self.task_time_limit}): a retried job's "
+                "message is held unacknowledged while it waits and then while it runs, so a longer wait has "
+                f"Redis hand it to a second worker and the job runs twice: raise VISIBILITY_TIMEOUT above "
+                f"{held}{lower}")
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[Optional[str], Any]]:
+        """The fields the repr (and str, and so any log of the settings) shows: secrets
+        are left out (``repr=False``), and the Redis URL's password is masked the way
+        Celery masks it in its banner."""
+        for name, value in super().__repr_args__():
+            yield name, maybe_sanitize_url(value) if name == "redis_url" else value
 
     @model_validator(mode="after")
     def _check_liveness(self) -> "Settings":

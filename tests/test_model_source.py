@@ -31,8 +31,3 @@ def test_offline_hub_download_says_what_to_set(tmp_path, monkeypatch):
     with pytest.raises(ModelUnavailable, match="Set M2FP_MODEL to a local model directory") as raised:
         resolve_model_dir(settings)
     assert "damo/cv_resnet101_image-multiple-human-parsing@v1.0.1" in str(raised.value)
-
-
-def test_settings_refuse_a_visibility_timeout_below_the_time_limit():
-    with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT"):
-        Settings(task_time_limit=600, visibility_timeout=300)

@@ -1,0 +1,94 @@
+"""The settings object: combinations that would run a job twice are refused at load with
+the fix named, and neither its repr nor its str (what any log of the settings shows)
+nor its errors hold a secret."""
+import pytest
+from pydantic import ValidationError
+
+from common.settings import Settings, load_settings
+
+REDIS_PASSWORD = "redis-password-1357"
+SECRET_ENV = {
+    "API_KEYS": "alice:alice-api-key-1234, bob:bob-api-key-5678",
+    "WEBHOOK_SIGNING_KEY": "webhook-signing-key-9876",
+    "S3_SECRET_KEY": "s3-secret-key-5432",
+}
+SECRETS = ("alice-api-key-1234", "bob-api-key-5678", "webhook-signing-key-9876", "s3-secret-key-5432", REDIS_PASSWORD)
+
+
+def secret_env(monkeypatch, redis_url: str, **more: str) -> None:
+    """The environment of a deployment with every kind of secret set."""
+    for name, value in {**SECRET_ENV, "REDIS_URL": redis_url, "S3_ENDPOINT": "http://minio:9000",
+                        "S3_ACCESS_KEY": "m2fp-service", **more}.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("redis_url", [
+    f"redis://:{REDIS_PASSWORD}@redis.internal:6379/0",
+    f"rediss://default:{REDIS_PASSWORD}@redis.internal:6380/1",
+])
+def test_the_settings_repr_and_str_show_no_secret(monkeypatch, redis_url):
+    secret_env(monkeypatch, redis_url)
+    settings = load_settings()
+    # Read as given (the services connect with them) ...
+    assert (settings.s3_secret_key, settings.redis_url) == (SECRET_ENV["S3_SECRET_KEY"], redis_url)
+    assert settings.webhook_signing_key == SECRET_ENV["WEBHOOK_SIGNING_KEY"]
+    # ... and never shown.
+    for shown in (repr(settings), str(settings), f"{settings}", f"{settings!r}"):
+        assert [secret for secret in SECRETS if secret in shown] == [], shown
+        assert "redis.internal" in shown and "http://minio:9000" in shown  # where things are is still said
+
+
+@pytest.mark.parametrize("field, value, secret", [
+    ("s3_secret_key", "s3-secret-5432", "s3-secret-5432"),
+    ("webhook_signing_key", "whsk-9876", "whsk-9876"),
+    ("api_keys", "bob:bob-key-5678", "bob-key-5678"),
+    ("redis_url", "redis://h/0?password=pw-1357", "pw-1357"),
+])
+def test_a_refused_setting_does_not_quote_the_secrets_into_its_error(field, value, secret):
+    # pydantic would quote the input (shortened to its head and tail) in the error, which
+    # the process prints as it stops; the secret here is the input's tail.
+    with pytest.raises(ValidationError) as raised:
+        Settings(task_soft_time_limit=400, **{field: value})
+    assert "TASK_SOFT_TIME_LIMIT (400) must be below TASK_TIME_LIMIT (300)" in str(raised.value)
+    assert secret not in str(raised.value), str(raised.value)
+
+
+def test_a_retry_wait_longer_than_the_visibility_timeout_allows_is_refused_at_load(monkeypatch):
+    # A retried job's message is held unacknowledged through its countdown and then its run
+    # (up to TASK_TIME_LIMIT): 300 + 300 s reaches the 600 s after which Redis redelivers it.
+    monkeypatch.setenv("VISIBILITY_TIMEOUT", "600")
+    monkeypatch.setenv("TASK_TIME_LIMIT", "300")
+    monkeypatch.setenv("RETRY_BACKOFF_MAX", "300")
+    with pytest.raises(ValidationError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "VISIBILITY_TIMEOUT (600) must exceed RETRY_BACKOFF_MAX (300) plus TASK_TIME_LIMIT (300)" in message
+    assert "runs twice" in message
+    assert "raise VISIBILITY_TIMEOUT above 600 or lower RETRY_BACKOFF_MAX to 299 or less" in message
+    monkeypatch.setenv("RETRY_BACKOFF_MAX", "299")  # the fix it names
+    assert load_settings().retry_backoff_max == 299
+    monkeypatch.setenv("RETRY_BACKOFF_MAX", "300")
+    monkeypatch.setenv("VISIBILITY_TIMEOUT", "601")  # the other fix it names
+    assert load_settings().visibility_timeout == 601
+
+
+def test_with_no_room_for_any_wait_only_a_longer_visibility_timeout_is_named():
+    with pytest.raises(ValidationError) as raised:
+        Settings(task_time_limit=300, visibility_timeout=301, retry_backoff_max=1)
+    assert "raise VISIBILITY_TIMEOUT above 301" in str(raised.value)
+    assert "lower RETRY_BACKOFF_MAX" not in str(raised.value)  # every wait is at least 1 s
+
+
+def test_a_visibility_timeout_within_the_hard_time_limit_is_refused_with_the_fix():
+    with pytest.raises(ValidationError) as raised:
+        Settings(task_soft_time_limit=500, task_time_limit=600, visibility_timeout=600, retry_backoff_max=1)
+    message = str(raised.value)
+    assert "VISIBILITY_TIMEOUT (600) must exceed TASK_TIME_LIMIT (600)" in message
+    assert "raise VISIBILITY_TIMEOUT above 600 or lower TASK_TIME_LIMIT" in message
+    assert Settings(task_soft_time_limit=500, task_time_limit=600, visibility_timeout=602,
+                    retry_backoff_max=1).visibility_timeout == 602
+
+
+def test_the_defaults_pass_every_check():
+    settings = Settings()
+    assert settings.visibility_timeout > settings.retry_backoff_max + settings.task_time_limit
