@@ -4,6 +4,6 @@ Light on purpose: it needs requests, click, tqdm, pydantic and (for S3 listing) 
 never the service's own stack (no numpy, torch or Celery), so it installs on any
 machine that reaches the API (``make client``).
 """
-from m2fp_client.client import ApiError, Client
+from m2fp_client.client import ApiError, Client, WaitTimedOut
 
-__all__ = ["ApiError", "Client"]
+__all__ = ["ApiError", "Client", "WaitTimedOut"]

@@ -2,11 +2,11 @@
 
     m2fp submit PHOTO... [--wait] [--out DIR] [--priority interactive|backfill]
                 [--webhook URL [--webhook-event EVENT]...] [--labels cihp|lip|atr|simple]
-                [--labels-format grayscale|palette]
+                [--labels-format grayscale|palette] [--timeout SECONDS]
     m2fp status ID...
     m2fp cancel ID...
     m2fp webhook-secret
-    m2fp get ID --out DIR [--wait]
+    m2fp get ID --out DIR [--wait [--timeout SECONDS]]
     m2fp backfill SRC [options]
 
 Every command takes ``--api-url`` (default ``$M2FP_API_URL``, else
@@ -20,7 +20,8 @@ same content always maps to the same job and so to the same folder.
 Exit status: 0 when every photo or job succeeded; 1 when some did not (a photo the API
 refused, a failed job, an unknown id to ``status``); 2 when the command could not do its
 work (a usage error, the API unreachable or refusing the request, an unknown id to
-``get``); 130 when interrupted.
+``get``); 3 when ``--wait`` gave up at its ``--timeout`` (the jobs go on); 130 when
+interrupted.
 """
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from m2fp_contract.schema import JobView, LabelProfile, LabelsFormat, Priority, WebhookEvent
-from m2fp_client.client import DEFAULT_API_URL, ApiError, Client, Job
+from m2fp_client.client import DEFAULT_API_URL, ApiError, Client, Job, WaitTimedOut
 
-SUCCEEDED, SOME_FAILED, FAILURE, INTERRUPTED = 0, 1, 2, 130
+SUCCEEDED, SOME_FAILED, FAILURE, TIMED_OUT, INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class Failure(click.ClickException):
@@ -102,12 +103,27 @@ def outcome(job: Job, out: Optional[Path]) -> str:
     return str(out / job.id) if out and job.result else ""
 
 
-def wait_with_progress(client: Client, job_ids: list[str], poll_interval: float) -> dict[str, Job]:
-    """Poll until every job ended, with a progress bar on a terminal (none in a pipe)."""
+timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0), default=3600, show_default=True, metavar="SECONDS",
+    help="with --wait: stop waiting after SECONDS and exit 3, the jobs going on (0: no deadline)")
+
+
+def wait_with_progress(client: Client, job_ids: list[str], poll_interval: float,
+                       timeout: float) -> tuple[dict[str, Job], list[str]]:
+    """Poll until every job ended or ``timeout`` passed (0: no deadline), with a progress
+    bar on a terminal (none in a pipe): the last answer per job, and the ids of those
+    that had not ended by the deadline (a message on stderr names them)."""
     unique = list(dict.fromkeys(job_ids))
     with tqdm(total=len(unique), unit="job", desc="parsing", disable=None, file=sys.stderr) as progress:
-        finished = client.wait(unique, poll_interval, on_finished=lambda job: progress.update(1))
-    return {job.id: job for job in finished}
+        try:
+            finished = client.wait(unique, poll_interval, on_finished=lambda job: progress.update(1),
+                                   timeout=timeout or None)
+            return {job.id: job for job in finished}, []
+        except WaitTimedOut as timed_out:
+            late = timed_out
+    click.echo(f"{len(late.waiting)} job(s) had not ended after {timeout:g} s; they go on: "
+               f"m2fp status {' '.join(late.waiting)}", err=True)
+    return {job.id: job for job in late.jobs}, late.waiting
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,7 +132,7 @@ def main(api_url: str) -> None:
     """Submit photos to an m2fp-queue service, follow their jobs and fetch the parsing maps.
 
     Exit status: 0 all succeeded, 1 some photos or jobs did not, 2 usage or API error
-    (the message names the fix), 130 interrupted.
+    (the message names the fix), 3 --wait's --timeout passed, 130 interrupted.
     """
 
 
@@ -136,10 +152,11 @@ def main(api_url: str) -> None:
 @click.option("--labels-format", type=click.Choice([f.value for f in LabelsFormat]),
               default=LabelsFormat.GRAYSCALE.value, show_default=True, help="labels.png as grayscale or palette PNG")
 @click.option("--poll-interval", type=float, default=1.0, show_default=True, help="seconds between polls")
+@timeout_option
 @api_command
 def submit(client: Client, photos: tuple[Path, ...], wait: bool, out: Optional[Path], priority: str,
            webhook: Optional[str], webhook_events: tuple[str, ...], labels: str, labels_format: str,
-           poll_interval: float) -> None:
+           poll_interval: float, timeout: float) -> None:
     """Parse each PHOTO; print one tab-separated line per photo:
 
     \b
@@ -147,7 +164,8 @@ def submit(client: Client, photos: tuple[Path, ...], wait: bool, out: Optional[P
 
     STATUS is queued or running (without --wait), succeeded, failed, or refused (the
     API refused the photo: no job); DETAIL is the output folder (with --out) or the
-    error code and message. Identical photos share one job.
+    error code and message. Identical photos share one job. A job still queued or
+    running when --wait's --timeout passes is printed so, and the exit status is 3.
     """
     submitted: list[tuple[Path, Optional[JobView], str]] = []
     for photo in photos:
@@ -161,9 +179,11 @@ def submit(client: Client, photos: tuple[Path, ...], wait: bool, out: Optional[P
                 raise  # the service's trouble, not this photo's
             submitted.append((photo, None, f"{error.code}: {error.message}"))
     jobs: dict[str, Job] = {job.id: job for _, job, _ in submitted if job}
+    late: list[str] = []
     if (wait or out) and jobs:
         try:
-            jobs = wait_with_progress(client, list(jobs), poll_interval)
+            answers, late = wait_with_progress(client, list(jobs), poll_interval, timeout)
+            jobs.update(answers)
         except KeyboardInterrupt:
             click.echo(f"interrupted; the jobs go on: m2fp status {' '.join(jobs)}", err=True)
             sys.exit(INTERRUPTED)
@@ -178,7 +198,7 @@ def submit(client: Client, photos: tuple[Path, ...], wait: bool, out: Optional[P
         status = getattr(status, "value", status)
         click.echo("\t".join([str(photo), final.id if final else "-", status, outcome(final, out) if final else refusal]))
         all_good &= status == "succeeded" or (status in ("queued", "running") and not (wait or out))
-    sys.exit(SUCCEEDED if all_good else SOME_FAILED)
+    sys.exit(TIMED_OUT if late else SUCCEEDED if all_good else SOME_FAILED)
 
 
 @main.command()
@@ -225,12 +245,17 @@ def webhook_secret(client: Client) -> None:
               help="write the outputs into DIR/<job id>/")
 @click.option("--wait", is_flag=True, help="wait for a job that has not ended yet")
 @click.option("--poll-interval", type=float, default=1.0, show_default=True, help="seconds between polls")
+@timeout_option
 @api_command
-def get(client: Client, job_id: str, out: Path, wait: bool, poll_interval: float) -> None:
-    """Download the outputs of job ID; exit 1 if it failed or (without --wait) has not ended."""
+def get(client: Client, job_id: str, out: Path, wait: bool, poll_interval: float, timeout: float) -> None:
+    """Download the outputs of job ID; exit 1 if it failed or (without --wait) has not
+    ended, 3 if --wait's --timeout passed first."""
     job: Job = client.job(job_id)
     if wait and not job.status.terminal:
-        job = wait_with_progress(client, [job_id], poll_interval)[job_id]
+        answers, late = wait_with_progress(client, [job_id], poll_interval, timeout)
+        if late:
+            sys.exit(TIMED_OUT)
+        job = answers[job_id]
     if isinstance(job, JobView) and job.result:
         for path in client.download(job, out / job.id).values():
             click.echo(path)

@@ -59,6 +59,19 @@ class ApiError(Exception):
         return self.status in (429, 502, 503, 504) or self.code in (UNREACHABLE, TIMEOUT)
 
 
+class WaitTimedOut(Exception):
+    """:meth:`Client.wait` reached its deadline before every job ended.
+
+    ``waiting`` are the ids that had not ended; ``jobs`` the last answer for each job
+    (in the order asked; a job never answered, while the service was unreachable
+    throughout, is absent). The jobs are not canceled: poll them later."""
+
+    def __init__(self, waiting: Sequence[str], jobs: list[Job]) -> None:
+        super().__init__(f"{len(waiting)} job(s) had not ended by the deadline: {', '.join(waiting)}")
+        self.waiting = list(waiting)
+        self.jobs = jobs
+
+
 def _error_from(response: requests.Response) -> ApiError:
     """The API's ``{"error": {code, message}}``; a proxy's own page gets a code from its status."""
     retry_after = _seconds(response.headers.get("Retry-After"))
@@ -201,12 +214,16 @@ class Client:
         return found
 
     def wait(self, job_ids: Sequence[str], poll_interval: float = 1.0,
-             on_finished: Optional[Callable[[Job], None]] = None) -> list[Job]:
+             on_finished: Optional[Callable[[Job], None]] = None, timeout: Optional[float] = None) -> list[Job]:
         """Poll until every job is succeeded, failed or gone; the last answers, in order.
 
         ``on_finished`` is called once per job as it ends (for a progress display).
-        While the service is busy or restarting, polling backs off and goes on.
+        While the service is busy or restarting, polling backs off and goes on, but
+        never past ``timeout`` seconds (``None``: no deadline): then
+        :class:`WaitTimedOut` says which jobs had not ended. A queue with no worker
+        would otherwise keep a script waiting for ever; the jobs themselves go on.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         last: dict[str, Job] = {}
         waiting = list(dict.fromkeys(job_ids))
         while waiting:
@@ -215,7 +232,7 @@ class Client:
             except ApiError as exc:
                 if not exc.transient:
                     raise
-                time.sleep(max(poll_interval, exc.retry_after or 2.0))
+                self._pause(max(poll_interval, exc.retry_after or 2.0), deadline, job_ids, waiting, last)
                 continue
             for job in answers:
                 last[job.id] = job
@@ -223,8 +240,20 @@ class Client:
                     on_finished(job)
             waiting = [job.id for job in answers if not _finished(job)]
             if waiting:
-                time.sleep(poll_interval)
+                self._pause(poll_interval, deadline, job_ids, waiting, last)
         return [last[job_id] for job_id in job_ids]
+
+    @staticmethod
+    def _pause(seconds: float, deadline: Optional[float], job_ids: Sequence[str], waiting: list[str],
+               last: dict[str, Job]) -> None:
+        """Sleep before the next poll (the last one at the deadline), or raise
+        WaitTimedOut once the deadline has passed."""
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimedOut(waiting, [last[job_id] for job_id in job_ids if job_id in last])
+            seconds = min(seconds, remaining)
+        time.sleep(seconds)
 
     def download(self, job: JobView, out_dir: Union[str, Path], names: Iterable[str] = OUTPUTS) -> dict[str, Path]:
         """Write a succeeded job's outputs into ``out_dir`` (created); name -> path.

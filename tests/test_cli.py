@@ -17,8 +17,8 @@ from m2fp_contract.schema import OUTPUTS, JobStatus, Priority
 from common.storage import S3Store
 from scripts.imagegen import photo_jpeg
 from scripts.processes import REPO, free_port
-from scripts.stack import Stack
-from m2fp_client import ApiError, Client
+from scripts.stack import Stack, local_system
+from m2fp_client import ApiError, Client, WaitTimedOut
 from tests.conftest import S3_KEYS
 
 M2FP = Path(sys.executable).with_name("m2fp")  # the console script `make venv` installs
@@ -154,6 +154,44 @@ def test_an_unreachable_api_is_named_with_the_fix(tmp_path):
         assert result.returncode == 2
         assert f"cannot reach {nowhere}" in result.stderr and "make run" in result.stderr
         assert "--api-url" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def no_worker(tmp_path_factory):
+    """A real API and Redis with no worker: every job stays queued."""
+    with local_system(tmp_path_factory.mktemp("no-worker")) as stack:
+        yield stack
+
+
+def test_waiting_gives_up_at_the_timeout_and_the_job_goes_on(no_worker, tmp_path):
+    (tmp_path / "p.jpg").write_bytes(photo_jpeg(32, 32, seed=9600))
+    late = m2fp("submit", "p.jpg", "--wait", "--timeout", "1", "--poll-interval", "0.2",
+                "--api-url", no_worker.api_url, cwd=tmp_path)
+    assert late.returncode == 3, late.stderr
+    [[photo, job_id, status, detail]] = lines(late)
+    assert (photo, status, detail) == ("p.jpg", "queued", "")
+    assert f"1 job(s) had not ended after 1 s; they go on: m2fp status {job_id}" in late.stderr
+    assert no_worker.job(job_id)["status"] == "queued"  # not canceled
+
+    got = m2fp("get", job_id, "--out", str(tmp_path / "got"), "--wait", "--timeout", "0.5", "--poll-interval", "0.2",
+               "--api-url", no_worker.api_url, cwd=tmp_path)
+    assert got.returncode == 3 and f"m2fp status {job_id}" in got.stderr, got.stderr
+    assert not (tmp_path / "got").exists()
+
+    with pytest.raises(WaitTimedOut) as raised:
+        Client(no_worker.api_url).wait([job_id, "A" * 22], poll_interval=0.2, timeout=0.5)
+    assert raised.value.waiting == [job_id]
+    assert [(job.id, getattr(job.status, "value", job.status)) for job in raised.value.jobs] == [
+        (job_id, "queued"), ("A" * 22, "not_found")]
+
+
+def test_waiting_on_an_api_that_never_answers_ends_at_the_timeout(tmp_path):
+    # Unreachable counts as transient (the service may be restarting): without a deadline
+    # the client would poll it for ever.
+    nowhere = Client(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(WaitTimedOut) as raised:
+        nowhere.wait(["A" * 22], poll_interval=0.2, timeout=0.5)
+    assert (raised.value.waiting, raised.value.jobs) == (["A" * 22], [])
 
 
 def test_the_client_submits_by_reference_and_reads_typed_jobs(system):
