@@ -77,7 +77,7 @@ class KeyRing:
         keys: dict[str, Principal] = {}
         for pair in filter(None, (p.strip() for p in settings.api_keys.split(","))):
             tenant, sep, key = pair.partition(":")
-            if not sep or not key or not _TENANT.match(tenant):
+            if not sep or not key or not _TENANT.fullmatch(tenant):
                 raise ValueError("API_KEYS takes comma-separated tenant:key pairs (tenant: letters, digits, _.-)")
             digest = _sha256(key)
             keys[digest] = Principal(tenant, key_id=digest[:16])
@@ -122,7 +122,7 @@ def _read_file(path: Path) -> dict[str, Principal]:
         fields = line.split("#", 1)[0].split()
         if not fields:
             continue
-        if len(fields) < 2 or not _TENANT.match(fields[0]) or not _SHA256.match(fields[1].lower()):
+        if len(fields) < 2 or not _TENANT.fullmatch(fields[0]) or not _SHA256.fullmatch(fields[1].lower()):
             raise ValueError(f"API_KEYS_FILE {path}:{number}: expected 'tenant sha256-of-key [admin] [rate=N] "
                              "[s3://bucket/prefix ...]' (make the hash with: printf %s KEY | sha256sum)")
         tenant, digest, options = fields[0], fields[1].lower(), fields[2:]

@@ -74,7 +74,7 @@ def new_job_id() -> str:
 
 
 def is_job_id(value: str) -> bool:
-    return bool(_JOB_ID.match(value))
+    return bool(_JOB_ID.fullmatch(value))  # match() would take a trailing newline ($)
 
 
 def may_move(status: JobStatus, to: JobStatus) -> bool:

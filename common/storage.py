@@ -28,7 +28,7 @@ _SAFE_KEY = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-][A-Za-z0-9_.\-]*)*$")
 
 def check_key(key: str) -> str:
     """Reject keys that could escape the store root (``..``, absolute, odd characters)."""
-    if not _SAFE_KEY.match(key) or ".." in key:
+    if not _SAFE_KEY.fullmatch(key) or ".." in key:
         raise ValueError(f"unsafe storage key: {key!r}")
     return key
 

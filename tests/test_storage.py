@@ -18,7 +18,7 @@ def test_put_get_overwrite_delete(store):
     store.ping()
 
 
-@pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "jobs/../x", "jobs/a b", "jobs//x", ""])
+@pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "jobs/../x", "jobs/a b", "jobs//x", "", "jobs/x\n"])
 def test_unsafe_keys_are_refused(store, key):
     with pytest.raises(ValueError):
         store.put(key, b"x", "text/plain")
