@@ -22,7 +22,7 @@ from redis.client import Pipeline
 
 from common.content_index import ContentIndex
 from common.jobs import (DEFAULT_TENANT, REUSABLE_STATUSES, Delivery, InputInfo, InvalidTransition, Job, JobError,
-                         JobResult, JobStatus, OutputOptions, Priority, SourceRef, Webhook, check_transition, may_move,
+                         JobResult, JobStatus, OutputOptions, Priority, RunsUnderAnotherMessage, SourceRef, Webhook, check_transition, may_move,
                          utcnow)
 from common.webhook_outbox import WebhookOutbox
 from m2fp_contract.schema import WebhookEvent
@@ -131,7 +131,13 @@ class JobStore:
         claim = self.contents.key(job.tenant, content) if content is not None else None
 
         def transaction(pipe: Pipeline) -> tuple[Job, bool]:
-            if pipe.exists(key):
+            values = pipe.hgetall(key)
+            if values:
+                mine = Job.from_redis(values)
+                if (mine.created_at, mine.input, mine.tenant) == (job.created_at, job.input, job.tenant):
+                    # This very write, committed before the connection dropped: redis-py
+                    # then runs the transaction again. Others may have been answered with it.
+                    return mine, True
                 raise InvalidTransition(f"job {job.id} already exists")
             if claim is not None:
                 owner = pipe.get(claim)
@@ -155,12 +161,19 @@ class JobStore:
 
     def start(self, job_id: str, worker: Optional[str], message_id: Optional[str],
               process: Optional[str] = None) -> Job:
-        """A worker takes the job: ``queued`` (or ``running``, when the worker that had it
-        died, which counts as lost) -> ``running``."""
-        return self._step(job_id, JobStatus.RUNNING, lambda job: {
-            "started_at": utcnow(), "attempts": job.attempts + 1,
-            "lost": job.lost + (job.status is JobStatus.RUNNING), "last_error": None,
-            "worker": worker, "message_id": message_id, "process": process})
+        """A worker takes the job: ``queued`` (or ``running`` under this same message,
+        redelivered because the worker that had it died, which counts as lost) ->
+        ``running``. :class:`RunsUnderAnotherMessage` if another message started it: the
+        check and the write are one transaction, so of two messages read at the same
+        instant exactly one runs the job."""
+        def take(job: Job) -> dict[str, Any]:
+            if job.status is JobStatus.RUNNING and job.message_id not in (None, message_id):
+                raise RunsUnderAnotherMessage(f"job {job_id} runs under message {job.message_id}")
+            return {"started_at": utcnow(), "attempts": job.attempts + 1,
+                    "lost": job.lost + (job.status is JobStatus.RUNNING), "last_error": None,
+                    "worker": worker, "message_id": message_id, "process": process}
+
+        return self._step(job_id, JobStatus.RUNNING, take)
 
     def requeue(self, job_id: str, error: JobError) -> Job:
         """``running`` -> ``queued``: a transient fault; its message comes back for a retry."""

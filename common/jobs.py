@@ -42,7 +42,7 @@ from m2fp_contract.schema import (JOB_ID_PATTERN, MAX_BATCH, OUTPUTS, TERMINAL_S
                            LabelsFormat, Priority, SourceRef, WebhookEvent)
 
 __all__ = ["DEFAULT_TENANT", "MAX_BATCH", "OUTPUTS", "TERMINAL_STATUSES", "JobStatus", "Priority", "SourceRef", "InputInfo",
-           "JobResult", "JobError", "OutputOptions", "Webhook", "Delivery", "Job", "JobStore", "InvalidTransition", "new_job_id", "is_job_id",
+           "JobResult", "JobError", "OutputOptions", "Webhook", "Delivery", "Job", "JobStore", "InvalidTransition", "RunsUnderAnotherMessage", "new_job_id", "is_job_id",
            "input_key", "output_key", "utcnow", "TRANSITIONS", "may_move", "check_transition", "REUSABLE_STATUSES"]
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,12 @@ REUSABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SU
 
 class InvalidTransition(Exception):
     """A state change the machine above does not allow (e.g. leaving a terminal state)."""
+
+
+class RunsUnderAnotherMessage(InvalidTransition):
+    """A worker tried to start a job that another message already started: two messages
+    for one job (a move to the interactive queue, a sweeper's resend in a race) reached
+    two workers at once, and only the first start may run it."""
 
 
 def new_job_id() -> str:

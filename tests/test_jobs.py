@@ -1,12 +1,14 @@
 """The job record and its lifecycle steps, on a real Redis."""
 import base64
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pydantic
 import pytest
 
 from common.jobs import (TRANSITIONS, InputInfo, InvalidTransition, Job, JobError, JobResult, JobStatus, Priority,
-                         SourceRef, Webhook, is_job_id, new_job_id)
+                         RunsUnderAnotherMessage, SourceRef, Webhook, is_job_id, new_job_id)
 from m2fp_contract.schema import WebhookEvent
 
 INPUT = InputInfo(width=3, height=2, format="JPEG", bytes=10, sha256="0" * 64)
@@ -62,6 +64,28 @@ def test_a_restart_while_running_counts_a_lost_worker_and_requeue_keeps_the_erro
     assert waiting.status is JobStatus.QUEUED and waiting.last_error.code == "storage_unavailable"
     assert (waiting.attempts, waiting.worker, waiting.started_at) == (2, "b", again.started_at)
     assert job_store.start(job.id, "c", "m2").last_error is None
+
+
+def test_of_two_messages_starting_one_job_at_once_exactly_one_runs_it(job_store):
+    """Two messages for one job (a move to the interactive queue, a sweeper's resend in
+    a race) read it ``queued`` at the same instant: the check and the write are one
+    transaction, so the second start is refused instead of counting a death."""
+    for _ in range(20):
+        job = job_store.create(new_job_id(), INPUT, Priority.INTERACTIVE)
+        start = threading.Barrier(2)
+
+        def take(message_id: str):
+            start.wait(timeout=10)
+            try:
+                return job_store.start(job.id, "w-" + message_id, message_id)
+            except RunsUnderAnotherMessage:
+                return None
+
+        with ThreadPoolExecutor(2) as pool:
+            started = [result for result in pool.map(take, ("m1", "m2")) if result is not None]
+        record = job_store.get(job.id)
+        assert len(started) == 1 and (record.attempts, record.lost) == (1, 0)
+        assert record.message_id == started[0].message_id
 
 
 def test_promote_only_raises_a_waiting_backfill_job(job_store):

@@ -19,7 +19,8 @@ import numpy as np
 
 from m2fp_contract.errors import ErrorCode, InputRejected, ObjectNotFound
 from common.images import decode_rgb
-from common.jobs import OUTPUTS, InvalidTransition, Job, JobError, JobResult, JobStatus, input_key, output_key
+from common.jobs import (OUTPUTS, InvalidTransition, Job, JobError, JobResult, JobStatus, RunsUnderAnotherMessage,
+                         input_key, output_key)
 from common.services import Services
 from worker import metrics
 from worker.engine import ParsingEngine
@@ -112,6 +113,10 @@ def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Opti
                         f"the worker running this job died {lost} times (out of memory, or killed); "
                         "it will not be tried again")
         job = services.jobs.start(job_id, worker=worker, message_id=message_id, process=process)
+    except RunsUnderAnotherMessage:
+        log.info("job %s was started under another message just now; dropping duplicate %s", job_id, message_id)
+        services.queue.taken(job_id)
+        return services.jobs.get(job_id)
     except (InvalidTransition, KeyError):
         # The job changed since it was read: a client canceled it (or it ended, or expired)
         # just before this worker could start it. Its message is simply dropped.
