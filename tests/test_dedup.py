@@ -12,9 +12,12 @@ import pytest
 import redis
 import requests
 
+from common.job_store import JobStore
 from common.jobs import InputInfo, JobStatus, Priority, new_job_id
+from common.redis_connection import redis_client
 from scripts.imagegen import photo_jpeg
 from scripts.stack import Stack
+from tests.harness.faults import losing_the_first_commit_reply
 
 CLIENTS = 24
 ROUNDS = 20
@@ -79,3 +82,17 @@ def test_content_whose_job_failed_or_belongs_to_another_tenant_makes_a_new_job(j
     job_store.request_cancel(first.id)
     fresh, created = job_store.create_for_content(new_job_id(), "c", info, Priority.INTERACTIVE, tenant="a")
     assert created and fresh.id != first.id and job_store.get(fresh.id).status is JobStatus.QUEUED
+
+
+def test_a_create_whose_commit_reply_was_lost_is_the_job_it_made(redis_url):
+    """Redis applied the claim and the record, the reply never came, redis-py ran the
+    transaction again: the second run finds this very record and must answer with it
+    (before, it raised 'already exists', and the API deleted the input of a job that
+    other submissions of the same bytes had already been answered with)."""
+    store = JobStore(losing_the_first_commit_reply(redis_client(redis_url)), ttl_seconds=3600)
+    info = InputInfo(width=3, height=2, format="JPEG", bytes=10, sha256="3" * 64)
+    job, created = store.create_for_content(new_job_id(), "c", info, Priority.INTERACTIVE, tenant="t")
+    assert created and store.client.connection_pool.connection_class.armed is False  # the reply was lost once
+    assert store.get(job.id) == job and store.contents.owner("t", "c") == job.id
+    again, created = store.create_for_content(new_job_id(), "c", info, Priority.INTERACTIVE, tenant="t")
+    assert (again.id, created) == (job.id, False)

@@ -56,3 +56,32 @@ class FailureWriteFailsOnce(JobStore):
             self.marker.unlink()
             raise redis.ConnectionError("Redis went away while the failure was being recorded")
         return super().fail(job_id, error)
+
+
+class CommitReplyLost(redis.Connection):
+    """A connection that loses the reply to the first transaction it commits: Redis has
+    applied the EXEC, then the connection drops before its answer arrives (a network
+    blip, a proxy restart). redis-py's retry then runs the transaction again."""
+
+    armed = True  # per subclass: make one with :func:`losing_the_first_commit_reply`
+    _exec_sent = False
+
+    def send_packed_command(self, command, check_health=True):
+        chunks = command if isinstance(command, list) else [command]
+        self._exec_sent = b"\r\nEXEC\r\n" in b"".join(bytes(chunk) for chunk in chunks)
+        return super().send_packed_command(command, check_health)
+
+    def read_response(self, *args, **kwargs):
+        response = super().read_response(*args, **kwargs)
+        if self._exec_sent and isinstance(response, list) and type(self).armed:
+            type(self).armed = False
+            self.disconnect()
+            raise redis.ConnectionError("Connection closed by server (the reply to EXEC was lost)")
+        return response
+
+
+def losing_the_first_commit_reply(client: redis.Redis) -> redis.Redis:
+    """``client`` (made by the production factory, before its first command) with
+    connections that lose the reply to its first committed transaction."""
+    client.connection_pool.connection_class = type("LosesOneCommitReply", (CommitReplyLost,), {"armed": True})
+    return client
