@@ -162,6 +162,14 @@ def test_a_bad_keys_file_line_names_the_fix(settings, tmp_path, line, fix):
         KeyRing.from_settings(settings.model_copy(update={"api_keys_file": path}))
 
 
+@pytest.mark.parametrize("keys", ["alice\n:alice-key", "ali ce:alice-key", "../x:alice-key", ":alice-key", "alice:"])
+def test_a_tenant_name_that_could_reach_a_log_line_or_a_key_prefix_is_refused(settings, keys):
+    """The tenant names content-index keys and log lines: a newline (which the old $-anchored
+    match let through), a space or a path is refused at start, never stored."""
+    with pytest.raises(ValueError, match="API_KEYS takes comma-separated tenant:key pairs"):
+        KeyRing.from_settings(settings.model_copy(update={"api_keys": keys}))
+
+
 @pytest.mark.parametrize("setting, value, fix", [
     ("api_keys_file", "keys", "unset API_KEYS_FILE to run open"),
     ("api_keys", " , ", "unset it to run open"),
