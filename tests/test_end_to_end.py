@@ -15,7 +15,6 @@ from tests.who_is_who import check_who_is_who
 from scripts.imagegen import encode, photo, photo_jpeg
 from scripts.stack import Stack
 
-PALETTE_COLORS = {tuple(c) for c in PALETTE.tolist()}
 
 
 @pytest.fixture(scope="module", params=["local", "s3"])
@@ -65,11 +64,9 @@ def test_jpeg_job_succeeds_with_outputs_at_the_input_size(stack):
 
     colored = Image.open(io.BytesIO(fetch(outputs["colored.png"])))
     assert colored.size == (333, 250) and colored.mode == "RGB"
-    colors = {tuple(c) for c in np.asarray(colored).reshape(-1, 3).tolist()}
-    assert colors <= PALETTE_COLORS and len(colors) >= 3
-
     labels = np.asarray(Image.open(io.BytesIO(fetch(outputs["labels.png"]))))
-    assert labels.shape == (250, 333) and labels.max() < 20
+    assert labels.shape == (250, 333) and labels.max() < 20 and len(np.unique(labels)) >= 3
+    # Each pixel has its own label's color (the palette itself is pinned in test_outputs).
     assert (PALETTE[labels] == np.asarray(colored)).all()
     assert Image.open(io.BytesIO(fetch(outputs["overlay.jpg"]))).size == (333, 250)
 

@@ -1,7 +1,10 @@
 """Sizing workers from the CPUs and memory they may use (affinity, cgroup v1/v2 limits)."""
 import os
+import subprocess
+import sys
 
 from common.settings import PROCESS_MEMORY_MB, Settings
+from scripts.processes import REPO
 from worker.resources import (MIB, apply_thread_limits, cgroup_cpu_limit, cgroup_memory_limit, plan_resources,
                               usable_cpus, usable_memory)
 
@@ -25,8 +28,21 @@ def test_cgroup_v1_quota(tmp_path):
     assert cgroup_cpu_limit(tmp_path / "nothing-here") is None
 
 
-def test_usable_cpus_never_exceeds_the_affinity_mask():
-    assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
+def test_usable_cpus_follow_the_affinity_mask_and_the_quota_below_it(tmp_path):
+    # In a child process pinned to one CPU (what `taskset` or a cpuset does to a worker).
+    one_cpu = subprocess.run([sys.executable, "-c", (
+        "import os; from pathlib import Path; from worker.resources import usable_cpus; "
+        f"os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}}); print(usable_cpus(Path({str(tmp_path)!r})))")],
+        cwd=REPO, capture_output=True, text=True, check=True)
+    assert one_cpu.stdout.split() == ["1"], one_cpu.stderr
+    mask = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path) == mask  # no quota file: the mask
+    (tmp_path / "cpu.max").write_text(f"{(mask + 4) * 100000} 100000\n")
+    assert usable_cpus(tmp_path) == mask  # a quota above the mask does not add CPUs
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert usable_cpus(tmp_path) == 1  # half a CPU: one process, never zero
+    (tmp_path / "cpu.max").write_text("190000 100000\n")
+    assert usable_cpus(tmp_path) == 1  # 1.9 CPUs round down
 
 
 def test_cgroup_memory_limits(tmp_path):
@@ -43,9 +59,15 @@ def test_cgroup_memory_limits(tmp_path):
     assert cgroup_memory_limit(tmp_path / "nothing-here") is None
 
 
-def test_usable_memory_is_at_most_the_machines_ram():
+def test_usable_memory_is_the_cgroup_limit_capped_by_the_machines_ram(tmp_path):
     ram = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal:"))
-    assert 0 < usable_memory() <= ram
+    assert usable_memory(tmp_path) == ram  # no limit file
+    (tmp_path / "memory.max").write_text(f"{ram // 4}\n")
+    assert usable_memory(tmp_path) == ram // 4
+    (tmp_path / "memory.max").write_text(f"{ram * 4}\n")
+    assert usable_memory(tmp_path) == ram  # a limit above the RAM gives no more
+    (tmp_path / "memory.max").write_text("max\n")
+    assert usable_memory(tmp_path) == ram
 
 
 def test_plan_defaults_to_one_single_threaded_process_per_cpu():
@@ -68,7 +90,7 @@ def test_the_memory_budget_per_process_follows_the_engine_unless_set():
     assert Settings(m2fp_engine="torch", model_process_memory_mb=3000).model_process_memory_mb == 3000
     fits = [plan_resources(Settings(m2fp_engine=engine), cpus=16, memory=16 * GIB).concurrency
             for engine in ("auto", "torch")]
-    assert fits == [(16384 - 512) // PROCESS_MEMORY_MB["openvino"], (16384 - 512) // PROCESS_MEMORY_MB["torch"]]
+    assert fits == [5, 2]  # (16384 - 512) MiB at 2800 MiB (OpenVINO) or 6000 MiB (torch) each
 
 
 def test_an_override_beyond_the_memory_is_kept_but_warned_about():

@@ -21,7 +21,10 @@ from common.settings import Settings
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[float]:
+CGROUP_ROOT = Path("/sys/fs/cgroup")  # this process's cgroup, as a container sees it
+
+
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> Optional[float]:
     """CPUs allowed by the cgroup quota (v2 ``cpu.max`` or v1 CFS files), None if unlimited."""
     try:
         quota, period = (root / "cpu.max").read_text().split()[:2]
@@ -36,7 +39,7 @@ def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[float]:
         return None
 
 
-def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[int]:
+def cgroup_memory_limit(root: Path = CGROUP_ROOT) -> Optional[int]:
     """Bytes allowed by the cgroup (v2 ``memory.max`` or v1 ``limit_in_bytes``), None if unlimited."""
     for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
         try:
@@ -53,17 +56,17 @@ def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[int]:
     return None
 
 
-def usable_memory() -> int:
+def usable_memory(cgroup_root: Path = CGROUP_ROOT) -> int:
     """Bytes this process's cgroup may use: its limit, capped by the machine's RAM."""
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    limit = cgroup_memory_limit()
+    limit = cgroup_memory_limit(cgroup_root)
     return total if limit is None else min(total, limit)
 
 
-def usable_cpus() -> int:
+def usable_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
     """Whole CPUs this process may use: the affinity mask, capped by the cgroup quota."""
     cpus = len(os.sched_getaffinity(0))
-    limit = cgroup_cpu_limit()
+    limit = cgroup_cpu_limit(cgroup_root)
     if limit is not None:
         cpus = min(cpus, max(1, math.floor(limit)))
     return max(1, cpus)
