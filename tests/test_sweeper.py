@@ -15,6 +15,8 @@ import redis
 from common.jobs import InputInfo, JobError, JobStatus, Priority, input_key, new_job_id
 from common.job_store import JobStore
 from common.liveness import ModelProcesses
+from common.services import Services
+from common.settings import Settings
 from common.storage import LocalStore
 from m2fp_contract.errors import ErrorCode
 from scripts.imagegen import photo_jpeg
@@ -64,13 +66,35 @@ def test_a_failure_that_cannot_be_recorded_hands_the_message_back(sweep_stack, t
     stack, _ = sweep_stack
     marker = tmp_path / "unrecordable"
     marker.touch()
-    worker = stack.start_worker("w", **{UNRECORDABLE_FAILURE_VARIABLE: str(marker)})
+    # No sweep may step in (an hour before a job counts as stranded, and the visibility
+    # timeout is an hour too): only the handed-back message can run the job again.
+    worker = stack.start_worker("w", STRANDED_AFTER_SECONDS="3600", **{UNRECORDABLE_FAILURE_VARIABLE: str(marker)})
     job_id = stack.submit(photo_jpeg(96, 64)).json()["id"]
     job = stack.wait_for(job_id, timeout=120)
     assert not marker.exists()  # the first failure write did meet the Redis error
     assert job["status"] == "failed" and job["error"]["code"] == "internal_error", job
     assert job["attempts"] == 2 and worker.alive()
-    assert "handing its message back" in worker.log_text()
+    assert "handing its message back" in worker.log_text() and "queued it again" not in worker.log_text()
+
+
+def test_a_live_worker_keeps_a_job_it_runs_longer_than_the_stranded_age(sweep_stack):
+    """The worker's heartbeat thread says which job its process runs, through a job
+    held past STRANDED_AFTER_SECONDS: a sweep then leaves the job where it is."""
+    stack, hold = sweep_stack
+    worker = stack.start_worker("w")
+    job_id, _ = hold_a_job(stack, hold)
+    services = Services.create(Settings(redis_url=stack.env["REDIS_URL"],
+                                        local_store_dir=stack.env["LOCAL_STORE_DIR"], **{
+                                            key.lower(): value for key, value in QUICK.items()}))
+    stranded_after = services.settings.stranded_after_seconds
+    wait_until(lambda: job_id in services.jobs.in_state_since(JobStatus.RUNNING, time.time() - stranded_after),
+               30, "the job to run for longer than STRANDED_AFTER_SECONDS")
+    swept = Sweeper(services).sweep()
+    assert swept.requeued == swept.failed == [] and stack.job(job_id)["status"] == "running"
+    hold.unlink()
+    job = stack.wait_for(job_id, timeout=120)
+    assert (job["status"], job["attempts"], services.jobs.get(job_id).lost) == ("succeeded", 1, 0), job
+    assert "queued it again" not in worker.log_text()  # nor did the worker's own sweeps
 
 
 def test_a_queued_job_without_a_message_gets_one(sweep_stack, tmp_path):
