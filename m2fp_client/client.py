@@ -111,17 +111,19 @@ class Client:
 
     # ---- transport ----------------------------------------------------------------
 
-    def _request(self, method: str, url: str, **kwargs) -> requests.Response:
-        """One request; any failure as an ApiError. The key goes only to the API itself:
-        an output link may be a presigned bucket URL, which must carry no other credential."""
+    def _request(self, method: str, url: str, timeout: Optional[float] = None, **kwargs) -> requests.Response:
+        """One request, given up after ``timeout`` (default: the client's); any failure as
+        an ApiError. The key goes only to the API itself: an output link may be a
+        presigned bucket URL, which must carry no other credential."""
         url = self.base_url + url if url.startswith("/") else url
         headers = self._auth if self._same_origin(url) else {}
+        timeout = self.timeout if timeout is None else timeout
         try:
-            response = self.http.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
+            response = self.http.request(method, url, headers=headers, timeout=timeout, **kwargs)
         except requests.ConnectionError as exc:
             raise ApiError(UNREACHABLE, f"cannot reach {url}: {_reason(exc)}") from exc
         except requests.Timeout as exc:
-            raise ApiError(TIMEOUT, f"no answer from {url} within {self.timeout:.0f} s") from exc
+            raise ApiError(TIMEOUT, f"no answer from {url} within {timeout:.3g} s") from exc
         if response.status_code >= 400:
             raise _error_from(response)
         return response
@@ -204,12 +206,14 @@ class Client:
         """The secret that signs this key's tenant's webhooks (verify deliveries with it)."""
         return self._read(self._request("GET", "/v1/webhooks/secret"), WebhookSecret)
 
-    def jobs(self, job_ids: Sequence[str]) -> list[Job]:
-        """Any number of jobs, in order, MAX_BATCH per request; unknown ids as MissingJob."""
+    def jobs(self, job_ids: Sequence[str], deadline: Optional[float] = None) -> list[Job]:
+        """Any number of jobs, in order, MAX_BATCH per request; unknown ids as MissingJob.
+        ``deadline`` (a ``time.monotonic()`` value) cuts each request's timeout short."""
         found: list[Job] = []
         for start in range(0, len(job_ids), MAX_BATCH):
             chunk = job_ids[start:start + MAX_BATCH]
-            response = self._request("GET", "/v1/jobs", params={"ids": ",".join(chunk)})
+            timeout = None if deadline is None else max(0.001, min(self.timeout, deadline - time.monotonic()))
+            response = self._request("GET", "/v1/jobs", timeout=timeout, params={"ids": ",".join(chunk)})
             found.extend(self._read(response, JobsResponse).jobs)
         return found
 
@@ -228,7 +232,7 @@ class Client:
         waiting = list(dict.fromkeys(job_ids))
         while waiting:
             try:
-                answers = self.jobs(waiting)
+                answers = self.jobs(waiting, deadline)  # a hung API cannot hold it past the deadline
             except ApiError as exc:
                 if not exc.transient:
                     raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -191,6 +192,16 @@ def test_waiting_on_an_api_that_never_answers_ends_at_the_timeout(tmp_path):
     nowhere = Client(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(WaitTimedOut) as raised:
         nowhere.wait(["A" * 22], poll_interval=0.2, timeout=0.5)
+    assert (raised.value.waiting, raised.value.jobs) == (["A" * 22], [])
+
+
+def test_waiting_on_an_api_that_takes_the_connection_and_never_answers_ends_at_the_timeout():
+    # The kernel completes the handshake on a listening socket nobody serves: each poll
+    # would wait the client's own request timeout (an hour here) without the deadline.
+    with socket.create_server(("127.0.0.1", 0)) as hung:
+        client = Client(f"http://127.0.0.1:{hung.getsockname()[1]}", timeout=3600)
+        with pytest.raises(WaitTimedOut) as raised:
+            client.wait(["A" * 22], poll_interval=0.2, timeout=0.5)
     assert (raised.value.waiting, raised.value.jobs) == (["A" * 22], [])
 
 
