@@ -11,6 +11,7 @@ for the Host header, TLS SNI and certificate check; redirects are not followed.
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from math import floor
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 import certifi
 import urllib3
+from urllib3.util.ssl_match_hostname import CertificateError
 from standardwebhooks import Webhook
 
 from common.settings import Settings
@@ -109,13 +111,19 @@ class Sender:
 
 
 def _describe(exc: Exception) -> str:
-    """Why a connection failed, in words, without the URL (its query may hold a token)."""
+    """Why a connection failed, in words the job's owner reads in its webhook status:
+    without the URL (its query may hold a token) or OpenSSL's source locations."""
     if isinstance(exc, urllib3.exceptions.NewConnectionError):  # (a subclass of the timeout error)
         return "connection refused" if isinstance(exc.__context__, ConnectionRefusedError) else "cannot connect"
     if isinstance(exc, (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError)):
         return "timed out"
     if isinstance(exc, urllib3.exceptions.SSLError):
-        return f"TLS: {exc.__context__ or exc}"
+        cause = exc.__context__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"TLS: the receiver's certificate was not accepted ({cause.verify_message})"
+        if isinstance(cause, CertificateError):  # urllib3's own check of the name (assert_hostname)
+            return f"TLS: the receiver's certificate was not accepted ({cause})"
+        return f"TLS: the handshake failed ({getattr(cause, 'reason', None) or 'no reason given'})"
     if isinstance(exc, urllib3.exceptions.ProtocolError):
         return "connection dropped"
     return type(exc).__name__
