@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = Field(240, gt=0)
     task_time_limit: int = Field(300, gt=0)
     # Seconds before an unacknowledged job (its worker died) is handed to another
-    # worker. Must exceed task_time_limit, or a slow job would run twice at once.
+    # worker. Must exceed RETRY_BACKOFF_MAX plus twice TASK_TIME_LIMIT (_check_limits),
+    # or a slow or retried job would run twice at once.
     visibility_timeout: int = Field(3600, gt=0)
     # Seconds between sweeps that hand such jobs on once their timeout has passed.
     unacked_restore_interval: int = Field(10, gt=0)
@@ -126,8 +127,9 @@ class Settings(BaseSettings):
     m2fp_engine: Literal["auto", "openvino", "torch"] = "auto"
     # bf16 runs faster on CPUs with avx512_bf16/AMX but moves labels (docs/performance.md); fp32 is exact.
     m2fp_precision: Literal["fp32", "bf16"] = "fp32"
-    # Input shapes each OpenVINO process keeps a fixed-shape compilation for (about 15 %
-    # faster than the dynamic graph, 1.3 s to compile a new shape); 0: one dynamic graph.
+    # Input shapes each OpenVINO process keeps a fixed-shape compilation for (8-10 %
+    # faster than the dynamic graph, about 1 s to compile a new shape: docs/performance.md);
+    # 0: one dynamic graph.
     openvino_static_shapes: int = Field(2, ge=0)
     # Photos up to this many pixels get labels decided at their own size, as the stock
     # pipeline does; larger ones at the largest size within it, then scaled (docs/api.md, "Outputs").
@@ -199,17 +201,19 @@ class Settings(BaseSettings):
                 f"VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed TASK_TIME_LIMIT "
                 f"({self.task_time_limit}), or a long job is redelivered to a second worker while the first "
                 f"still runs it: raise VISIBILITY_TIMEOUT above {self.task_time_limit} or lower TASK_TIME_LIMIT")
-        held = self.retry_backoff_max + self.task_time_limit
+        held = self.retry_backoff_max + 2 * self.task_time_limit
         if self.visibility_timeout <= held:
-            # A retry's message is held through its countdown, then through its run.
-            room = self.visibility_timeout - self.task_time_limit - 1
+            # A retry's message is held through its countdown, then while it waits for its
+            # process to finish the job it took meanwhile (a countdown frees a prefetch
+            # slot), then through its own run.
+            room = self.visibility_timeout - 2 * self.task_time_limit - 1
             lower = f" or lower RETRY_BACKOFF_MAX to {room} or less" if room >= 1 else ""
             raise ValueError(
                 f"VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed RETRY_BACKOFF_MAX "
-                f"({self.retry_backoff_max}) plus TASK_TIME_LIMIT ({self.task_time_limit}): a retried job's "
-                "message is held unacknowledged while it waits and then while it runs, so a longer wait has "
-                f"Redis hand it to a second worker and the job runs twice: raise VISIBILITY_TIMEOUT above "
-                f"{held}{lower}")
+                f"({self.retry_backoff_max}) plus twice TASK_TIME_LIMIT ({self.task_time_limit}): a retried "
+                "job's message is held unacknowledged while it waits out its backoff, then for a free worker "
+                "process, then while it runs, so a longer wait has Redis hand it to a second worker and the job "
+                f"runs twice: raise VISIBILITY_TIMEOUT above {held}{lower}")
         return self
 
     def __repr_args__(self) -> Iterator[tuple[Optional[str], Any]]:

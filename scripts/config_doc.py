@@ -37,11 +37,11 @@ DESCRIPTIONS: dict[str, str] = {
     "task_time_limit": "Hard limit per job: the model process is replaced. Must exceed the soft limit.",
     "visibility_timeout": "Seconds before Redis hands an unacknowledged job message to another worker "
                           "(the sweep usually requeues a dead worker's job sooner); must exceed "
-                          "`RETRY_BACKOFF_MAX` plus `TASK_TIME_LIMIT`, or a retried job runs twice.",
+                          "`RETRY_BACKOFF_MAX` plus twice `TASK_TIME_LIMIT`, or a retried job runs twice.",
     "unacked_restore_interval": "Seconds between the sweeps that hand such jobs on.",
     "max_attempts": "Worker deaths tolerated per job before it fails `worker_lost`.",
     "retry_backoff_max": "Longest wait between retries of a transient storage or Redis error; "
-                         "with `TASK_TIME_LIMIT`, below `VISIBILITY_TIMEOUT`.",
+                         "with twice `TASK_TIME_LIMIT`, below `VISIBILITY_TIMEOUT`.",
     "storage_backend": "`local` or `s3`; `s3` needs `S3_ENDPOINT`, `S3_ACCESS_KEY` and `S3_SECRET_KEY`.",
     "local_store_dir": "The local store's directory (used when no S3 endpoint is set).",
     "s3_endpoint": "S3-compatible endpoint, `http(s)://host:port`; setting it selects the S3 store.",

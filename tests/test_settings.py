@@ -54,28 +54,32 @@ def test_a_refused_setting_does_not_quote_the_secrets_into_its_error(field, valu
 
 
 def test_a_retry_wait_longer_than_the_visibility_timeout_allows_is_refused_at_load(monkeypatch):
-    # A retried job's message is held unacknowledged through its countdown and then its run
-    # (up to TASK_TIME_LIMIT): 300 + 300 s reaches the 600 s after which Redis redelivers it.
-    monkeypatch.setenv("VISIBILITY_TIMEOUT", "600")
+    # A retried job's message is held unacknowledged through its countdown, then while its
+    # process finishes the job it took meanwhile, then through its own run (each up to
+    # TASK_TIME_LIMIT): 300 + 2 x 300 s reaches the 900 s after which Redis redelivers it.
+    monkeypatch.setenv("VISIBILITY_TIMEOUT", "900")
     monkeypatch.setenv("TASK_TIME_LIMIT", "300")
     monkeypatch.setenv("RETRY_BACKOFF_MAX", "300")
     with pytest.raises(ValidationError) as raised:
         load_settings()
     message = str(raised.value)
-    assert "VISIBILITY_TIMEOUT (600) must exceed RETRY_BACKOFF_MAX (300) plus TASK_TIME_LIMIT (300)" in message
+    assert "VISIBILITY_TIMEOUT (900) must exceed RETRY_BACKOFF_MAX (300) plus twice TASK_TIME_LIMIT (300)" in message
     assert "runs twice" in message
-    assert "raise VISIBILITY_TIMEOUT above 600 or lower RETRY_BACKOFF_MAX to 299 or less" in message
+    assert "raise VISIBILITY_TIMEOUT above 900 or lower RETRY_BACKOFF_MAX to 299 or less" in message
     monkeypatch.setenv("RETRY_BACKOFF_MAX", "299")  # the fix it names
     assert load_settings().retry_backoff_max == 299
     monkeypatch.setenv("RETRY_BACKOFF_MAX", "300")
-    monkeypatch.setenv("VISIBILITY_TIMEOUT", "601")  # the other fix it names
-    assert load_settings().visibility_timeout == 601
+    monkeypatch.setenv("VISIBILITY_TIMEOUT", "901")  # the other fix it names
+    assert load_settings().visibility_timeout == 901
+    monkeypatch.setenv("VISIBILITY_TIMEOUT", "601")  # enough for a countdown and one run only
+    with pytest.raises(ValidationError):
+        load_settings()
 
 
 def test_with_no_room_for_any_wait_only_a_longer_visibility_timeout_is_named():
     with pytest.raises(ValidationError) as raised:
-        Settings(task_time_limit=300, visibility_timeout=301, retry_backoff_max=1)
-    assert "raise VISIBILITY_TIMEOUT above 301" in str(raised.value)
+        Settings(task_time_limit=300, visibility_timeout=601, retry_backoff_max=1)
+    assert "raise VISIBILITY_TIMEOUT above 601" in str(raised.value)
     assert "lower RETRY_BACKOFF_MAX" not in str(raised.value)  # every wait is at least 1 s
 
 
@@ -85,10 +89,10 @@ def test_a_visibility_timeout_within_the_hard_time_limit_is_refused_with_the_fix
     message = str(raised.value)
     assert "VISIBILITY_TIMEOUT (600) must exceed TASK_TIME_LIMIT (600)" in message
     assert "raise VISIBILITY_TIMEOUT above 600 or lower TASK_TIME_LIMIT" in message
-    assert Settings(task_soft_time_limit=500, task_time_limit=600, visibility_timeout=602,
-                    retry_backoff_max=1).visibility_timeout == 602
+    assert Settings(task_soft_time_limit=500, task_time_limit=600, visibility_timeout=1202,
+                    retry_backoff_max=1).visibility_timeout == 1202
 
 
 def test_the_defaults_pass_every_check():
     settings = Settings()
-    assert settings.visibility_timeout > settings.retry_backoff_max + settings.task_time_limit
+    assert settings.visibility_timeout > settings.retry_backoff_max + 2 * settings.task_time_limit

@@ -343,7 +343,7 @@ def test_retries_wait_longer_each_time_up_to_a_cap_below_the_visibility_timeout(
 
     waits = [backoff_seconds(n, Settings()) for n in (1, 2, 3, 20)]
     assert 4.5 <= waits[0] <= 5.5 and 9 <= waits[1] <= 11 and 18 <= waits[2] <= 22 and 1620 <= waits[3] <= 1980
-    short = Settings(visibility_timeout=30, task_time_limit=25, task_soft_time_limit=20, retry_backoff_max=4)
+    short = Settings(visibility_timeout=30, task_time_limit=13, task_soft_time_limit=11, retry_backoff_max=3)
     assert backoff_seconds(20, short) <= 15 * 1.1  # half the visibility timeout, whatever WEBHOOK_BACKOFF_MAX says
 
 

@@ -26,10 +26,10 @@ def fault_stack(redis_server, tiny_model, tmp_path):
         "LOCAL_STORE_DIR": str(tmp_path / "store"),
         HOLD_FILE_VARIABLE: str(hold),
         # Short delivery timeouts so a lost job comes back within seconds in the test.
-        "TASK_SOFT_TIME_LIMIT": "20",
-        "TASK_TIME_LIMIT": "25",
+        "TASK_SOFT_TIME_LIMIT": "11",
+        "TASK_TIME_LIMIT": "13",
         "VISIBILITY_TIMEOUT": "30",
-        "RETRY_BACKOFF_MAX": "4",  # a retry waits and runs inside the visibility timeout
+        "RETRY_BACKOFF_MAX": "3",  # a retry waits, waits for its process and runs inside the visibility timeout
         "UNACKED_RESTORE_INTERVAL": "1",
     }
     import redis
