@@ -56,8 +56,9 @@ def identify_caller() -> None:
 
 def _submitting(body: SubmitJson | SubmitForm | BatchJson | BatchForm, photos: int = 1) -> Optional[Webhook]:
     """What every submission request passes first: its webhook, backpressure, then the
-    key's rate (a token per photo, at least one per request; spent last, so a request
-    refused for another reason costs none). The webhook its jobs get, if it names one."""
+    key's rate (a token per photo, at least one per request). A request these refuse
+    costs no token; a photo refused after them (undecodable, a missing source, an outage)
+    has spent its own. The webhook its jobs get, if it names one."""
     webhook = _webhook(body)
     check_capacity(services(), body.priority)
     current_app.extensions["m2fp.limiter"].take(caller(), cost=max(1, photos))

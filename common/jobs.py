@@ -41,9 +41,10 @@ from m2fp_contract.errors import ErrorCode
 from m2fp_contract.schema import (JOB_ID_PATTERN, MAX_BATCH, OUTPUTS, TERMINAL_STATUSES, JobStatus, LabelProfile,
                            LabelsFormat, Priority, SourceRef, WebhookEvent)
 
-__all__ = ["DEFAULT_TENANT", "MAX_BATCH", "OUTPUTS", "TERMINAL_STATUSES", "JobStatus", "Priority", "SourceRef", "InputInfo",
-           "JobResult", "JobError", "OutputOptions", "Webhook", "Delivery", "Job", "JobStore", "InvalidTransition", "RunsUnderAnotherMessage", "new_job_id", "is_job_id",
-           "input_key", "output_key", "utcnow", "TRANSITIONS", "may_move", "check_transition", "REUSABLE_STATUSES"]
+__all__ = ["DEFAULT_TENANT", "MAX_BATCH", "OUTPUTS", "TERMINAL_STATUSES", "JobStatus", "Priority", "SourceRef",
+           "InputInfo", "JobResult", "JobError", "OutputOptions", "Webhook", "Delivery", "Job", "InvalidTransition",
+           "RunsUnderAnotherMessage", "new_job_id", "is_job_id", "input_key", "output_key", "utcnow", "TRANSITIONS",
+           "may_move", "check_transition", "REUSABLE_STATUSES"]
 
 log = logging.getLogger(__name__)
 
