@@ -2,14 +2,17 @@
 import dataclasses
 import hashlib
 import io
+import json
 
 from typing import Optional
 
+import jsonschema
 import numpy as np
 import pytest
 from PIL import Image
 
 from m2fp_contract.errors import ObjectNotFound, StorageUnavailable
+from m2fp_contract.schema import ResultDocument
 from common.jobs import InputInfo, JobStatus, Priority, SourceRef, input_key, new_job_id, output_key
 from common.job_store import JobStore
 from common.labels import PALETTE
@@ -60,6 +63,28 @@ def test_job_succeeds_with_outputs_at_input_size(ctx):
     summary = job.result.summary
     assert summary["persons"] >= 1 and len(summary["classes"]) >= 3
     assert job.result.outputs["labels.png"] == output_key(job_id, "labels.png")
+
+
+def closed(schema):
+    """The JSON schema with every object closed (``additionalProperties: false``): a field
+    the worker writes but the contract does not declare fails, where the contract's
+    models ignore it when they read."""
+    if isinstance(schema, dict):
+        schema = {key: closed(value) for key, value in schema.items()}
+        if schema.get("type") == "object" and "properties" in schema:
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [closed(value) for value in schema]
+    return schema
+
+
+def test_result_json_is_exactly_what_the_contract_declares(ctx):
+    job_id = queue_job(ctx, photo_jpeg(120, 90))
+    assert run_job(ctx, job_id).status is JobStatus.SUCCEEDED
+    document = json.loads(ctx.storage.get(output_key(job_id, "result.json")))
+    jsonschema.validate(document, closed(ResultDocument.model_json_schema()))
+    assert set(document) == set(ResultDocument.model_fields)  # and every declared field is written
+    assert document["people"] and document["classes"]  # the nested objects were checked too
 
 
 def test_rerun_of_a_finished_job_does_nothing(ctx):
