@@ -16,6 +16,7 @@ from kombu.exceptions import OperationalError
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from m2fp_contract.errors import ErrorCode, ObjectNotFound, ServiceError, StorageUnavailable
+from m2fp_contract.schema import MAX_BATCH
 from api.server import RequestTimedOut
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ ERROR_CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.PAYLOAD_TOO_LARGE: CodeInfo(413, "upload (or referenced object) above MAX_UPLOAD_BYTES, or a multipart "
                                                "batch above MAX_BATCH_BYTES"),
     ErrorCode.IMAGE_TOO_LARGE: CodeInfo(413, "more than MAX_SIDE px on a side or MAX_PIXELS in all"),
-    ErrorCode.BATCH_TOO_LARGE: CodeInfo(413, "more than 100 items in a batch, or more than the API key's "
+    ErrorCode.BATCH_TOO_LARGE: CodeInfo(413, f"more than {MAX_BATCH} items in a batch, or more than the API key's "
                                              "submissions per minute (it could never be admitted)"),
     ErrorCode.INVALID_IMAGE: CodeInfo(422, "not decodable, empty, truncated or corrupt (also a job's error "
                                            "when the stored input cannot be decoded)"),
