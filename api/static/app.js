@@ -1,5 +1,7 @@
 // The page at `/`: submit photos and show their parsing, through the public API only
 // (POST /v1/jobs, GET /v1/jobs?ids=, GET /v1/jobs/<id>/outputs/<name>, cancel).
+// Every API path is relative ("v1/jobs"): fetch resolves it against the page's <base>,
+// the service's root, so the page works behind a proxy that serves it under a prefix.
 "use strict";
 
 const KEY_STORAGE = "m2fp.apiKey";
@@ -11,6 +13,8 @@ const PART_ALPHA = 0.55;        // how strongly a class color covers the photo i
 const DIM = 0.3;                // what is left of pixels outside the highlighted person
 
 const $ = (selector, root = document) => root.querySelector(selector);
+// Where the service is: the page's <base> (e.g. https://example.org/parse/ behind a proxy).
+const SERVICE_ROOT = new URL(".", document.baseURI).href;
 
 // ---- talking to the API ------------------------------------------------------------
 
@@ -38,7 +42,7 @@ async function api(path, options = {}) {
   try {
     response = await fetch(path, {...options, headers});
   } catch (err) {
-    throw new ApiError("unreachable", `Cannot reach the service at ${location.origin}: it may be down, ` +
+    throw new ApiError("unreachable", `Cannot reach the service at ${SERVICE_ROOT}: it may be down, ` +
                        "or this device offline.");
   }
   if (response.ok) return response;
@@ -185,7 +189,7 @@ class Card {
 
   async cancel() {
     try {
-      this.show(await apiJson(`/v1/jobs/${this.job.id}/cancel`, {method: "POST"}));
+      this.show(await apiJson(`v1/jobs/${this.job.id}/cancel`, {method: "POST"}));
     } catch (error) {
       $(".detail", this.el).textContent = `Could not cancel: ${error.message}`;
     }
@@ -233,7 +237,7 @@ async function submit(card, failures = 0) {
   form.append("image", card.file, card.file.name || "photo");
   form.append("labels_format", "grayscale");  // the default, asked for: readIds needs ids, not palette colors
   try {
-    const job = await apiJson("/v1/jobs", {method: "POST", body: form});
+    const job = await apiJson("v1/jobs", {method: "POST", body: form});
     clearProblem();
     card.show(job);
     nudge();
@@ -306,7 +310,7 @@ async function pollForever() {
       const ids = [...tracked.keys()];
       for (let start = 0; start < ids.length; start += MAX_IDS) {
         const chunk = ids.slice(start, start + MAX_IDS);
-        const body = await apiJson(`/v1/jobs?ids=${chunk.map(encodeURIComponent).join(",")}`, {cache: "no-store"});
+        const body = await apiJson(`v1/jobs?ids=${chunk.map(encodeURIComponent).join(",")}`, {cache: "no-store"});
         for (const job of body.jobs) {
           for (const card of [...(tracked.get(job.id) || [])]) card.show(job);
         }
@@ -335,7 +339,7 @@ async function pollForever() {
 async function fetchOutput(card, name) {
   for (let failures = 1; ; failures += 1) {
     try {
-      return await (await api(`/v1/jobs/${card.job.id}/outputs/${encodeURIComponent(name)}`)).blob();
+      return await (await api(`v1/jobs/${card.job.id}/outputs/${encodeURIComponent(name)}`)).blob();
     } catch (error) {
       if (!error.transient) throw error;
       const seconds = retryDelay(error, failures);

@@ -5,7 +5,8 @@ directory, never as the system's service.
 It stands for a TLS-terminating proxy that serves the API under a path prefix: it
 tells the API the client used https on port 443 (``X-Forwarded-Proto``/``-Port``), the
 host the client named, and the prefix it strips (``X-Forwarded-Prefix``), replacing
-whatever the client sent in those headers.
+whatever the client sent in those headers. It serves the prefix both with its trailing
+slash (``/m2fp/`` is the service's ``/``) and without (``/m2fp`` is too).
 """
 from __future__ import annotations
 
@@ -39,16 +40,24 @@ http {{
         listen 127.0.0.1:{port};
         location {prefix}/ {{
             proxy_pass http://127.0.0.1:{upstream}/;
+{forwarded}
+        }}
+        # The prefix itself, without its slash, is the service's root too (as a proxy that
+        # strips a prefix serves it), not nginx's redirect to the prefix with a slash.
+        location = {prefix} {{
+            proxy_pass http://127.0.0.1:{upstream}/;
+{forwarded}
+        }}
+    }}
+}}
+"""
+_FORWARDED = """\
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto https;
             proxy_set_header X-Forwarded-Host $host;
             proxy_set_header X-Forwarded-Port 443;
-            proxy_set_header X-Forwarded-Prefix {prefix};
-        }}
-    }}
-}}
-"""
+            proxy_set_header X-Forwarded-Prefix {prefix};"""
 
 
 def nginx_executable() -> str:
@@ -68,7 +77,7 @@ class Nginx:
         self.base.mkdir(parents=True, exist_ok=True)
         self.config = self.base / "nginx.conf"
         self.config.write_text(_CONFIG.format(base=self.base, port=self.port, upstream=upstream_port,
-                                              prefix=prefix))
+                                              prefix=prefix, forwarded=_FORWARDED.format(prefix=prefix)))
         self.process: Optional[Process] = None
 
     def url(self, path: str = "") -> str:
