@@ -291,6 +291,36 @@ def test_the_services_read_each_setting_compose_gives_them():
         assert not unknown, f"{name} gets {sorted(unknown)}, which common/settings.py does not read"
 
 
+# The API's settings an operator sets in .env (docs/deployment.md, docs/configuration.md).
+API_PASSED_THROUGH = {"TRUSTED_PROXIES": "1", "API_WORKERS": "4", "API_THREADS": "16", "API_REQUEST_TIMEOUT": "60",
+                      "MAX_BATCH_BYTES": "536870912"}
+# Defaults of compose's own, not the settings': the MinIO port compose publishes.
+COMPOSE_DEFAULTS = {"S3_PUBLIC_ENDPOINT"}
+
+
+def test_the_api_gets_the_settings_set_in_env_and_otherwise_the_settings_defaults(tmp_path):
+    """Each of the API's settings that the docs tell a compose user to set reaches its
+    container; left unset, each ``${VAR:-default}`` of our services is the setting's own
+    default (what docs/configuration.md says), not a second value of compose's."""
+    from pydantic import TypeAdapter
+
+    from common.settings import Settings
+
+    env = generated_env(tmp_path)
+    api = render({**env, **API_PASSED_THROUGH})["services"]["api"]["environment"]
+    assert {key: api.get(key) for key in API_PASSED_THROUGH} == API_PASSED_THROUGH
+    defaults = render(env)["services"]["api"]["environment"]
+    assert defaults["TRUSTED_PROXIES"] == "0"  # forwarded headers ignored until the operator says otherwise
+    for name in SERVICES_OF_OURS:
+        for key, value in COMPOSE["services"][name]["environment"].items():
+            given = re.fullmatch(r"\$\{(\w+):-([^}$]+)\}", str(value))
+            if not given or key in COMPOSE_DEFAULTS:
+                continue
+            field = Settings.model_fields[key.lower()]
+            assert given.group(1) == key and TypeAdapter(field.annotation).validate_python(given.group(2)) == (
+                field.default), f"{name}: {key} defaults to {given.group(2)!r}, the setting to {field.default!r}"
+
+
 def test_the_stack_is_wired_together(tmp_path):
     """What `docker compose up` needs beyond YAML: each dependency exists and can report
     what is waited for, each named volume is declared, each mounted file exists, and the
