@@ -75,6 +75,11 @@ def test_a_failure_that_cannot_be_recorded_hands_the_message_back(sweep_stack, t
     assert job["status"] == "failed" and job["error"]["code"] == "internal_error", job
     assert job["attempts"] == 2 and worker.alive()
     assert "handing its message back" in worker.log_text() and "queued it again" not in worker.log_text()
+    # The client reads a plain sentence; the exception is in the worker's log under the job's id.
+    assert job["error"]["message"] == ("the worker failed on this job; its operator can find the cause in the "
+                                       "worker's log under the job's id")
+    assert f"job {job_id} failed unexpectedly" in worker.log_text()
+    assert "RuntimeError: the model failed on this input" in worker.log_text()
 
 
 def test_a_live_worker_keeps_a_job_it_runs_longer_than_the_stranded_age(sweep_stack):
