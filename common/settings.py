@@ -59,8 +59,8 @@ class Settings(BaseSettings):
         "worker_lost once lost MAX_ATTEMPTS times). A job queued this long with no message in Redis gets one. "
         "At least 3 x WORKER_HEARTBEAT_SECONDS."))
     sweep_interval_seconds: float = Field(30, gt=0, description=(
-        "How often the stranded-job sweep runs: every model worker takes part, and a lock in Redis lets one "
-        "sweep happen per interval across the fleet."))
+        "How often the stranded-job sweep runs: every model worker takes part, and locks in Redis let one "
+        "sweep start per interval across the fleet, never while another still runs."))
 
     # Storage: a local directory unless an S3 endpoint is given
     storage_backend: Optional[Literal["local", "s3"]] = None

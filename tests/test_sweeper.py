@@ -7,7 +7,9 @@ stayed ``queued``.
 """
 import dataclasses
 import hashlib
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -24,7 +26,7 @@ from scripts.processes import wait_until
 from scripts.stack import Stack
 from tests.harness import HARNESS_APP, HOLD_FILE_VARIABLE, UNRECORDABLE_FAILURE_VARIABLE
 from tests.test_worker_faults import hold_a_job
-from worker.sweeper import Sweeper
+from worker.sweeper import DUE, Sweeper
 
 QUICK = {"WORKER_HEARTBEAT_SECONDS": "0.2", "STRANDED_AFTER_SECONDS": "1.5", "SWEEP_INTERVAL_SECONDS": "0.3"}
 
@@ -196,6 +198,31 @@ def test_recover_leaves_a_job_that_started_again_meanwhile(job_store):
     error = JobError.of(ErrorCode.WORKER_LOST, "lost")
     assert job_store.recover(job_id, judged, error, error, max_lost=3) is None
     assert job_store.get(job_id).process == "host:3:c"
+
+
+def test_a_sweep_still_running_past_the_interval_is_not_joined_by_the_next(sweeper):
+    """One sweeper at a time: a sweep that outlasts SWEEP_INTERVAL_SECONDS (a large
+    backlog, a slow Redis) holds off the next sweeper, which would resend the same jobs."""
+    settings = sweeper.settings.model_copy(update={"sweep_interval_seconds": 0.05})
+    services = dataclasses.replace(sweeper.services, settings=settings)
+    inside, finish = threading.Event(), threading.Event()
+
+    class Slow(Sweeper):
+        def sweep(self):
+            inside.set()
+            assert finish.wait(30)
+            return super().sweep()
+
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(Slow(services).sweep_if_due)
+        assert inside.wait(30)
+        client = services.redis
+        wait_until(lambda: not client.exists(DUE), 10, "the interval to pass while the first sweep runs")
+        assert Sweeper(services).sweep_if_due() is None
+        finish.set()
+        assert slow.result(timeout=30) is not None
+    wait_until(lambda: not client.exists(DUE), 10, "the next interval")
+    assert Sweeper(services).sweep_if_due() is not None  # the lock went with the sweep
 
 
 def test_one_sweep_per_interval_across_sweepers(sweeper):

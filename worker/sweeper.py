@@ -14,8 +14,10 @@ Two kinds of job would otherwise wait until their record expires:
 
 A message the sweep sends in a race (the old one turned up after all) is harmless: a
 worker drops a message for a job that runs under another message or has ended.
-Every model worker's main process runs the sweep; a lock in Redis lets one sweep
-happen per ``SWEEP_INTERVAL_SECONDS`` across the fleet.
+Every model worker's main process runs the sweep. Two keys in Redis keep it to one
+sweep per ``SWEEP_INTERVAL_SECONDS`` across the fleet (``DUE``), and one at a time
+(``SWEEPING``, held while a sweep runs, so a slow sweep is never joined by the next;
+it expires after ``SWEEP_LOCK_SECONDS`` should its holder die mid-sweep).
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+
+from redis.exceptions import LockError
 
 from common import periodic
 from common.jobs import Job, JobError, JobStatus
@@ -32,7 +36,9 @@ from worker import metrics
 
 log = logging.getLogger(__name__)
 
-LOCK = "m2fp:sweeper"
+DUE = "m2fp:sweeper"
+SWEEPING = "m2fp:sweeper:running"
+SWEEP_LOCK_SECONDS = 600  # far above a sweep's seconds, even over a large backlog
 REQUEUED = JobError.of(ErrorCode.WORKER_LOST, "the worker running this job stopped before it finished (killed, "
                                               "out of memory, or its host went away); the job was queued again")
 
@@ -53,10 +59,21 @@ class Sweeper:
         self._token = secrets.token_hex(8)
 
     def sweep_if_due(self) -> "Sweep | None":
-        """Sweep unless another sweeper did within ``SWEEP_INTERVAL_SECONDS``."""
-        due = self.services.redis.set(LOCK, self._token, nx=True,
-                                      px=int(self.settings.sweep_interval_seconds * 1000))
-        return self.sweep() if due else None
+        """Sweep unless another sweeper did within ``SWEEP_INTERVAL_SECONDS`` or still does."""
+        client = self.services.redis
+        if not client.set(DUE, self._token, nx=True, px=int(self.settings.sweep_interval_seconds * 1000)):
+            return None
+        sweeping = client.lock(SWEEPING, timeout=SWEEP_LOCK_SECONDS, blocking=False)
+        if not sweeping.acquire():
+            log.info("the previous stranded-job sweep still runs; skipping this one")
+            return None
+        try:
+            return self.sweep()
+        finally:
+            try:
+                sweeping.release()
+            except LockError:  # it expired (a sweep of more than SWEEP_LOCK_SECONDS): nothing to release
+                log.warning("the stranded-job sweep took over %d s; its lock had expired", SWEEP_LOCK_SECONDS)
 
     def sweep(self) -> Sweep:
         cutoff = time.time() - self.settings.stranded_after_seconds
