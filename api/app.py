@@ -1,7 +1,9 @@
 """The Flask application factory: ``create_app(settings)``."""
 from __future__ import annotations
 
-from typing import Optional
+import logging
+import re
+from typing import Callable, Iterable, Optional
 
 from flask import Flask, Request, current_app
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -20,6 +22,8 @@ from api.rate_limit import SubmissionLimiter
 from api.routes import jobs
 from api.webhooks import webhooks
 
+log = logging.getLogger(__name__)
+
 # Headroom for the multipart envelope around the image itself.
 MULTIPART_OVERHEAD = 64 * 1024
 # The route whose multipart body may carry many images (MAX_BATCH_BYTES).
@@ -28,6 +32,28 @@ BATCH_ENDPOINT = "jobs.create_jobs"
 # and 4 times for the enqueue, so an outage is answered 503 within seconds.
 REDIS_SOCKET_TIMEOUT = 2
 REDIS_RETRIES = 2
+
+
+# A path prefix a proxy may forward: plain path segments. "//evil.example" or
+# "/%5Cevil.example" would make the page's <base>, /docs and Location name another host.
+_PREFIX = re.compile(r"(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*")
+
+
+class PlainPrefix:
+    """WSGI middleware between ProxyFix and the app: the forwarded path prefix
+    (``SCRIPT_NAME``) with runs of slashes collapsed and no trailing one, or none at all
+    if it is anything but plain path segments (then links are built from the root)."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        prefix = re.sub(r"/+", "/", environ.get("SCRIPT_NAME", "")).rstrip("/")
+        if not _PREFIX.fullmatch(prefix):
+            log.warning("ignored the forwarded path prefix %r: not plain path segments", prefix[:100])
+            prefix = ""
+        environ["SCRIPT_NAME"] = prefix
+        return self.app(environ, start_response)
 
 
 class ApiRequest(Request):
@@ -54,7 +80,8 @@ def create_app(settings: Optional[Settings] = None, *, services: Optional[Servic
         # say (each trusted hop's header counted from the right): request.url_root, and so
         # every link the API writes, names them.
         hops = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
+        app.wsgi_app = ProxyFix(PlainPrefix(app.wsgi_app), x_for=hops, x_proto=hops, x_host=hops, x_port=hops,
+                                x_prefix=hops)
     app.json.sort_keys = False
     services = services or Services.create(settings, redis_socket_timeout=REDIS_SOCKET_TIMEOUT,
                                            redis_retries=REDIS_RETRIES)

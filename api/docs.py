@@ -9,14 +9,13 @@ validator.swagger.io with this document's URL in it (``validatorUrl: null``).
 Behind a proxy that serves the API under a path prefix (and is trusted, TRUSTED_PROXIES),
 the page names the document under that prefix, and the document names the prefix as its
 server, so that Swagger UI's "Try it out" calls go through the proxy too. Both come
-from the request (``request.root_url``'s path); without a prefix the document has no
+from the request (``request.script_root``); without a prefix the document has no
 ``servers`` (OpenAPI's default, ``/``).
 """
 from __future__ import annotations
 
 import json
 from functools import cache
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify, request
 from offapi import OpenAPITemplate
@@ -32,16 +31,11 @@ docs = Blueprint("docs", __name__)
     "200": {"application/json": {"schema": {"type": "object"}}}}))
 def document():
     """The OpenAPI 3.1 document of this API"""
-    prefix = _root_path().rstrip("/")
+    prefix = request.script_root
     if not prefix:
         return jsonify(openapi_document())
     # A path, resolved against this document's own URL: right whatever scheme and host the client used.
     return jsonify({**openapi_document(), "servers": [{"url": prefix}]})
-
-
-def _root_path() -> str:
-    """The service's root path as the client sees it: ``/``, or the proxy's prefix and ``/``."""
-    return urlsplit(request.root_url).path
 
 
 # Swagger UI's options, set in the template's SwaggerUIBundle({...}) call.
@@ -71,7 +65,7 @@ def _page() -> tuple[str, str]:
 def page():
     """A human-readable page of this document (Swagger UI, no external URL)"""
     before, after = _page()
-    url = _root_path() + DOCUMENT_URL.lstrip("/")
+    url = request.script_root + DOCUMENT_URL
     # A JavaScript string inside <script>: no character of it can end the script element.
     literal = json.dumps(url).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return Response(before + literal + after, mimetype="text/html")

@@ -24,6 +24,7 @@ from playwright.sync_api import expect
 from common.jobs import JobResult, output_key
 from common.services import Services
 from common.settings import Settings
+from api.app import create_app
 from scripts.imagegen import photo_jpeg
 from scripts.stack import Stack
 from tests.harness.nginx import Nginx
@@ -230,3 +231,22 @@ def test_a_photo_sent_from_the_page_through_the_proxy_is_queued_polled_and_shown
         tab.requests), tab.requests
     assert [u for u in tab.requests if not u.startswith((root, "blob:", "data:")) and u != proxy.url("")] == []
     assert tab.errors == []
+
+
+@pytest.mark.parametrize("forwarded, prefix", [
+    ("/m2fp", "/m2fp"), ("/m2fp/", "/m2fp"), ("//m2fp//v2", "/m2fp/v2"),
+    # Each would make a protocol-relative URL, another host, of the page's base and Location.
+    ("//evil.example", "/evil.example"), ("/\\evil.example", ""), ("/%5Cevil.example", ""), ("/a/../..", ""),
+    ("/\u00e9vil", ""), ('/"><script>', ""),
+])
+def test_a_forwarded_prefix_is_used_only_as_plain_path_segments(redis_url, tmp_path, forwarded, prefix):
+    """A proxy mounted at / forwards the client's own X-Forwarded-Prefix, if it sent one."""
+    settings = Settings(redis_url=redis_url, local_store_dir=tmp_path / "store", trusted_proxies=1)
+    client = create_app(settings).test_client()
+    headers = {"X-Forwarded-Prefix": forwarded}
+    base = re.search(r'<base href="([^"]*)">', client.get("/", headers=headers).get_data(as_text=True)).group(1)
+    docs = re.search(r"url: (\"[^\"]*\")", client.get("/docs", headers=headers).get_data(as_text=True)).group(1)
+    created = client.post("/v1/jobs", headers=headers, data={"image": (io.BytesIO(photo_jpeg(40, 30)), "a.jpg")})
+    assert (base, json.loads(docs)) == (prefix + "/", prefix + "/v1/openapi.json")
+    assert created.headers["Location"] == f"{prefix}/v1/jobs/{created.get_json()['id']}"
+    assert created.get_json()["links"]["self"].startswith(f"http://localhost{prefix}/v1/jobs/")
