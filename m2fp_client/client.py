@@ -26,6 +26,8 @@ DEFAULT_API_URL = "http://127.0.0.1:8000"
 # Codes of failures the client detects itself (the API's own codes are in m2fp_contract.errors).
 UNREACHABLE = "api_unreachable"
 TIMEOUT = "api_timeout"
+# The least time a poll gets, even at a wait's deadline: a wait ends at most this much late.
+LAST_POLL_SECONDS = 5.0
 BAD_ANSWER = "bad_answer"
 
 Image = Union[str, Path, bytes]
@@ -208,11 +210,15 @@ class Client:
 
     def jobs(self, job_ids: Sequence[str], deadline: Optional[float] = None) -> list[Job]:
         """Any number of jobs, in order, MAX_BATCH per request; unknown ids as MissingJob.
-        ``deadline`` (a ``time.monotonic()`` value) cuts each request's timeout short."""
+        ``deadline`` (a ``time.monotonic()`` value) cuts each request's timeout to the time
+        left, but to no less than LAST_POLL_SECONDS: the poll at the deadline still gets its
+        answer from a working API."""
         found: list[Job] = []
         for start in range(0, len(job_ids), MAX_BATCH):
             chunk = job_ids[start:start + MAX_BATCH]
-            timeout = None if deadline is None else max(0.001, min(self.timeout, deadline - time.monotonic()))
+            timeout = None
+            if deadline is not None:
+                timeout = min(self.timeout, max(LAST_POLL_SECONDS, deadline - time.monotonic()))
             response = self._request("GET", "/v1/jobs", timeout=timeout, params={"ids": ",".join(chunk)})
             found.extend(self._read(response, JobsResponse).jobs)
         return found

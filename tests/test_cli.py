@@ -197,7 +197,8 @@ def test_waiting_on_an_api_that_never_answers_ends_at_the_timeout(tmp_path):
 
 def test_waiting_on_an_api_that_takes_the_connection_and_never_answers_ends_at_the_timeout():
     # The kernel completes the handshake on a listening socket nobody serves: each poll
-    # would wait the client's own request timeout (an hour here) without the deadline.
+    # would wait the client's own request timeout (an hour here) without the deadline;
+    # with it, the last poll waits LAST_POLL_SECONDS at most.
     with socket.create_server(("127.0.0.1", 0)) as hung:
         client = Client(f"http://127.0.0.1:{hung.getsockname()[1]}", timeout=3600)
         with pytest.raises(WaitTimedOut) as raised:
