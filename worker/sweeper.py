@@ -17,7 +17,8 @@ worker drops a message for a job that runs under another message or has ended.
 Every model worker's main process runs the sweep. Two keys in Redis keep it to one
 sweep per ``SWEEP_INTERVAL_SECONDS`` across the fleet (``DUE``), and one at a time
 (``SWEEPING``, held while a sweep runs, so a slow sweep is never joined by the next;
-it expires after ``SWEEP_LOCK_SECONDS`` should its holder die mid-sweep).
+it expires after a few intervals, at least ``SWEEP_LOCK_SECONDS``, should its holder
+die mid-sweep, so the fleet's sweeps never pause for long).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import redis
 from redis.exceptions import LockError
 
 from common import periodic
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 
 DUE = "m2fp:sweeper"
 SWEEPING = "m2fp:sweeper:running"
-SWEEP_LOCK_SECONDS = 600  # far above a sweep's seconds, even over a large backlog
+SWEEP_LOCK_SECONDS = 60  # far above a sweep's seconds, even over a large backlog
 REQUEUED = JobError.of(ErrorCode.WORKER_LOST, "the worker running this job stopped before it finished (killed, "
                                               "out of memory, or its host went away); the job was queued again")
 
@@ -63,7 +65,8 @@ class Sweeper:
         client = self.services.redis
         if not client.set(DUE, self._token, nx=True, px=int(self.settings.sweep_interval_seconds * 1000)):
             return None
-        sweeping = client.lock(SWEEPING, timeout=SWEEP_LOCK_SECONDS, blocking=False)
+        hold = max(SWEEP_LOCK_SECONDS, 3 * self.settings.sweep_interval_seconds)
+        sweeping = client.lock(SWEEPING, timeout=hold, blocking=False)
         if not sweeping.acquire():
             log.info("the previous stranded-job sweep still runs; skipping this one")
             return None
@@ -72,8 +75,11 @@ class Sweeper:
         finally:
             try:
                 sweeping.release()
-            except LockError:  # it expired (a sweep of more than SWEEP_LOCK_SECONDS): nothing to release
-                log.warning("the stranded-job sweep took over %d s; its lock had expired", SWEEP_LOCK_SECONDS)
+            except LockError:  # it expired: the next sweeper could start meanwhile
+                log.warning("the stranded-job sweep took over %.0f s; its lock had expired", hold)
+            except redis.RedisError:  # it expires on its own
+                log.warning("could not release the stranded-job sweep's lock; it expires in %.0f s", hold,
+                            exc_info=True)
 
     def sweep(self) -> Sweep:
         cutoff = time.time() - self.settings.stranded_after_seconds
