@@ -167,7 +167,7 @@ class JobStore:
         check and the write are one transaction, so of two messages read at the same
         instant exactly one runs the job."""
         def take(job: Job) -> dict[str, Any]:
-            if job.status is JobStatus.RUNNING and job.message_id not in (None, message_id):
+            if job.status is JobStatus.RUNNING and message_id and job.message_id not in (None, message_id):
                 raise RunsUnderAnotherMessage(f"job {job_id} runs under message {job.message_id}")
             return {"started_at": utcnow(), "attempts": job.attempts + 1,
                     "lost": job.lost + (job.status is JobStatus.RUNNING), "last_error": None,
