@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from scripts.processes import REPO
+
 PACKAGES = ("api", "common", "delivery", "worker", "m2fp_client", "m2fp_contract", "scripts")
 
 

@@ -25,7 +25,7 @@ from common.jobs import JobResult, output_key
 from common.services import Services
 from common.settings import Settings
 from api.app import create_app
-from scripts.imagegen import photo_jpeg
+from scripts.imagegen import encode, photo_jpeg
 from scripts.stack import Stack
 from tests.harness.nginx import Nginx
 from tests.test_page import browser, tabs  # noqa: F401 (the page test's headless Chromium and its tabs, fixtures)
@@ -194,12 +194,6 @@ def test_the_docs_page_names_a_document_and_servers_under_the_prefix(system):
     assert get_url(root + "/healthz").status_code == 200
 
 
-def png(width: int, height: int) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 40, 40)).save(out, "PNG")
-    return out.getvalue()
-
-
 @pytest.mark.parametrize("system", [1], indirect=True)
 @pytest.mark.parametrize("page_path", PAGE_PATHS)
 def test_a_photo_sent_from_the_page_through_the_proxy_is_queued_polled_and_shown(system, tabs, page_path):
@@ -216,7 +210,8 @@ def test_a_photo_sent_from_the_page_through_the_proxy_is_queued_polled_and_shown
     # The worker's part: the job succeeds with one output. The page learns it only by
     # polling, and shows the output it then downloads through the API.
     services.jobs.start(job_id, worker="w", message_id="m")
-    services.storage.put(output_key(job_id, "colored.png"), png(64, 48), "image/png")
+    colored = encode(Image.new("RGB", (64, 48), (200, 40, 40)), "PNG")
+    services.storage.put(output_key(job_id, "colored.png"), colored, "image/png")
     services.jobs.succeed(job_id, JobResult(outputs={"colored.png": output_key(job_id, "colored.png")},
                                             summary={"persons": 0, "classes": []}))
     expect(card).to_have_attribute("data-status", "succeeded")

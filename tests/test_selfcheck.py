@@ -1,12 +1,11 @@
 """The start-up self-check: passes the locked stack, names the fix for each known break."""
 import importlib
-from pathlib import Path
 
 import pytest
 
+from scripts.processes import REPO
 from worker import selfcheck
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def locked_versions() -> dict[str, str]:
