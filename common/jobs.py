@@ -76,8 +76,14 @@ class RunsUnderAnotherMessage(InvalidTransition):
 
 
 def new_job_id() -> str:
-    """128 random bits, URL-safe: unguessable, so knowing one id reveals no other."""
-    return secrets.token_urlsafe(16)
+    """128 random bits, URL-safe: unguessable, so knowing one id reveals no other.
+
+    An id never begins with ``-``: one in 64 did, and command lines (``m2fp status``,
+    shell tools) read such an argument as an option. Drawing again keeps the bits uniform
+    over the ids that remain."""
+    while (job_id := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return job_id
 
 
 def is_job_id(value: str) -> bool:
