@@ -11,7 +11,8 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: help venv client run test browser nginx synthetic-model engine bench bench-scale backfill check-env lock clean-venv compose-env
+.PHONY: help venv client run test browser nginx synthetic-model engine bench bench-scale backfill check-env lock clean-venv compose-env \
+	podman base-images wheelhouse images compose-up compose-down bench-compose
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -41,7 +42,7 @@ engine: $(STAMP) ## build the OpenVINO engine of M2FP_MODEL into MODEL_CACHE_DIR
 run: $(STAMP) ## start Redis (embedded unless REDIS_URL), the API on 127.0.0.1:PORT (8000) and WORKERS (1) workers
 	$(PY) -m scripts.run_local
 
-test: $(STAMP) browser nginx ## run the whole test suite (first installs the page test's browser and the proxy tests' nginx)
+test: $(STAMP) browser nginx images ## run the whole test suite (first installs the page test's browser, the proxy tests' nginx, and builds the images)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The page's browser test (tests/test_page.py) drives Chromium: Debian's package, since
@@ -77,6 +78,37 @@ bench-scale: $(STAMP) ## jobs per minute through 1 and 2 worker processes, peak 
 # Standard library only (a compose host has no virtualenv), as tests/test_compose_env.py runs it.
 compose-env: ## write the secrets docker-compose.yml needs into .env (random; never changes a value already there)
 	python3 -I -S scripts/compose_env.py
+
+# Containers. Docker where its engine runs; elsewhere Podman from Debian, which builds and
+# runs the same Dockerfiles and docker-compose.yml (scripts/containers.py).
+podman: ## install Podman, runc and debootstrap (apt, as root) unless podman is there
+	@command -v podman >/dev/null && command -v debootstrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y podman runc debootstrap; \
+	  else echo "error: no Podman. Fix: 'sudo apt-get install -y podman runc debootstrap' (Debian), or use Docker" >&2; exit 1; fi; }
+
+base-images: podman ## build locally the base and service images the Dockerfiles and compose name (no registry needed)
+	PYTHON=$(PYTHON) compose/base-images/build.sh
+
+WHEELHOUSE := compose/wheelhouse
+wheelhouse: $(WHEELHOUSE)/.complete ## the wheels of this machine's install, for image builds that reach no index
+
+$(WHEELHOUSE)/.complete: $(STAMP) requirements/*.txt
+	$(PIP) wheel -q --no-build-isolation $(CONSTRAINTS) -w $(WHEELHOUSE) \
+	  -r requirements/torch.txt mmcv-full==1.7.1 -r requirements/worker.txt -r requirements/api.txt
+	touch $@
+
+images: base-images wheelhouse ## build the API and worker images (m2fp-queue/api, m2fp-queue/worker) from the wheelhouse
+	$(PY) -m scripts.containers images
+
+WORKERS ?= 1
+compose-up: $(STAMP) ## start docker-compose.yml (Docker, or Podman) with WORKERS worker replicas; needs .env (make compose-env) and images
+	$(PY) -m scripts.containers up --workers $(WORKERS)
+
+compose-down: $(STAMP) ## stop the compose stack (its volumes stay: no accepted job is lost)
+	$(PY) -m scripts.containers down
+
+bench-compose: $(STAMP) images ## jobs per minute through 1, 2 and 3 worker containers of 1 CPU each, beside processes
+	$(PY) -m scripts.bench_compose
 
 clean-venv: ## remove the virtual environment
 	rm -rf $(VENV)

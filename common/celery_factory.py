@@ -60,6 +60,16 @@ def create_celery(settings: Settings, tasks: Optional[list[str]] = None,
             "unacked_restore_throttle": 1,
             "unacked_key": UNACKED_KEY,  # kombu 5.7 scans only every 10th sweep by default
             "socket_connect_timeout": 5,
+            # A broker that vanishes without closing the TCP connection (a network cut, a
+            # failover, a NAT timeout) must not hang the worker: without a timeout a
+            # synchronous command (an ack, a requeue) waits on the dead socket for ever and
+            # the worker never takes a job again (seen: a worker container cut off from
+            # its network, tests/test_containers.py). BRPOP polls every second, so 10 s
+            # only ever fires on a dead connection; kombu's own check drops a BRPOP whose
+            # reply is overdue by the health-check interval.
+            "socket_timeout": 10,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
             "queue_order_strategy": "priority",
         },
         task_soft_time_limit=settings.task_soft_time_limit,

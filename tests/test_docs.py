@@ -161,6 +161,8 @@ def unknown_m2fp_calls(text: str) -> list[str]:
                 continue
             for word in words[1:]:
                 option = word.lstrip("[(").split("=", 1)[0].rstrip("]),.")
+                if option == "--":  # the end of the options: what follows is arguments
+                    break
                 if option.startswith("--") and option not in cli_options(command) | group_options:
                     wrong.append(f"m2fp {words[0]} {option}: no such option")
     return wrong
@@ -169,7 +171,7 @@ def unknown_m2fp_calls(text: str) -> list[str]:
 def test_the_command_checks_catch_what_they_are_for():
     text = ("```sh\nmake run\nmake no-such-target\n.venv/bin/m2fp submit a.jpg --wait --no-such-flag\n"
             "curl -F webhook=https://example.com/m2fp -F image=@a.jpg\n```\n"
-            "`m2fp --api-url URL frobnicate ID` and `m2fp status ID --api-url URL`\n")
+            "`m2fp --api-url URL frobnicate ID` and `m2fp status ID --api-url URL` and `m2fp status -- -id`\n")
     assert unknown_make_targets(text) == {"no-such-target"}
     assert unknown_m2fp_calls(text) == ["m2fp submit --no-such-flag: no such option", "m2fp frobnicate: no such command"]
 

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Build, on a machine that reaches no container registry, the images our Dockerfiles and
+# docker-compose.yml name, under the names they have in the registries:
+#   docker.io/library/debian:bookworm-slim  a debootstrap minbase of Debian 12
+#   docker.io/library/python:3.10-slim      that, plus this machine's CPython 3.10
+#   docker.io/library/redis:7.0-bookworm    that Debian, plus Debian's redis-server (7.0)
+#   docker.io/motoserver/moto:5.0.28        the S3 stand-in (compose/s3-moto.yml), moto from PyPI
+# An image already in local storage is kept (FORCE=1 rebuilds). Where a registry is
+# reachable, none of this is needed: `docker compose build` pulls the same names.
+# Needs root, debootstrap and podman (`make base-images` installs them with apt).
+set -euo pipefail
+cd "$(dirname "$0")"
+ENGINE=${CONTAINER_ENGINE:-podman}
+PYTHON=${PYTHON:-$(../../scripts/find-python310.sh)}
+WORK=${BASE_IMAGES_WORK:-../../var/base-images}
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+FORCE=${FORCE:-0}
+ENV_CHANGES=(--change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'ENV LANG=C.UTF-8')
+
+have() { [ "$FORCE" != 1 ] && "$ENGINE" image exists "$1"; }
+say() { echo "base-images: $*" >&2; }
+
+# The libraries CPython's standard modules load (ssl, ctypes, sqlite3, lzma, bz2, readline...).
+PY_RUNTIME_DEBS="ca-certificates libssl3 libffi8 libsqlite3-0 libbz2-1.0 liblzma5 libncursesw6 libreadline8 zlib1g libgdbm6 libuuid1 netbase tzdata"
+
+debian_rootfs() {  # $1: target folder; a fresh minbase each time (seconds, and no stale state)
+  rm -rf "$1" && mkdir -p "$1"
+  debootstrap --variant=minbase bookworm "$1" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
+    || { tail -20 "$WORK/debootstrap.log" >&2; say "debootstrap failed: is $MIRROR reachable? (set DEBIAN_MIRROR)"; exit 1; }
+}
+
+import_rootfs() {  # $1: folder, $2: image name, then extra --change options
+  local root=$1 name=$2; shift 2
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+  tar -C "$root" -cf "$WORK/rootfs.tar" .
+  "$ENGINE" import "${ENV_CHANGES[@]}" "$@" "$WORK/rootfs.tar" "$name" >/dev/null
+  rm -f "$WORK/rootfs.tar"
+  say "built $name ($("$ENGINE" image inspect --format '{{.Size}}' "$name" | numfmt --to=si)B)"
+}
+
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+
+if ! have docker.io/library/debian:bookworm-slim || ! have docker.io/library/python:3.10-slim; then
+  say "debootstrap bookworm (minbase)"
+  debian_rootfs "$WORK/rootfs"
+  import_rootfs "$WORK/rootfs" docker.io/library/debian:bookworm-slim --change 'CMD ["bash"]'
+
+  say "CPython $("$PYTHON" -c 'import platform; print(platform.python_version())') from $PYTHON"
+  chroot "$WORK/rootfs" apt-get update -qq
+  chroot "$WORK/rootfs" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PY_RUNTIME_DEBS >/dev/null
+  prefix=$("$PYTHON" -c 'import sys; print(sys.prefix)')
+  version=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  dest="$WORK/rootfs/usr/local"
+  mkdir -p "$dest/bin" "$dest/lib" "$dest/include"
+  cp -a "$prefix/bin/python$version" "$dest/bin/"
+  cp -a "$prefix"/lib/libpython3* "$dest/lib/"
+  cp -a "$prefix/include/python$version" "$dest/include/"
+  (cd "$prefix/lib" && tar --exclude="python$version/site-packages/*" --exclude="python$version/test" \
+      --exclude='__pycache__' -cf - "python$version") | tar -C "$dest/lib" -xf -
+  chroot "$WORK/rootfs" ldconfig /usr/local/lib
+  ln -sf "python$version" "$dest/bin/python3"; ln -sf python3 "$dest/bin/python"
+  chroot "$WORK/rootfs" /usr/local/bin/python3 -m ensurepip --upgrade >/dev/null
+  ln -sf pip3 "$dest/bin/pip"
+  chroot "$WORK/rootfs" /usr/local/bin/python3 -c 'import ssl, sqlite3, ctypes, lzma, bz2, zlib, readline, uuid'
+  import_rootfs "$WORK/rootfs" docker.io/library/python:3.10-slim --change 'CMD ["python3"]'
+  rm -rf "$WORK/rootfs"
+fi
+
+build() {  # $1: image name, $2: Dockerfile; apt and pip inside reach the registries through the host's network
+  have "$1" && return 0
+  local mounts=()
+  [ -f /etc/pip.conf ] && mounts+=(-v /etc/pip.conf:/etc/pip.conf:ro -v /etc/ssl/certs:/etc/ssl/certs:ro)
+  "$ENGINE" build -q --network host "${mounts[@]}" -f "$2" -t "$1" . >/dev/null
+  say "built $1 ($("$ENGINE" image inspect --format '{{.Size}}' "$1" | numfmt --to=si)B)"
+}
+build docker.io/library/redis:7.0-bookworm redis.Dockerfile
+build docker.io/motoserver/moto:5.0.28 moto.Dockerfile

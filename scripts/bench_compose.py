@@ -1,0 +1,107 @@
+"""``make bench-compose``: jobs per minute through 1 and 2 worker containers of one CPU
+each (compose's ``cpus:`` limit), beside the same batch through 1 and 2 worker processes
+on the host (``make bench-scale``'s way), all in one run, full-size synthetic M2FP on the
+default engine.
+
+Each container configuration is the compose stack (``docker-compose.yml``, plus
+compose/s3-moto.yml where MinIO cannot be pulled) with the model mounted read-only; the
+engine cache lives in the stack's model-cache volume, built once by the first replica.
+Every replica parses warm-up photos of the batch's shape first, then the batch is
+submitted at once and timed from submission to the last job's end, as bench-scale does.
+Three replicas need three CPUs; on a two-core machine the table stops at two.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from common.images import encode_jpeg
+from m2fp_client.client import Client
+from m2fp_contract.schema import JobStatus
+from scripts import compose_env
+from scripts.bench import ensure_engine, ensure_full_model, machine
+from scripts.bench_scale import run as run_processes
+from scripts.containers import ComposeStack, default_files, engine
+from scripts.imagegen import photo
+from scripts.processes import REPO, free_port, wait_until
+from worker.resources import usable_cpus
+
+
+def run_containers(stack: ComposeStack, client: Client, replicas: int, images: list[bytes], warm: list[bytes]) -> float:
+    """Seconds for ``images`` through ``replicas`` worker containers, after warm-up."""
+    stack.up(workers=replicas)
+    wait_until(lambda: all(re.search(r"worker process \d+ ready", stack.logs(name))
+                           for name in stack.containers("worker", running=True))
+               and len(stack.containers("worker", running=True)) == replicas, 1800, f"{replicas} replica(s) ready", 1)
+    stack.wait_healthy(timeout=600)
+    warmed = client.wait([client.submit(data).id for data in warm], poll_interval=0.2, timeout=1800)
+    assert {job.status for job in warmed} == {JobStatus.SUCCEEDED}, warmed
+    started = time.perf_counter()
+    jobs = client.wait([client.submit(data).id for data in images], poll_interval=0.2, timeout=3600)
+    seconds = time.perf_counter() - started
+    assert {job.status for job in jobs} == {JobStatus.SUCCEEDED}, jobs
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "m2fp-synthetic-full")
+    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--size", default="768x576")
+    args = parser.parse_args()
+    ensure_full_model(args.model)
+    ensure_engine(args.model, REPO / "var" / "models")  # the processes' engine cache
+    width, height = (int(v) for v in args.size.split("x"))
+    images = [encode_jpeg(photo(width, height, seed=i)) for i in range(args.jobs)]  # distinct: no dedupe
+    warm = [encode_jpeg(photo(width, height, seed=5000 + i)) for i in range(4)]
+    counts = [n for n in (1, 2, 3) if n <= usable_cpus()]
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env_file = Path(tmp) / ".env"
+        compose_env.ensure_env_file(env_file)
+        api_port, s3_port, console_port = free_port(), free_port(), free_port()
+        with env_file.open("a") as env:
+            env.write(f"API_PORT=127.0.0.1:{api_port}\nS3_PORT=127.0.0.1:{s3_port}\n"
+                      f"S3_CONSOLE_PORT=127.0.0.1:{console_port}\nS3_PUBLIC_ENDPOINT=http://127.0.0.1:{s3_port}\n"
+                      "WORKER_CPUS=1\n")
+        override = Path(tmp) / "bench.yml"
+        override.write_text(json.dumps({"services": {"worker": {
+            "environment": {"M2FP_MODEL": "/model-src/full"},
+            "volumes": [f"{args.model.resolve()}:/model-src/full:ro"]}}}))
+        eng = engine()
+        stack = ComposeStack(f"m2fpbench{api_port}", env_file, [*default_files(eng), override], eng)
+        client = Client(f"http://127.0.0.1:{api_port}", timeout=60)
+        try:
+            for replicas in counts:
+                seconds = run_containers(stack, client, replicas, images, warm)
+                rows.append(("containers", replicas, "1 CPU (cpus: 1)", seconds))
+                print(f"{replicas} worker container(s): {args.jobs} jobs in {seconds:.1f} s = "
+                      f"{args.jobs / seconds * 60:.1f} jobs/min", flush=True)
+        finally:
+            stack.down(volumes=True)
+    for processes in counts:
+        seconds, _, _ = run_processes(args.model, "default", processes, 1, images)
+        rows.append(("processes", processes, "1 thread, no limit", seconds))
+        print(f"{processes} worker process(es): {args.jobs} jobs in {seconds:.1f} s = "
+              f"{args.jobs / seconds * 60:.1f} jobs/min", flush=True)
+
+    print(f"\nMachine: {machine()}\nBatch: {args.jobs} distinct {args.size} JPEGs submitted at once, "
+          f"model {args.model.name}, default engine\n")
+    print("| run as | workers | each | seconds for the batch | jobs per minute | vs 1 of the same | "
+          "containers vs processes |")
+    print("|---|---|---|---|---|---|---|")
+    by = {(kind, n): seconds for kind, n, _, seconds in rows}
+    for kind, n, each, seconds in rows:
+        # Throughput of the containers relative to the same number of processes.
+        vs_processes = f"{by[('processes', n)] / seconds:.2f}x" if kind == "containers" else "reference"
+        print(f"| {kind} | {n} | {each} | {seconds:.1f} | {args.jobs / seconds * 60:.1f} "
+              f"| {by[(kind, 1)] / seconds:.2f}x | {vs_processes} |")
+
+
+if __name__ == "__main__":
+    main()
