@@ -113,6 +113,8 @@ def build_images(images: Sequence[str] = (API_IMAGE, WORKER_IMAGE), wheelhouse: 
         report[image] = {"seconds": round(time.monotonic() - started, 1), "bytes": eng.image_size(image)}
         print(f"built {image} in {report[image]['seconds']:.0f} s, {report[image]['bytes'] / 1e9:.2f} GB",
               flush=True)
+    # The images these builds replaced, now untagged: a changed package layer is GBs.
+    eng.run("image", "prune", "--force", check=False)
     return report
 
 

@@ -47,10 +47,11 @@ def stack(tmp_path_factory, tiny_model):
     home = tmp_path_factory.mktemp("compose")
     env_file = home / ".env"
     compose_env.ensure_env_file(env_file)
-    api_port, s3_port, console_port = free_port(), free_port(), free_port()
+    api_port, s3_port, console_port, prometheus_port = free_port(), free_port(), free_port(), free_port()
     with env_file.open("a") as env:
         env.write(f"API_PORT=127.0.0.1:{api_port}\nS3_PORT=127.0.0.1:{s3_port}\n"
-                  f"S3_CONSOLE_PORT=127.0.0.1:{console_port}\nS3_PUBLIC_ENDPOINT=http://127.0.0.1:{s3_port}\n")
+                  f"S3_CONSOLE_PORT=127.0.0.1:{console_port}\nS3_PUBLIC_ENDPOINT=http://127.0.0.1:{s3_port}\n"
+                  f"PROMETHEUS_PORT=127.0.0.1:{prometheus_port}\n")
     hold_dir = home / "hold"
     hold_dir.mkdir()
     hold_dir.chmod(0o777)  # the worker's user (uid 10001) writes its holding-<pid> marker here
@@ -66,6 +67,7 @@ def stack(tmp_path_factory, tiny_model):
     compose = ComposeStack(f"m2fptest{free_port()}", env_file, [*default_files(eng), override], eng)
     compose.hold_file = hold_dir / "hold"
     compose.s3_url = f"http://127.0.0.1:{s3_port}"
+    compose.prometheus_url = f"http://127.0.0.1:{prometheus_port}"
     compose.client = Client(f"http://127.0.0.1:{api_port}", timeout=30)
     try:
         compose.up(workers=1)
@@ -139,6 +141,30 @@ def test_the_containers_run_with_the_production_settings_of_the_file(stack):
     assert worker["Memory"] == 3400 * 1024 * 1024
     # The worker sized itself from those limits: one model process, one thread.
     assert "Resource plan: 1 usable CPU(s)" in stack.logs(stack.containers("worker")[0])
+
+
+def test_prometheus_of_the_metrics_profile_scrapes_the_api_and_every_worker_replica(stack):
+    """compose/prometheus.yml as the containers see it: the API by name, each worker
+    replica found through the network's DNS, every target up."""
+    scale(stack, 2)
+    stack.compose("--profile", "metrics", "up", "-d", "--no-deps", "prometheus")
+    address = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+    workers = {f"{stack.engine.run('inspect', '--format', address, name).stdout.strip()}:9808"
+               for name in stack.containers("worker")}
+
+    def targets_up() -> dict[str, set[str]]:
+        try:
+            answer = requests.get(f"{stack.prometheus_url}/api/v1/targets", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return {}
+        up: dict[str, set[str]] = {}
+        for target in answer["data"]["activeTargets"]:
+            if target["health"] == "up":
+                up.setdefault(target["labels"]["job"], set()).add(target["labels"]["instance"])
+        return up
+
+    wait_until(lambda: targets_up() == {"m2fp-api": {"api:8000"}, "m2fp-worker": workers}, 180,
+               "Prometheus to scrape the API and both workers", 1)
 
 
 def test_compose_down_and_up_loses_no_accepted_job(stack):

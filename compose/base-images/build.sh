@@ -5,6 +5,8 @@
 #   docker.io/library/python:3.10-slim      that, plus this machine's CPython 3.10
 #   docker.io/library/redis:7.0-bookworm    that Debian, plus Debian's redis-server (7.0)
 #   docker.io/motoserver/moto:5.0.28        the S3 stand-in (compose/s3-moto.yml), moto from PyPI
+#   docker.io/prom/prometheus:v2.42.0       that Debian, plus Debian's Prometheus (2.42)
+# Grafana (`--profile metrics`) is in neither Debian nor PyPI: it is not built here.
 # An image already in local storage is kept (FORCE=1 rebuilds). Where a registry is
 # reachable, none of this is needed: `docker compose build` pulls the same names.
 # Needs root, debootstrap and podman (`make base-images` installs them with apt).
@@ -76,3 +78,4 @@ build() {  # $1: image name, $2: Dockerfile; apt and pip inside reach the regist
 }
 build docker.io/library/redis:7.0-bookworm redis.Dockerfile
 build docker.io/motoserver/moto:5.0.28 moto.Dockerfile
+build docker.io/prom/prometheus:v2.42.0 prometheus.Dockerfile
