@@ -356,6 +356,24 @@ def test_worker_is_scalable():
     assert "worker@%h" in worker["command"]  # each replica gets its own Celery node name
 
 
+def _seconds(duration: str) -> float:
+    """A Compose duration (``330s``, ``5m``, ``1m30s``) in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert "".join(number + unit for number, unit in parts) == duration, duration
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+@pytest.mark.parametrize("env", [{}, {"TASK_TIME_LIMIT": "600", "WORKER_STOP_GRACE": "11m"}])
+def test_a_stopped_worker_gets_longer_than_a_job_to_finish(tmp_path, env):
+    """Compose stops a worker with SIGTERM and kills it after its stop grace: that grace
+    must exceed the hard time limit the worker is given, or a stop kills jobs that would
+    have ended (they are run again, but twice the work)."""
+    worker = render({**generated_env(tmp_path), **env})["services"]["worker"]
+    assert _seconds(worker["stop_grace_period"]) > int(worker["environment"]["TASK_TIME_LIMIT"])
+    assert _seconds("1m30s") == 90 and _seconds("330s") == 330
+
+
 def _module_args(argv):
     """The part after ``python -m`` in our own process commands."""
     return argv[argv.index("-m") + 1:]
