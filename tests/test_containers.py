@@ -125,17 +125,28 @@ def test_a_photo_goes_in_through_the_api_container_and_its_outputs_come_back_fro
 
 
 def test_the_containers_run_with_the_production_settings_of_the_file(stack):
-    """Read back from the running containers, not from the YAML: what the engine applied."""
+    """Read back from the running containers, not from the YAML: what the engine applied,
+    and what the processes inside see (no capabilities, no privilege gain, a read-only
+    root with a writable /tmp)."""
     def inspect(name: str) -> dict:
         return json.loads(stack.engine.run("inspect", name).stdout)[0]
 
+    def inside(name: str, command: str) -> subprocess.CompletedProcess:
+        return stack.engine.run("exec", name, "sh", "-c", command, check=False)
+
     for service in ("api", "worker", "webhooks"):
-        config = inspect(stack.containers(service)[0])
-        host = config["HostConfig"]
-        assert host["ReadonlyRootfs"] is True, service
-        assert {"CAP_CHOWN", "CAP_SETUID", "CAP_NET_RAW"}.isdisjoint(config.get("EffectiveCaps") or []), service
-        assert host["LogConfig"]["Size"] in ("10MB", "10mb", "10m") or host["LogConfig"].get("Config"), service
+        name = stack.containers(service)[0]
+        config = inspect(name)
+        assert config["HostConfig"]["ReadonlyRootfs"] is True, service
+        log = config["HostConfig"]["LogConfig"]
+        assert log.get("Size") == "10MB" or (log.get("Config") or {}).get("max-size") == "10m", (service, log)
         assert config["Config"]["User"] == "app", service
+        status = dict(line.split(":\t", 1) for line in inside(name, "cat /proc/1/status").stdout.splitlines()
+                      if ":\t" in line)
+        assert int(status["CapBnd"], 16) == 0 and int(status["CapEff"], 16) == 0, (service, status["CapBnd"])
+        assert status["NoNewPrivs"].strip() == "1", service
+        assert inside(name, "touch /app/written").returncode != 0, service
+        assert inside(name, "touch /tmp/written && touch $HOME/written").returncode == 0, service
     worker = inspect(stack.containers("worker")[0])["HostConfig"]
     assert worker["NanoCpus"] == 1_000_000_000 or worker["CpuQuota"] == worker["CpuPeriod"]
     assert worker["Memory"] == 3400 * 1024 * 1024
