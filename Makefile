@@ -102,6 +102,7 @@ images: base-images wheelhouse ## build the API and worker images (m2fp-queue/ap
 
 WORKERS ?= 1
 compose-up: $(STAMP) ## start docker-compose.yml (Docker, or Podman) with WORKERS worker replicas; needs .env (make compose-env) and images
+	mkdir -p $(or $(MODEL_DIR),models)  # the worker's read-only model mount must exist
 	$(PY) -m scripts.containers up --workers $(WORKERS)
 
 compose-down: $(STAMP) ## stop the compose stack (its volumes stay: no accepted job is lost)

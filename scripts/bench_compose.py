@@ -4,16 +4,16 @@ on the host (``make bench-scale``'s way), all in one run, full-size synthetic M2
 default engine.
 
 Each container configuration is the compose stack (``docker-compose.yml``, plus
-compose/s3-moto.yml where MinIO cannot be pulled) with the model mounted read-only; the
-engine cache lives in the stack's model-cache volume, built once by the first replica.
-Every replica parses warm-up photos of the batch's shape first, then the batch is
+compose/s3-moto.yml where MinIO cannot be pulled), the model coming in as a user's
+would (``MODEL_DIR`` mounted read-only at /model-src, ``M2FP_MODEL`` naming its folder);
+the engine cache lives in the stack's model-cache volume, built once by the first
+replica. Every replica parses warm-up photos of the batch's shape first, then the batch is
 submitted at once and timed from submission to the last job's end, as bench-scale does.
 Three replicas need three CPUs; on a two-core machine the table stops at two.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import tempfile
 import time
@@ -73,13 +73,10 @@ def main() -> None:
         with env_file.open("a") as env:
             env.write(f"API_PORT=127.0.0.1:{api_port}\nS3_PORT=127.0.0.1:{s3_port}\n"
                       f"S3_CONSOLE_PORT=127.0.0.1:{console_port}\nS3_PUBLIC_ENDPOINT=http://127.0.0.1:{s3_port}\n"
-                      "WORKER_CPUS=1\n")
-        override = Path(tmp) / "bench.yml"
-        override.write_text(json.dumps({"services": {"worker": {
-            "environment": {"M2FP_MODEL": "/model-src/full"},
-            "volumes": [f"{args.model.resolve()}:/model-src/full:ro"]}}}))
+                      f"WORKER_CPUS=1\nMODEL_DIR={args.model.resolve().parent}\n"
+                      f"M2FP_MODEL=/model-src/{args.model.name}\n")
         eng = engine()
-        stack = ComposeStack(f"m2fpbench{api_port}", env_file, [*default_files(eng), override], eng)
+        stack = ComposeStack(f"m2fpbench{api_port}", env_file, default_files(eng), eng)
         client = Client(f"http://127.0.0.1:{api_port}", timeout=60)
         try:
             for replicas in counts:

@@ -4,7 +4,8 @@ then scaled, killed, cut off and restarted as containers.
 
 One stack serves the module, its tests in order. The workers run the production image
 with the tests' fault injection mounted in (``tests/harness/worker_app.py``: a job waits
-inside ``parse`` while a hold file exists), on the synthetic model mounted read-only.
+inside ``parse`` while a hold file exists), on the synthetic model in MODEL_DIR, which
+compose mounts read-only.
 The S3 store is the override's moto server when MinIO cannot be pulled.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import itertools
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -51,7 +53,8 @@ def stack(tmp_path_factory, tiny_model):
     with env_file.open("a") as env:
         env.write(f"API_PORT=127.0.0.1:{api_port}\nS3_PORT=127.0.0.1:{s3_port}\n"
                   f"S3_CONSOLE_PORT=127.0.0.1:{console_port}\nS3_PUBLIC_ENDPOINT=http://127.0.0.1:{s3_port}\n"
-                  f"PROMETHEUS_PORT=127.0.0.1:{prometheus_port}\n")
+                  f"PROMETHEUS_PORT=127.0.0.1:{prometheus_port}\nMODEL_DIR={tiny_model.parent}\n")
+    tiny_model.parent.chmod(0o755)  # the worker's user (uid 10001) reads MODEL_DIR; pytest made it 0700
     hold_dir = home / "hold"
     hold_dir.mkdir()
     hold_dir.chmod(0o777)  # the worker's user (uid 10001) writes its holding-<pid> marker here
@@ -59,10 +62,10 @@ def stack(tmp_path_factory, tiny_model):
     override.write_text(json.dumps({"services": {"worker": {
         "command": ["celery", "-A", "tests.harness.worker_app", "worker", "--loglevel", "INFO",
                     "--hostname", "worker@%h"],
-        "environment": {"M2FP_MODEL": "/model-src/tiny", "INFERENCE_MAX_SIDE": "64",
+        "environment": {"M2FP_MODEL": f"/model-src/{tiny_model.name}", "INFERENCE_MAX_SIDE": "64",
                         "M2FP_TEST_HOLD_FILE": "/hold/hold", "WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT),
                         "STRANDED_AFTER_SECONDS": str(STRANDED_AFTER)},
-        "volumes": [f"{tiny_model}:/model-src/tiny:ro", f"{REPO / 'tests'}:/app/tests:ro", f"{hold_dir}:/hold"],
+        "volumes": [f"{REPO / 'tests'}:/app/tests:ro", f"{hold_dir}:/hold"],
     }}}))
     compose = ComposeStack(f"m2fptest{free_port()}", env_file, [*default_files(eng), override], eng)
     compose.hold_file = hold_dir / "hold"
@@ -281,6 +284,21 @@ def test_the_api_container_restarted_under_load_loses_no_accepted_job(stack):
     assert all(status == 503 for status in refused), refused  # never a 500
     jobs = ended(stack, accepted, timeout=600)
     assert {job.status for job in jobs} == {JobStatus.SUCCEEDED}, [j for j in jobs if j.status != JobStatus.SUCCEEDED]
+
+
+def test_a_worker_whose_model_it_may_not_read_stops_naming_the_fix(tmp_path, tiny_model):
+    """A model folder the image's user cannot read (a 0700 folder on the host, as pytest
+    and many home directories make them): the worker stops, and says why and what to do,
+    rather than that some start-up step "did not run"."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    shutil.copytree(tiny_model, private / "m2fp-tiny")
+    done = engine().run("run", "--rm", "--read-only", "--tmpfs", "/tmp", "-e", "M2FP_MODEL=/model-src/m2fp-tiny",
+                        "-e", "LOCAL_STORE_DIR=/tmp/store", "-e", "REDIS_URL=redis://127.0.0.1:9/0",
+                        "-v", f"{private}:/model-src:ro", WORKER_IMAGE, check=False, timeout=300)
+    assert done.returncode != 0
+    assert "M2FP_MODEL=/model-src/m2fp-tiny cannot be read by this process (uid 10001)" in done.stdout + done.stderr
+    assert "chmod o+rx" in done.stdout + done.stderr
 
 
 def selfcheck_step() -> str:

@@ -7,6 +7,7 @@ once at the pinned ``M2FP_REVISION`` into ``MODEL_CACHE_DIR``.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from common.settings import Settings
@@ -42,7 +43,15 @@ def resolve_model_dir(settings: Settings) -> Path:
     """Return a local model directory for ``settings.m2fp_model``, downloading if needed."""
     name = settings.m2fp_model
     local = Path(name).expanduser()
-    if local.is_dir():
+    try:
+        is_dir = local.is_dir()
+    except PermissionError:
+        raise ModelUnavailable(
+            f"M2FP_MODEL={name} cannot be read by this process (uid {os.getuid()}): permission denied on it or "
+            "a folder above it. Make them readable (e.g. chmod o+rx on each folder, o+r on the files), or "
+            "mount a readable copy"
+        ) from None
+    if is_dir:
         return check_model_dir(local.resolve())
     if _looks_like_path(name):
         raise ModelUnavailable(

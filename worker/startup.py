@@ -31,6 +31,7 @@ from worker.process_tuning import cpu_flags
 
 log = logging.getLogger("worker.startup")
 _engine_choice: Optional[EngineChoice] = None
+_startup_failure: Optional[str] = None  # why the main process's checks failed (worker_init)
 # A first build takes about a minute on two cores; far longer means a stuck build or lock.
 ENGINE_BUILD_TIMEOUT = 900
 _startup_notes: list[tuple[int, str]] = []  # worker_init runs before Celery sets up logging
@@ -95,6 +96,17 @@ def choose_engine(settings: Settings, model_dir: Path) -> EngineChoice:
 
 @worker_init.connect
 def check_environment_and_model(sender: Any = None, **_: Any) -> None:
+    """The main process's checks. Celery's signal dispatch swallows a receiver's error,
+    so a failure is also kept for the pool processes, which stop the worker naming it."""
+    global _startup_failure
+    try:
+        _check_environment_and_model(sender)
+    except BaseException as exc:
+        _startup_failure = str(exc) if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+        raise
+
+
+def _check_environment_and_model(sender: Any) -> None:
     from worker.selfcheck import run_checks
 
     settings = worker_settings
@@ -160,12 +172,15 @@ def load_engine(**_: Any) -> None:
     choice = _engine_choice
     try:
         if choice is None:
-            raise RuntimeError("worker_init did not run in the main worker process")
+            raise RuntimeError(_startup_failure or "worker_init did not run in the main worker process")
         engine = load_engine(choice, settings.inference_max_side, resource_plan.threads,
                              fallback=settings.m2fp_engine == "auto")
     except Exception:
-        log.critical("cannot load the M2FP model from %s; stopping the worker",
-                     choice and choice.model_dir, exc_info=True)
+        if choice is None:
+            log.critical("m2fp worker cannot start: %s; stopping the worker", _startup_failure
+                         or "worker_init did not run in the main worker process")
+        else:
+            log.critical("cannot load the M2FP model from %s; stopping the worker", choice.model_dir, exc_info=True)
         # A pool process that dies at start is respawned forever; stop the whole worker.
         os.kill(os.getppid(), signal.SIGTERM)
         os._exit(1)
