@@ -9,6 +9,8 @@
   client got (each item's status and code in a batch), so every refusal counts with
   its code, whichever layer refused it. A batch refused as a whole counts once.
 - Jobs waiting per queue: ``m2fp_queue_depth``, read from Redis at scrape time.
+- Jobs accepted before enough Redis replicas held them (behind Sentinel):
+  ``m2fp_api_unreplicated_accepts_total``.
 
 The registering blueprint observes every request of the app, not only its own.
 gunicorn's workers each count their own requests; the scrape sums them from
@@ -40,6 +42,9 @@ REQUEST_SECONDS = Histogram(
 SUBMISSIONS = Counter(
     "m2fp_api_submissions_total", "Photos submitted, by priority and outcome (created, deduplicated, refused)",
     ["priority", "outcome", "code"])
+UNREPLICATED_ACCEPTS = Counter(
+    "m2fp_api_unreplicated_accepts_total",
+    "Jobs accepted before REDIS_WAIT_REPLICAS replicas confirmed them within REDIS_WAIT_MS (a failover could lose them)")
 UNMATCHED_ROUTE = "<unmatched>"  # the route label of a request no URL rule matched (a 404)
 # The method label: these as they are, any other (a client may send any token) as "other",
 # so no request can add label values.

@@ -17,8 +17,10 @@ from typing import IO, Optional, Union
 from m2fp_contract.errors import ErrorCode, ObjectNotFound, ServiceError
 from common.images import inspect_image
 from common.jobs import InputInfo, Job, JobStatus, OutputOptions, Priority, SourceRef, Webhook, input_key, new_job_id
+from common.redis_connection import confirm_replicated
 from common.services import Services
 from api.auth import Principal
+from api.metrics import UNREPLICATED_ACCEPTS
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +130,28 @@ def _accept(services: Services, data: bytes, source: Optional[SourceRef], priori
     except Exception:
         log.warning("job %s: its message could not be sent; the sweeper sends it once Redis answers", job_id,
                     exc_info=True)
+    _confirm_replicated(services, job_id)
     log.info("job %s queued (tenant %s, %s, %dx%d %s, %d bytes%s)", job_id, tenant, priority.value, info.width,
              info.height, info.format, len(data), f", {source.uri()}" if source else "")
     return Accepted(job, created=True)
+
+
+def _confirm_replicated(services: Services, job_id: str) -> None:
+    """Behind Sentinel, answer 202 only once a replica holds the job: replication is
+    asynchronous, and a master that dies before its replica has the record would take an
+    accepted job with it. A Redis error here is the caller's 503 (a retry of the same
+    bytes finds this job, if it survived); too few replicas in time still accept the job,
+    logged and counted, since refusing every job while a replica is down would turn
+    a lost replica into an outage."""
+    wanted = services.settings.redis_wait_replicas
+    if not wanted:
+        return
+    confirmed = confirm_replicated(services.redis, wanted, services.settings.redis_wait_ms)
+    if confirmed < wanted:
+        UNREPLICATED_ACCEPTS.inc()
+        log.warning("job %s accepted with %d of %d Redis replicas confirming within %d ms: a failover now could "
+                    "lose it; check the replicas (INFO replication on the master)", job_id, confirmed, wanted,
+                    services.settings.redis_wait_ms)
 
 
 def _drop_input(services: Services, job_id: str, source: Optional[SourceRef]) -> None:

@@ -14,6 +14,7 @@ from celery import Celery
 from kombu import Queue
 
 from m2fp_contract.schema import Priority
+from common.redis_connection import broker_transport_options, broker_url
 from common.settings import Settings
 
 PARSE_TASK = "m2fp.parse"
@@ -38,7 +39,7 @@ def create_celery(settings: Settings, tasks: Optional[list[str]] = None,
     default the model workers' app (``tasks`` and the parse ``queues``); the webhook
     delivery worker names its own."""
     queues = queues or list(queue_names(settings).values())
-    app = Celery("m2fp", broker=settings.redis_url, include=TASK_MODULES if tasks is None else tasks)
+    app = Celery("m2fp", broker=broker_url(settings), include=TASK_MODULES if tasks is None else tasks)
     app.conf.update(
         # JSON only: a pickled message from anyone who reaches Redis would run code.
         task_serializer="json",
@@ -53,7 +54,11 @@ def create_celery(settings: Settings, tasks: Optional[list[str]] = None,
         # visibility timeout (which must exceed the hard time limit).
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # One message per model process, and none taken ahead: a waiting job stays in its
+        # queue (and in the count autoscaling reads, docs/kubernetes.md) until a process is
+        # free to start it, and a worker that dies takes no one else's job with it.
         worker_prefetch_multiplier=1,
+        worker_disable_prefetch=True,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": settings.unacked_restore_interval,
@@ -71,6 +76,7 @@ def create_celery(settings: Settings, tasks: Optional[list[str]] = None,
             "socket_keepalive": True,
             "health_check_interval": 10,
             "queue_order_strategy": "priority",
+            **broker_transport_options(settings),  # the Sentinel group, when REDIS_SENTINELS is set
         },
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,

@@ -31,7 +31,7 @@ class Services:
     def create(cls, settings: Settings, *, redis_socket_timeout: float = 10, redis_retries: int = 6) -> "Services":
         """Connect to what ``settings`` name. The API passes small Redis budgets (a hung
         Redis must answer 503 inside gunicorn's timeout); workers keep the defaults."""
-        client = redis_client(settings.redis_url, redis_socket_timeout, redis_retries)
+        client = redis_client(settings, redis_socket_timeout, redis_retries)
         storage = create_storage(settings)
         queue = JobQueue(settings, client, socket_timeout=redis_socket_timeout)
         # Every lifecycle step that reaches a job's webhook event sends it from here.

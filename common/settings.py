@@ -32,6 +32,23 @@ class Settings(BaseSettings):
 
     # Queue and job records
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis behind Sentinel (docs/high-availability.md): when REDIS_SENTINELS is set, every
+    # client of the service (Celery's transport, the job store, the API) asks these sentinels
+    # for the current master of REDIS_MASTER_NAME, and REDIS_URL is not used.
+    redis_sentinels: str = Field("", description=(
+        "Sentinels as a comma-separated host:port list (e.g. `sentinel-0:26379,sentinel-1:26379`); set, it "
+        "replaces REDIS_URL and a failover moves every client to the new master."))
+    redis_master_name: str = Field("m2fp", description="The name the sentinels monitor the master under.")
+    redis_password: Optional[str] = Field(None, repr=False, description=(
+        "Password of the master and its replicas (their requirepass) when REDIS_SENTINELS is set."))
+    redis_sentinel_password: Optional[str] = Field(None, repr=False, description=(
+        "Password of the sentinels themselves (their requirepass), if they have one."))
+    redis_db: int = Field(0, ge=0, description="Database number when REDIS_SENTINELS is set.")
+    redis_wait_replicas: Optional[int] = Field(None, ge=0, description=(
+        "Replicas that must hold a new job before the API answers 202 (Redis WAIT): a failover then cannot "
+        "lose an accepted job. Default 1 with REDIS_SENTINELS, else 0. When fewer confirm within "
+        "REDIS_WAIT_MS the job is still accepted and the API logs a warning and counts it."))
+    redis_wait_ms: int = Field(500, gt=0, description="How long the API waits for those replicas.")
     queue_name: str = "m2fp.interactive"
     # Bulk work (the backfill script) goes to its own queue; workers always take an
     # interactive job first, so a backlog never starves a waiting user.
@@ -222,6 +239,24 @@ class Settings(BaseSettings):
         Celery masks it in its banner."""
         for name, value in super().__repr_args__():
             yield name, maybe_sanitize_url(value) if name == "redis_url" else value
+
+    @model_validator(mode="after")
+    def _check_sentinels(self) -> "Settings":
+        self.sentinel_addresses()  # a malformed list fails at start, not at the first connection
+        if self.redis_wait_replicas is None:
+            self.redis_wait_replicas = 1 if self.redis_sentinels else 0
+        return self
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as ``(host, port)`` pairs; empty without Sentinel."""
+        found = []
+        for entry in filter(None, (part.strip() for part in self.redis_sentinels.split(","))):
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"REDIS_SENTINELS entry {entry!r} is not host:port: write it as e.g. "
+                                 "sentinel-0:26379 (comma-separated, one per sentinel)")
+            found.append((host.strip("[]"), int(port)))
+        return found
 
     @model_validator(mode="after")
     def _check_liveness(self) -> "Settings":

@@ -99,25 +99,36 @@ class Process:
 
 
 class RedisServer:
-    """A real redis-server on 127.0.0.1 with append-only persistence in ``data_dir``."""
+    """A real redis-server on 127.0.0.1 with append-only persistence in ``data_dir``;
+    with ``password`` it requires it (and uses it towards its master), with ``replica_of``
+    (a port) it starts as that server's replica."""
 
-    def __init__(self, data_dir: Path, port: Optional[int] = None) -> None:
+    def __init__(self, data_dir: Path, port: Optional[int] = None, password: Optional[str] = None,
+                 replica_of: Optional[int] = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
+        self.password = password
+        self.replica_of = replica_of
         self.process: Optional[Process] = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = Process("redis", [
+        argv = [
             redis_executable(), "--bind", "127.0.0.1", "--port", str(self.port),
             "--dir", str(self.data_dir.resolve()), "--appendonly", "yes", "--save", "",
             "--daemonize", "no", "--protected-mode", "yes",
-        ], log_path=self.data_dir / "redis.log")
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        ]
+        if self.password:
+            argv += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replica_of:
+            argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        self.process = Process("redis", argv, log_path=self.data_dir / "redis.log")
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=1)
 
         def answers() -> bool:
             if not self.process.alive():

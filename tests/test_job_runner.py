@@ -13,7 +13,7 @@ from PIL import Image
 
 from m2fp_contract.errors import ObjectNotFound, StorageUnavailable
 from m2fp_contract.schema import ResultDocument
-from common.jobs import InputInfo, JobStatus, Priority, SourceRef, input_key, new_job_id, output_key
+from common.jobs import InputInfo, JobError, JobResult, JobStatus, Priority, SourceRef, input_key, new_job_id, output_key
 from common.job_store import JobStore
 from common.labels import PALETTE
 from common.services import Services
@@ -254,3 +254,33 @@ def test_a_message_dropped_for_an_ended_expired_or_running_job_leaves_no_waiting
     ctx.jobs.client.delete(ctx.jobs.prefix + expired)  # its record expired
     assert run_job(ctx, expired, message_id="m1") is None
     assert waiting_entries(ctx, expired) == NOTHING_WAITS
+
+
+
+class FinishedElsewhere:
+    """An engine during whose parse the sweeper gives the job to another worker, which ends
+    it first: what a worker cut off from Redis past STRANDED_AFTER_SECONDS finds when its
+    network comes back."""
+
+    def __init__(self, ctx, job_id: str) -> None:
+        self.ctx, self.job_id = ctx, job_id
+        self.description = ctx.engine.description
+
+    def parse(self, image):
+        jobs = self.ctx.jobs
+        lost = JobError(code="worker_lost", message="its process went silent")
+        jobs.recover(self.job_id, jobs.get(self.job_id).started_at, lost, lost, max_lost=3)
+        jobs.start(self.job_id, worker="other@host", message_id="second-message")
+        jobs.succeed(self.job_id, JobResult(outputs={}, summary={"by": "other"}))
+        return self.ctx.engine.parse(image)
+
+
+def test_a_result_that_arrives_after_another_run_ended_the_job_leaves_that_ending(ctx, caplog):
+    job_id = queue_job(ctx, photo_jpeg(64, 48))
+    late = dataclasses.replace(ctx, engine=FinishedElsewhere(ctx, job_id))
+    with caplog.at_level("INFO", logger="worker.job_runner"):
+        job = run_job(late, job_id, worker="late@host", message_id="first-message")
+    assert (job.status, job.worker, job.result.summary) == (JobStatus.SUCCEEDED, "other@host", {"by": "other"})
+    assert ctx.jobs.get(job_id) == job
+    assert any(f"job {job_id} ended succeeded in another run" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR") or r.exc_info]

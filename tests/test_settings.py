@@ -1,6 +1,8 @@
 """The settings object: combinations that would run a job twice are refused at load with
 the fix named, and neither its repr nor its str (what any log of the settings shows)
 nor its errors hold a secret."""
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -96,3 +98,25 @@ def test_a_visibility_timeout_within_the_hard_time_limit_is_refused_with_the_fix
 def test_the_defaults_pass_every_check():
     settings = Settings()
     assert settings.visibility_timeout > settings.retry_backoff_max + 2 * settings.task_time_limit
+
+
+def test_sentinel_settings_reach_celery_and_hide_their_passwords():
+    from common.celery_factory import create_celery
+
+    settings = Settings(redis_sentinels="sentinel-0:26379, [fd00::7]:26380", redis_master_name="queue",
+                        redis_password="master-pw/9", redis_sentinel_password="sentinel-pw-8", redis_db=3)
+    assert settings.sentinel_addresses() == [("sentinel-0", 26379), ("fd00::7", 26380)]
+    assert settings.redis_wait_replicas == 1  # a 202 behind Sentinel waits for a replica by default
+    app = create_celery(settings)
+    assert app.conf.broker_url == ("sentinel://:master-pw%2F9@sentinel-0:26379/3;"
+                                   "sentinel://:master-pw%2F9@[fd00::7]:26380/3")
+    options = app.conf.broker_transport_options
+    assert options["master_name"] == "queue" and options["sentinel_kwargs"]["password"] == "sentinel-pw-8"
+    assert "master-pw" not in repr(settings) and "sentinel-pw" not in repr(settings)
+    assert Settings().redis_wait_replicas == 0 and create_celery(Settings()).conf.broker_url == Settings().redis_url
+
+
+@pytest.mark.parametrize("entry", ["sentinel-0", "sentinel-0:port", ":26379", "sentinel-0:70000"])
+def test_a_sentinel_address_that_is_not_host_port_is_refused_at_load(entry):
+    with pytest.raises(ValidationError, match=f"REDIS_SENTINELS entry '{re.escape(entry)}' is not host:port"):
+        Settings(redis_sentinels=f"ok:26379,{entry}")

@@ -154,7 +154,18 @@ def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Opti
     log.info("job %s succeeded in %.2f s of inference (%d classes, %s persons)", job_id,
              inference_seconds, len(rendered.summary["classes"]), rendered.summary["persons"])
     summary = {k: v for k, v in rendered.summary.items() if k != "legend"}
-    job = services.jobs.succeed(job_id, JobResult(outputs=keys, summary=summary))
+    try:
+        job = services.jobs.succeed(job_id, JobResult(outputs=keys, summary=summary))
+    except InvalidTransition:
+        # This process was presumed lost (cut off from Redis past STRANDED_AFTER_SECONDS)
+        # and the job ran again elsewhere and ended first: that ending stands. The outputs
+        # just written are the same job's, under the same keys.
+        ended = services.jobs.get(job_id)
+        if ended is None or not ended.status.terminal:
+            raise
+        log.info("job %s ended %s in another run while this one went on (this worker was presumed lost); "
+                 "that result stands", job_id, ended.status.value)
+        return ended
     services.queue.service_times.record(time.monotonic() - began)  # for queued jobs' ETAs
     metrics.count_job(job.status.value)
     return job
