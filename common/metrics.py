@@ -18,6 +18,7 @@ import atexit
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -41,6 +42,12 @@ def use_metrics_dir(configured: Optional[Path], server: str) -> Path:
         # sys.exit); only the process that made the directory removes it.
         atexit.register(lambda: os.getpid() == owner and shutil.rmtree(path, ignore_errors=True))
     os.environ[MULTIPROC_VARIABLE] = str(path)
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        # Imported already, in single-process mode: Celery loads its command plugins before
+        # the app, and Flower's imports prometheus-client. Metrics made from now on (ours)
+        # write to the directory; without this the scrape reads an empty directory.
+        values.ValueClass = values.get_value_class()
     return path
 
 

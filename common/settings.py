@@ -158,6 +158,10 @@ class Settings(BaseSettings):
     # (docs/deployment.md, "Memory"); the derived concurrency fits the memory limit with it.
     model_process_memory_mb: Optional[int] = Field(None, gt=0)
 
+    worker_liveness_dir: Optional[Path] = Field(None, description=(
+        "Where each worker keeps the file its event loop touches every 5 s, which `python -m "
+        "common.worker_probe worker|webhooks` reads as its liveness (default: the temporary directory)."))
+
     # Metrics (docs/deployment.md). prometheus-client's multiprocess directory: give the API
     # and each worker their own; unset, each server makes a temporary one at every start.
     prometheus_multiproc_dir: Optional[Path] = None

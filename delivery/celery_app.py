@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from common.celery_factory import WEBHOOK_TASK_MODULES, create_celery
 from common.settings import load_settings
+from common.worker_probe import install_liveness_file
 
 settings = load_settings()
 
@@ -20,3 +21,4 @@ app.conf.update(
     task_soft_time_limit=None,
     task_time_limit=None,
 )
+install_liveness_file(app, "webhooks", settings.worker_liveness_dir)  # `python -m common.worker_probe webhooks`

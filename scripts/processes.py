@@ -104,22 +104,26 @@ class RedisServer:
     (a port) it starts as that server's replica."""
 
     def __init__(self, data_dir: Path, port: Optional[int] = None, password: Optional[str] = None,
-                 replica_of: Optional[int] = None) -> None:
+                 replica_of: Optional[int] = None, bind: str = "127.0.0.1", prefix: Sequence[str] = (),
+                 reach: str = "127.0.0.1") -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.password = password
         self.replica_of = replica_of
+        self.bind = bind  # the addresses it listens on
+        self.prefix = list(prefix)  # what it runs under (e.g. ``ip netns exec <host>``)
+        self.reach = reach  # the address this process reaches it at
         self.process: Optional[Process] = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{self.reach}:{self.port}/0"
 
     def start(self) -> "RedisServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            redis_executable(), "--bind", "127.0.0.1", "--port", str(self.port),
+            *self.prefix, redis_executable(), "--bind", self.bind, "--port", str(self.port),
             "--dir", str(self.data_dir.resolve()), "--appendonly", "yes", "--save", "",
             "--daemonize", "no", "--protected-mode", "yes",
         ]
@@ -128,7 +132,7 @@ class RedisServer:
         if self.replica_of:
             argv += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = Process("redis", argv, log_path=self.data_dir / "redis.log")
-        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=1)
+        client = redis.Redis(host=self.reach, port=self.port, password=self.password, socket_connect_timeout=1)
 
         def answers() -> bool:
             if not self.process.alive():
@@ -154,10 +158,10 @@ def python_module(module: str, *args: str) -> list[str]:
 API_SERVER_CONFIG = "python:api.gunicorn_conf"
 
 
-def api_command(port: int) -> list[str]:
-    """The API on 127.0.0.1:``port``; workers, threads and timeouts come from the settings
+def api_command(port: int, bind: str = "127.0.0.1") -> list[str]:
+    """The API on ``bind``:``port``; workers, threads and timeouts come from the settings
     (api/gunicorn_conf.py), as in compose."""
-    return python_module("gunicorn", "api.wsgi:app", "--config", API_SERVER_CONFIG, "--bind", f"127.0.0.1:{port}")
+    return python_module("gunicorn", "api.wsgi:app", "--config", API_SERVER_CONFIG, "--bind", f"{bind}:{port}")
 
 
 WORKER_APP = "worker.celery_app"

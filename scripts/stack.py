@@ -6,7 +6,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 import requests
 
@@ -24,10 +24,13 @@ class Stack:
     workers: list[Process] = field(default_factory=list)
     worker_app: str = WORKER_APP  # the Celery app module workers start with
 
-    def start_api(self, port: Optional[int] = None) -> "Stack":
+    def start_api(self, port: Optional[int] = None, *, bind: str = "127.0.0.1", reach: Optional[str] = None,
+                  prefix: Sequence[str] = ()) -> "Stack":
+        """The API on ``bind``, reached at ``reach`` (default: ``bind``); run under
+        ``prefix`` (e.g. ``ip netns exec <host>``), if given."""
         port = port or free_port()
-        self.api_url = f"http://127.0.0.1:{port}"
-        self.api = Process("api", api_command(port), self.env, log_path=self.log_dir / "api.log")
+        self.api_url = f"http://{reach or bind}:{port}"
+        self.api = Process("api", [*prefix, *api_command(port, bind)], self.env, log_path=self.log_dir / "api.log")
 
         def healthy() -> bool:
             if not self.api.alive():
@@ -44,12 +47,13 @@ class Stack:
             raise
         return self
 
-    def start_worker(self, name: str = "w1", **env: str) -> Process:
-        """A worker; with no metrics endpoint unless ``WORKER_METRICS_PORT`` is passed
-        (several workers on one machine cannot share the default port)."""
+    def start_worker(self, name: str = "w1", prefix: Sequence[str] = (), **env: str) -> Process:
+        """A worker, run under ``prefix`` if given; with no metrics endpoint unless
+        ``WORKER_METRICS_PORT`` is passed (several workers on one machine cannot share
+        the default port)."""
         env = {"WORKER_CONCURRENCY": "1", "WORKER_METRICS_PORT": "0", **env}
-        worker = Process(name, worker_command(name=f"{name}@%h", app=self.worker_app), {**self.env, **env},
-                         log_path=self.log_dir / f"{name}.log")
+        worker = Process(name, [*prefix, *worker_command(name=f"{name}@%h", app=self.worker_app)],
+                         {**self.env, **env}, log_path=self.log_dir / f"{name}.log")
         self.workers.append(worker)
         return worker
 

@@ -427,26 +427,26 @@ def test_dockerfiles_copy_what_exists_and_run_the_compose_commands():
 
 
 def test_the_worker_healthcheck_answers_for_a_live_worker_only(redis_server, tiny_model, tmp_path):
-    """Run the compose healthcheck's own command against a real worker, the way
-    Docker would inside its container (``$$`` unescaped by compose)."""
-    import socket
+    """Run the compose healthcheck's own command against a real worker, the way Docker
+    would inside its container: it fails before the model is loaded, passes once the
+    worker takes jobs, and fails as soon as the worker has stopped."""
     import subprocess
 
     from scripts.processes import wait_until
     from scripts.stack import Stack
 
-    kind, command = COMPOSE["services"]["worker"]["healthcheck"]["test"]
-    assert kind == "CMD-SHELL"
+    kind, *command = COMPOSE["services"]["worker"]["healthcheck"]["test"]
+    assert kind == "CMD" and command[0] == "python"
     env = {"REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/6", "M2FP_MODEL": str(tiny_model),
-           "INFERENCE_MAX_SIDE": "64", "TORCH_THREADS": "1", "LOCAL_STORE_DIR": str(tmp_path / "store")}
+           "INFERENCE_MAX_SIDE": "64", "TORCH_THREADS": "1", "LOCAL_STORE_DIR": str(tmp_path / "store"),
+           "WORKER_LIVENESS_DIR": str(tmp_path / "liveness")}
     stack = Stack(env=env, log_dir=tmp_path)
-    bin_dir = str(Path(sys.executable).parent)  # where the image has `celery` on PATH
 
     def healthcheck() -> int:
-        return subprocess.run(["bash", "-c", command.replace("$$", "$")], cwd=REPO, capture_output=True,
-                              env={**stack.process_env(), "HOSTNAME": socket.gethostname(),
-                                   "PATH": f"{bin_dir}:{os.environ['PATH']}"}).returncode
+        return subprocess.run([sys.executable, *command[1:]], cwd=REPO, capture_output=True,
+                              env=stack.process_env()).returncode
 
+    assert healthcheck() != 0
     worker = stack.start_worker("worker")
     try:
         wait_until(lambda: "ready" in worker.log_text(), 120, "the worker to load its model")
