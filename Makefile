@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: help venv client run test browser nginx synthetic-model engine bench bench-scale backfill check-env lock clean-venv compose-env \
+.PHONY: help venv client run test browser nginx synthetic-model engine bench bench-scale capacity backfill check-env lock clean-venv compose-env \
 	podman base-images wheelhouse images compose-up compose-down bench-compose
 
 help: ## list the targets
@@ -110,6 +110,9 @@ compose-down: $(STAMP) ## stop the compose stack (its volumes stay: no accepted 
 
 bench-compose: $(STAMP) images ## jobs per minute through 1, 2 and 3 worker containers of 1 CPU each, beside processes
 	$(PY) -m scripts.bench_compose
+
+capacity: $(STAMP) ## Redis commands, bytes, CPU and memory, API CPU and store writes per job, over 100 jobs
+	$(PY) -m scripts.capacity
 
 clean-venv: ## remove the virtual environment
 	rm -rf $(VENV)

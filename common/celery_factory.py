@@ -82,7 +82,9 @@ def create_celery(settings: Settings, tasks: Optional[list[str]] = None,
         task_time_limit=settings.task_time_limit,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
-        worker_send_task_events=False,
+        # Task events feed Flower's task views; each costs Redis commands per job (docs/operations.md).
+        worker_send_task_events=settings.worker_task_events,
+        task_send_sent_event=settings.worker_task_events,
         worker_hijack_root_logger=True,
     )
     return app

@@ -158,6 +158,10 @@ class Settings(BaseSettings):
     # (docs/deployment.md, "Memory"); the derived concurrency fits the memory limit with it.
     model_process_memory_mb: Optional[int] = Field(None, gt=0)
 
+    worker_task_events: bool = Field(False, description=(
+        "Workers send Celery's task events (sent, started, succeeded, ...) for Flower's task views "
+        "(docs/operations.md, where their cost in Redis commands per job is measured). Off: Flower shows the "
+        "workers and their state only."))
     worker_liveness_dir: Optional[Path] = Field(None, description=(
         "Where each worker keeps the file its event loop touches every 5 s, which `python -m "
         "common.worker_probe worker|webhooks` reads as its liveness (default: the temporary directory)."))
