@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: help venv client run test browser nginx synthetic-model engine bench bench-scale capacity backfill check-env lock clean-venv compose-env \
+.PHONY: help venv client run test browser nginx iproute2 synthetic-model engine bench bench-scale capacity backfill check-env lock clean-venv compose-env \
 	podman base-images wheelhouse images compose-up compose-down bench-compose
 
 help: ## list the targets
@@ -42,8 +42,15 @@ engine: $(STAMP) ## build the OpenVINO engine of M2FP_MODEL into MODEL_CACHE_DIR
 run: $(STAMP) ## start Redis (embedded unless REDIS_URL), the API on 127.0.0.1:PORT (8000) and WORKERS (1) workers
 	$(PY) -m scripts.run_local
 
-test: $(STAMP) browser nginx images ## run the whole test suite (first installs the page test's browser, the proxy tests' nginx, and builds the images)
+test: $(STAMP) browser nginx iproute2 images ## run the whole test suite (first installs the page test's browser, the proxy tests' nginx, iproute2, and builds the images)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The faults across hosts (tests/test_hosts.py) put each part in a network namespace of
+# its own: `ip` from iproute2, run as root.
+iproute2: ## install Debian's iproute2 (apt, as root) unless `ip` is there
+	@command -v ip >/dev/null || test -x /usr/sbin/ip || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y iproute2; \
+	  else echo "error: no 'ip' for tests/test_hosts.py. Fix: 'sudo apt-get install -y iproute2' (Debian)" >&2; exit 1; fi; }
 
 # The page's browser test (tests/test_page.py) drives Chromium: Debian's package, since
 # Playwright's own browser download cannot be reached from every machine.

@@ -2,8 +2,8 @@
 current master of a Sentinel group (``REDIS_SENTINELS``), for redis-py and Celery alike."""
 from __future__ import annotations
 
-import logging
 from typing import Any, Union
+from urllib.parse import quote
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -11,8 +11,6 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from common.settings import Settings
-
-log = logging.getLogger(__name__)
 
 # The key :func:`confirm_replicated` writes so that WAIT has a write of its own connection to
 # wait for; it holds a count of confirmed submissions and nothing else reads it.
@@ -60,8 +58,6 @@ def broker_url(settings: Settings) -> str:
     password and database ride in each entry, as kombu reads them)."""
     if not settings.redis_sentinels:
         return settings.redis_url
-    from urllib.parse import quote
-
     auth = f":{quote(settings.redis_password, safe='')}@" if settings.redis_password else ""
     return ";".join(f"sentinel://{auth}{_host(host)}:{port}/{settings.redis_db}"
                     for host, port in settings.sentinel_addresses())

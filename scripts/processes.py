@@ -99,8 +99,8 @@ class Process:
 
 
 class RedisServer:
-    """A real redis-server on 127.0.0.1 with append-only persistence in ``data_dir``;
-    with ``password`` it requires it (and uses it towards its master), with ``replica_of``
+    """A real redis-server (on 127.0.0.1 unless ``bind`` says otherwise) with append-only
+    persistence in ``data_dir``; with ``password`` it requires it (and uses it towards its master), with ``replica_of``
     (a port) it starts as that server's replica."""
 
     def __init__(self, data_dir: Path, port: Optional[int] = None, password: Optional[str] = None,
