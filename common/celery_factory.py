@@ -54,11 +54,11 @@ def create_celery(settings: Settings, tasks: Optional[list[str]] = None,
         # visibility timeout (which must exceed the hard time limit).
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # One message per model process, and none taken ahead: a waiting job stays in its
-        # queue (and in the count autoscaling reads, docs/kubernetes.md) until a process is
-        # free to start it, and a worker that dies takes no one else's job with it.
+        # One message per model process: with late acknowledgement a running job holds its
+        # process's only slot, so waiting jobs stay in their queue until a process is free
+        # (tests/test_kubernetes.py). Not worker_disable_prefetch: it would also count a
+        # retry waiting out its countdown as a busy process, idling it for the whole backoff.
         worker_prefetch_multiplier=1,
-        worker_disable_prefetch=True,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": settings.unacked_restore_interval,

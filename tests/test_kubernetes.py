@@ -226,9 +226,10 @@ def test_the_watched_key_counts_every_waiting_job_and_only_those(queue_stack):
         ("image", (f"{i}.jpg", photo_jpeg(64, 48, seed=20 + i), "image/jpeg")) for i in range(2)]).json()
     assert [item["status"] for item in backfill["items"]] == [202, 202], backfill
 
-    # One busy process, four jobs behind it: the worker took none of them ahead (prefetch
-    # off), so every one still waits in its Celery list and in the key KEDA counts.
-    assert create_celery(Settings()).conf.worker_disable_prefetch
+    # One busy process, four jobs behind it: the worker took none of them ahead (one
+    # message per process), so every one still waits in its Celery list and in the key
+    # KEDA counts.
+    assert create_celery(Settings()).conf.worker_prefetch_multiplier == 1
     assert client.llen(celery_lists[Priority.INTERACTIVE]) == 3 and client.llen(celery_lists[Priority.BACKFILL]) == 2
     assert (keda("m2fp-worker-interactive"), keda("m2fp-worker-backfill")) == (3, 2)
     # A canceled job stops counting at once, though its message waits until a worker drops it.
