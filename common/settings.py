@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(30, gt=0, description=(
         "How often the stranded-job sweep runs: every model worker takes part, and locks in Redis let one "
         "sweep start per interval across the fleet, never while another still runs."))
+    worker_stall_seconds: float = Field(60, gt=0, description=(
+        "A model worker that has taken no job this long while jobs wait in its queues and it has free "
+        "processes has stopped consuming (a known Celery/kombu reconnect bug): it shuts down, to be "
+        "started again by its restart policy (worker/consumption_guard.py)."))
 
     # Storage: a local directory unless an S3 endpoint is given
     storage_backend: Optional[Literal["local", "s3"]] = None

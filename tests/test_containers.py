@@ -35,6 +35,7 @@ from scripts.processes import free_port, wait_until
 pytestmark = pytest.mark.timeout(900)
 SEEDS = itertools.count(1000)  # every photo its own content: the same bytes would share one job
 HEARTBEAT, STRANDED_AFTER = 1, 4  # seconds: a silent worker's job is queued again within seconds
+STALL = 20  # seconds: a worker that stops taking jobs after a reconnect (a Celery bug) restarts well within a wait
 
 
 def photo() -> bytes:
@@ -64,7 +65,7 @@ def stack(tmp_path_factory, tiny_model):
                     "--hostname", "worker@%h"],
         "environment": {"M2FP_MODEL": f"/model-src/{tiny_model.name}", "INFERENCE_MAX_SIDE": "64",
                         "M2FP_TEST_HOLD_FILE": "/hold/hold", "WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT),
-                        "STRANDED_AFTER_SECONDS": str(STRANDED_AFTER)},
+                        "STRANDED_AFTER_SECONDS": str(STRANDED_AFTER), "WORKER_STALL_SECONDS": str(STALL)},
         "volumes": [f"{REPO / 'tests'}:/app/tests:ro", f"{hold_dir}:/hold"],
     }}}))
     compose = ComposeStack(f"m2fptest{free_port()}", env_file, [*default_files(eng), override], eng)
@@ -242,7 +243,8 @@ def test_a_worker_cut_off_from_the_network_mid_job_loses_nothing_and_rejoins(sta
         assert container_of(stack, job.worker) != cut
     finally:
         stack.engine.run("network", "connect", network, cut)
-    # Rejoined: with the other replica stopped, the cut one takes the next job.
+    # Rejoined: with the other replica stopped, the cut one takes the next job (itself, or after
+    # restarting if its consumer came back unable to fetch: worker/consumption_guard.py).
     [other] = [name for name in stack.containers("worker") if name != cut]
     stack.engine.run("stop", other)
     try:

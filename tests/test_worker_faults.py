@@ -12,7 +12,8 @@ import pytest
 from scripts.processes import wait_until
 from scripts.imagegen import photo_jpeg
 from scripts.stack import Stack
-from tests.harness import HARNESS_APP, HOLD_FILE_VARIABLE
+from tests.harness import HARNESS_APP, HOLD_FILE_VARIABLE, STOP_CONSUMING_VARIABLE
+from worker.consumption_guard import ConsumptionGuard
 
 
 @pytest.fixture()
@@ -111,6 +112,39 @@ def test_worker_without_a_model_stops_at_start_with_the_fix(fault_stack, tmp_pat
     log = worker.log_text()
     assert message in log, log[-3000:]
     assert "ready" not in log.split(message)[-1]
+
+
+def test_a_worker_that_stops_taking_jobs_while_jobs_wait_shuts_down_and_the_job_waits_for_the_next(fault_stack):
+    stack, _ = fault_stack
+    stalled = stack.start_worker("stalled", WORKER_STALL_SECONDS="2", **{STOP_CONSUMING_VARIABLE: "1"})
+    wait_until(lambda: "ready." in stalled.log_text(), 120, "the worker to be ready")
+    job_id = stack.submit(photo_jpeg(160, 120, seed=7)).json()["id"]
+    stalled.popen.wait(timeout=60)  # it shuts itself down (raises if it never does)
+    log = stalled.log_text()
+    assert "has taken no job for" in log and "jobs wait in its queues and 1 of its 1 processes are free" in log, log[-3000:]
+    assert stack.job(job_id)["status"] == "queued"
+    stack.start_worker("next")
+    assert stack.wait_for(job_id)["status"] == "succeeded"
+
+
+def test_a_busy_or_consuming_worker_is_never_taken_for_a_stalled_one():
+    now = [0.0]
+    waiting, held, stops = [1], [0], []
+    guard = ConsumptionGuard(lambda: waiting[0], lambda: held[0], capacity=2, stall_seconds=30,
+                             stop=lambda: stops.append(now[0]), clock=lambda: now[0])
+    for step in range(20):  # jobs wait, but every process holds one: busy, not stalled
+        now[0], held[0] = step * 5.0, 2
+        guard.check()
+    held[0] = 1
+    for step in range(20, 40):  # room, but the queue empties now and then: it consumes
+        now[0], waiting[0] = step * 5.0, (step + 1) % 5  # empty at the last step
+        guard.check()
+    assert stops == []
+    waiting[0] = 3
+    for step in range(40, 48):  # room and waiting jobs in every check for 30 s: stalled
+        now[0] = step * 5.0
+        guard.check()
+    assert stops == [230.0]
 
 
 def test_job_over_its_time_limit_fails_and_the_worker_serves_on(fault_stack):

@@ -127,6 +127,7 @@ def _check_environment_and_model(sender: Any) -> None:
     _engine_choice = choose_engine(settings, model_dir)
     serve_metrics(settings)
     start_sweeper(settings)
+    start_consumption_guard(settings)
 
 
 def start_sweeper(settings: Settings) -> None:
@@ -137,6 +138,14 @@ def start_sweeper(settings: Settings) -> None:
     sweeper.start(Services.create(settings))
     _note(f"stranded-job sweep every {settings.sweep_interval_seconds:g} s across the fleet (a process silent "
           f"for {settings.stranded_after_seconds:g} s is gone)")
+
+
+def start_consumption_guard(settings: Settings) -> None:
+    """This worker shuts down if it stops taking jobs while jobs wait (worker/consumption_guard.py)."""
+    from common.services import Services
+    from worker import consumption_guard
+
+    consumption_guard.start(Services.create(settings))
 
 
 def serve_metrics(settings: Settings) -> None:

@@ -8,3 +8,6 @@ HOLD_FILE_VARIABLE = "M2FP_TEST_HOLD_FILE"
 # attempt to record that failure meets a Redis error (worker_app.py; the file is removed
 # at that first attempt, so the failure is recorded when the message comes back).
 UNRECORDABLE_FAILURE_VARIABLE = "M2FP_TEST_UNRECORDABLE_FAILURE"
+# Set (to anything): the worker stops fetching from its queues once ready, connected as
+# ever: the state Celery/kombu's reconnect bug leaves a worker in (worker/consumption_guard.py).
+STOP_CONSUMING_VARIABLE = "M2FP_TEST_STOP_CONSUMING"

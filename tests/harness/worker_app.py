@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
-from tests.harness import HOLD_FILE_VARIABLE, UNRECORDABLE_FAILURE_VARIABLE
+from tests.harness import HOLD_FILE_VARIABLE, STOP_CONSUMING_VARIABLE, UNRECORDABLE_FAILURE_VARIABLE
 from tests.harness.faults import ExplodingEngine, FailureWriteFailsOnce
 from tests.harness.holding_engine import HoldingEngine
 from worker.celery_app import app  # noqa: F401  (the app Celery runs)
@@ -39,3 +39,12 @@ def fail_unrecordably_on_request(**_: Any) -> None:
         jobs = FailureWriteFailsOnce(loaded.services.jobs, Path(marker))
         set_process(dataclasses.replace(loaded, engine=ExplodingEngine(loaded.engine),
                                         services=dataclasses.replace(loaded.services, jobs=jobs)))
+
+
+@worker_ready.connect
+def stop_consuming_on_request(sender: Any = None, **_: Any) -> None:
+    """Cancel the consumer's subscriptions under the worker (not through Celery's
+    ``cancel_consumer`` control, which also takes the queues off the worker's list): it
+    stays up and connected, still meant to consume its queues, and fetches nothing."""
+    if os.environ.get(STOP_CONSUMING_VARIABLE):
+        sender.task_consumer.cancel()
