@@ -146,12 +146,10 @@ class Settings(BaseSettings):
     # MODEL_CACHE_DIR) and falls back to torch with a warning when OpenVINO cannot load;
     # "torch" is modelscope's own model, the reference; "openvino" refuses to fall back.
     m2fp_engine: Literal["auto", "openvino", "torch"] = "auto"
-    # bf16 runs faster on CPUs with avx512_bf16/AMX but moves labels (docs/performance.md); fp32 is exact.
-    m2fp_precision: Literal["fp32", "bf16"] = "fp32"
-    # Input shapes each OpenVINO process keeps a fixed-shape compilation for (8-10 %
-    # faster than the dynamic graph, about 1 s to compile a new shape: docs/performance.md);
-    # 0: one dynamic graph.
-    openvino_static_shapes: int = Field(2, ge=0)
+    # "mixed" runs the backbone and the transformer decoder in bf16 on CPUs with avx512_bf16
+    # or AMX, the deformable-attention encoder and the prediction heads in fp32; "bf16" runs
+    # everything in bf16. Both are faster and move labels (docs/performance.md); fp32 is exact.
+    m2fp_precision: Literal["fp32", "mixed", "bf16"] = "fp32"
     # Photos up to this many pixels get labels decided at their own size, as the stock
     # pipeline does; larger ones at the largest size within it, then scaled (docs/api.md, "Outputs").
     labels_max_pixels: int = Field(DEFAULT_LABELS_MAX_PIXELS, gt=0)

@@ -55,8 +55,7 @@ def main() -> None:
     else:
         from worker.openvino_engine import OpenVINOEngine
 
-        engine = OpenVINOEngine(model, Path(config["engine_dir"]), 1333, threads, config.get("precision", "fp32"),
-                                config.get("static_shapes", 2))
+        engine = OpenVINOEngine(model, Path(config["engine_dir"]), 1333, threads, config.get("precision", "fp32"))
     load_seconds = time.perf_counter() - started
 
     call = engine.parse_stock if config["engine"] == "stock" else engine.parse

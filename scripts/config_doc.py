@@ -81,10 +81,10 @@ DESCRIPTIONS: dict[str, str] = {
     "torch_threads": "torch / OpenMP / MKL / OpenVINO threads per model process.",
     "m2fp_engine": "`auto`: OpenVINO, falling back to torch with one warning if OpenVINO cannot load or "
                    "compile; `openvino`: no fallback (the worker stops); `torch`: modelscope's own model.",
-    "m2fp_precision": "`bf16` on CPUs with avx512_bf16 or AMX: faster, but labels move "
-                      "(see [performance](performance.md)); ignored with a warning elsewhere.",
-    "openvino_static_shapes": "Input shapes each process keeps a fixed-shape compilation for (a new shape "
-                              "compiles once); `0`: one dynamic graph.",
+    "m2fp_precision": "`mixed`: the backbone and the transformer decoder in bf16, the deformable-attention "
+                      "encoder and the prediction heads in fp32; `bf16`: everything in bf16. Both need "
+                      "avx512_bf16 or AMX (elsewhere fp32 runs, with a warning and a note in every job's "
+                      "summary), run faster and move labels (see [performance](performance.md#precision)).",
     "labels_max_pixels": "Photos up to this size get labels decided at their own size; larger ones at the "
                          "largest size within it, then scaled.",
     "malloc_keep_freed": "glibc keeps freed memory for the next photo (set before torch loads); "

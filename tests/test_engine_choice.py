@@ -11,6 +11,7 @@ from scripts.imagegen import photo_jpeg
 from scripts.processes import REPO
 from scripts.stack import local_system
 from tests.who_is_who import check_who_is_who
+from worker.process_tuning import has_bf16
 
 BROKEN = "raise ImportError('libopenvino.so.2610: cannot open shared object file (simulated)')\n"
 
@@ -69,6 +70,17 @@ def test_default_engine_is_openvino_and_the_log_says_what_ran(tmp_path, tiny_mod
     assert "OpenVINO engine reused from" in log  # the session's cache (MODEL_CACHE_DIR)
     assert re.search(r"worker process \d+ ready: openvino engine \(fp32\)", log), log[-3000:]
     assert "process tuning: malloc:" in log
+
+
+def test_mixed_precision_on_request_and_the_summary_says_what_ran(tmp_path, tiny_model):
+    job, log, _ = run_one_job(tmp_path, tiny_model, M2FP_PRECISION="mixed")
+    assert job["status"] == "succeeded", job
+    model = job["result"]["summary"]["model"]
+    if has_bf16():
+        assert model["precision"] == "mixed" and "precision_note" not in model
+        assert re.search(r"OpenVINO graphs compiled for every input size, mixed: backbone \{'bf16'", log), log[-3000:]
+    else:  # the CPU cannot: fp32, and why
+        assert model["precision"] == "fp32" and "neither avx512_bf16 nor AMX" in model["precision_note"]
 
 
 def test_auto_falls_back_to_torch_with_one_warning(tmp_path, tiny_model, broken_openvino):

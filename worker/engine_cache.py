@@ -1,7 +1,7 @@
 """The OpenVINO graph of a checkpoint: built once, cached in ``MODEL_CACHE_DIR``.
 
-An entry is ``MODEL_CACHE_DIR/engines/<key>/`` holding ``model.xml`` + ``model.bin``
-(the graph, fp32 weights), ``heads.json`` (the class layout the postprocess needs) and
+An entry is ``MODEL_CACHE_DIR/engines/<key>/`` holding an ``.xml`` + ``.bin`` graph per
+part of the network (:data:`worker.network.PARTS`, fp32 weights), ``heads.json`` (the class layout the postprocess needs) and
 ``meta.json`` (hashes of those files, versions, build time). The key names the
 checkpoint (SHA-256 of ``configuration.json`` and ``pytorch_model.pt``), the OpenVINO
 version and the export code (a hash of :mod:`worker.network` and the export settings),
@@ -41,9 +41,14 @@ from worker.model_source import MODEL_FILES
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
+
+    from worker.postprocess import ModelHeads
 
 ONNX_OPSET = 16  # GridSample is a native op from 16 on
-GRAPH_FILES = ("model.xml", "model.bin", "heads.json")
+# The network's parts (worker.network.PARTS), each an OpenVINO graph, and the class layout.
+GRAPH_FILES = ("backbone.xml", "backbone.bin", "encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin",
+               "heads.xml", "heads.bin", "heads.json")
 # Shapes the build checks the graph at: landscape and portrait photos at the model's scale.
 CHECK_SHAPES = ((853, 640), (640, 1000))
 MIN_AGREEMENT = 0.995
@@ -166,50 +171,33 @@ def ensure_entry(cache_dir: Path, model_dir: Path) -> CacheEntry:
 
 
 def build(model_dir: Path, out: Path) -> None:
-    """Export the checkpoint's network into ``out`` and check it against eager torch."""
+    """Export the checkpoint's network, part by part, into ``out`` and check the graphs
+    against eager torch."""
     import openvino as ov
     import torch
 
-    from worker.network import ParsingNetwork
+    from worker.network import PARTS, ParsingNetwork
     from worker.openvino_engine import heads_of, preprocess
-    from worker.postprocess import parse_logits
     from worker.torch_engine import TorchEngine
 
     engine = TorchEngine(model_dir, max_side=1333)
     network = ParsingNetwork(engine.model).eval()
-    sample = _sample_photo(*CHECK_SHAPES[0])
-    onnx_path = out / "model.onnx"
+    tensors = {"image": torch.from_numpy(preprocess(_sample_photo(*CHECK_SHAPES[0])))}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on Python values it records as constants
-        torch.onnx.export(network, (torch.from_numpy(preprocess(sample)),), str(onnx_path),
-                          opset_version=ONNX_OPSET, input_names=["image"],
-                          output_names=["class_logits", "mask_logits"],
-                          dynamic_axes={"image": {2: "height", 3: "width"},
-                                        "mask_logits": {2: "mask_height", 3: "mask_width"}})
-    # fp16 weights are OpenVINO's default on disk; the engine computes in fp32, so keep them.
-    ov.save_model(ov.convert_model(str(onnx_path)), str(out / "model.xml"), compress_to_fp16=False)
-    onnx_path.unlink()
+        for part, module in zip(PARTS, network.parts):
+            inputs = tuple(tensors[name] for name in part.inputs)
+            onnx_path = out / f"{part.name}.onnx"
+            torch.onnx.export(module, inputs, str(onnx_path), opset_version=ONNX_OPSET,
+                              input_names=list(part.inputs), output_names=list(part.outputs),
+                              dynamic_axes={name: {2: f"{name}_height", 3: f"{name}_width"} for name in part.spatial})
+            # fp16 weights are OpenVINO's default on disk; the engine computes in fp32, so keep them.
+            ov.save_model(ov.convert_model(str(onnx_path)), str(out / f"{part.name}.xml"), compress_to_fp16=False)
+            onnx_path.unlink()
+            tensors.update(zip(part.outputs, module(*inputs)))
     heads = heads_of(engine.model)
     (out / "heads.json").write_text(json.dumps(dataclasses.asdict(heads)))
-
-    core = ov.Core()
-    compiled = core.compile_model(core.read_model(out / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    for width, height in CHECK_SHAPES:
-        tensor = preprocess(_sample_photo(width, height))
-        with torch.no_grad():
-            expected = network(torch.from_numpy(tensor))
-        result = compiled.create_infer_request().infer({0: tensor})
-        got = (torch.from_numpy(result[0]), torch.from_numpy(result[1]))
-        if got[1].shape != expected[1].shape:
-            raise EngineBuildError(f"the OpenVINO graph gives mask logits of shape {tuple(got[1].shape)} at "
-                                   f"{width}x{height}, torch {tuple(expected[1].shape)}: the export is wrong "
-                                   f"for this model. Use M2FP_ENGINE=torch and report it")
-        labels = [parse_logits(c[0], m[0], (height, width), heads).semantic.argmax(0) for c, m in (expected, got)]
-        agreement = float((labels[0] == labels[1]).mean())
-        if agreement < MIN_AGREEMENT:
-            raise EngineBuildError(f"the OpenVINO graph disagrees with torch at {width}x{height}: "
-                                   f"{agreement:.3%} of label pixels equal, {MIN_AGREEMENT:.1%} required. "
-                                   "Use M2FP_ENGINE=torch and report it")
+    check_graphs(network, out, heads)
     (out / "meta.json").write_text(json.dumps({
         "model_dir": str(model_dir),
         "checkpoint_sha256": checkpoint_hash(model_dir),
@@ -221,19 +209,40 @@ def build(model_dir: Path, out: Path) -> None:
     }, indent=2))
 
 
+def check_graphs(network: "torch.nn.Module", entry: Path, heads: "ModelHeads") -> None:
+    """The exported graphs, run as the engine runs them in fp32, against eager torch at
+    both check shapes: the same mask shapes and at least MIN_AGREEMENT of the labels."""
+    import torch
+
+    from worker.openvino_engine import CompiledNetwork, preprocess
+    from worker.postprocess import parse_logits
+
+    compiled = CompiledNetwork(entry, threads=2, precision="fp32")
+    for width, height in CHECK_SHAPES:
+        tensor = preprocess(_sample_photo(width, height))
+        with torch.no_grad():
+            expected = network(torch.from_numpy(tensor))
+        got = tuple(torch.from_numpy(logits)[None] for logits in compiled.logits(tensor))
+        if got[1].shape != expected[1].shape:
+            raise EngineBuildError(f"the OpenVINO graph gives mask logits of shape {tuple(got[1].shape)} at "
+                                   f"{width}x{height}, torch {tuple(expected[1].shape)}: the export is wrong "
+                                   f"for this model. Use M2FP_ENGINE=torch and report it")
+        labels = [parse_logits(c[0], m[0], (height, width), heads).semantic.argmax(0) for c, m in (expected, got)]
+        agreement = float((labels[0] == labels[1]).mean())
+        if agreement < MIN_AGREEMENT:
+            raise EngineBuildError(f"the OpenVINO graph disagrees with torch at {width}x{height}: "
+                                   f"{agreement:.3%} of label pixels equal, {MIN_AGREEMENT:.1%} required. "
+                                   "Use M2FP_ENGINE=torch and report it")
+
+
 def check_runtime(entry: Path) -> None:
-    """Prove that OpenVINO loads in this environment, reads the entry's graph and
-    compiles it for this CPU, so that ``M2FP_ENGINE=auto`` falls back to torch at start
+    """Prove that OpenVINO loads in this environment, reads the entry's graphs and
+    compiles them for this CPU, so that ``M2FP_ENGINE=auto`` falls back to torch at start
     rather than failing every job when the runtime cannot run here."""
     try:
-        import openvino as ov
+        from worker.openvino_engine import CompiledNetwork
 
-        from worker.openvino_engine import compile_config
-
-        core = ov.Core()
-        graph = core.read_model(entry / "model.xml")
-        graph.reshape({0: [1, 3, 640, 864]})  # the common 4:3 photo's padded input
-        core.compile_model(graph, "CPU", compile_config(threads=1, precision="fp32"))
+        CompiledNetwork(entry, threads=1, precision="fp32")
     except Exception as exc:  # ImportError, a broken shared library, an unreadable graph
         raise EngineBuildError(f"OpenVINO cannot load here ({type(exc).__name__}: {exc}); reinstall it with "
                                "pip install -c requirements/constraints.txt -r requirements/worker.txt") from None

@@ -23,8 +23,16 @@ class EngineChoice:
     model_dir: Path
     engine_dir: Optional[Path] = None  # the OpenVINO cache entry
     precision: str = "fp32"
-    static_shapes: int = 2
     labels_max_pixels: int = LABELS_MAX_PIXELS
+    precision_note: Optional[str] = None  # why the precision is not the one asked for, for each job's summary
+
+
+def effective_precision(requested: str, cpu_has_bf16: bool) -> tuple[str, Optional[str]]:
+    """The precision to run, and why it is not the one asked for (for the log and every
+    job's summary): bf16 arithmetic needs avx512_bf16 or AMX, else everything runs fp32."""
+    if requested == "fp32" or cpu_has_bf16:
+        return requested, None
+    return "fp32", f"M2FP_PRECISION={requested} asked for, but this CPU has neither avx512_bf16 nor AMX: running fp32"
 
 
 def load_engine(choice: EngineChoice, max_side: int, threads: int, fallback: bool) -> ParsingEngine:
@@ -35,7 +43,7 @@ def load_engine(choice: EngineChoice, max_side: int, threads: int, fallback: boo
             from worker.openvino_engine import OpenVINOEngine  # OpenVINO may be missing: imported on use
 
             return OpenVINOEngine(choice.model_dir, choice.engine_dir, max_side, threads, choice.precision,
-                                  choice.static_shapes, choice.labels_max_pixels)
+                                  choice.labels_max_pixels, choice.precision_note)
         except Exception as exc:  # an import error, a runtime that cannot compile here
             if not fallback:
                 raise

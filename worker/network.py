@@ -1,11 +1,11 @@
-"""M2FP's network as one exportable module: normalized image tensor → class and mask logits.
+"""M2FP's network as four exportable modules: normalized image tensor → class and mask logits.
 
 modelscope's ``M2FP.forward`` cannot be exported as it is (docs/model-and-licence.md, "How the network is exported"):
 its deformable attention tries mmcv's CUDA function inside a try/except, the pixel
 decoder turns feature sizes into Python numbers (so a traced graph only works at the
 size it was traced at), and the transformer decoder writes its attention mask in place
-through ``torch.where``. :class:`ParsingNetwork` holds the loaded model's own
-submodules and runs the same arithmetic in an exportable form:
+through ``torch.where``. The modules here hold the loaded model's own submodules and
+run the same arithmetic in an exportable form:
 
 - the deformable attention calls mmcv's pure-PyTorch function directly (the one
   modelscope falls back to on the CPU);
@@ -13,11 +13,16 @@ submodules and runs the same arithmetic in an exportable form:
   exported graph serves every input size;
 - ``attn_mask[where(all masked)] = False`` becomes ``attn_mask & ~attn_mask.all(-1)``.
 
-In eager torch the module gives the same logits as the model (tests check this); the
-model's postprocess stays outside, in :mod:`worker.postprocess`.
+The network is cut into four parts (:data:`PARTS`) where precision may change: the
+backbone, the pixel decoder's deformable-attention encoder, the FPN with the transformer
+decoder's layers, and the prediction heads. Each is exported as its own graph, so the
+OpenVINO engine can compile each at its own precision (docs/performance.md, "Precision").
+In eager torch, :class:`ParsingNetwork` (the parts in a row) gives the same logits as the
+model (tests check this); the model's postprocess stays outside, in :mod:`worker.postprocess`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
 import torch
@@ -37,42 +42,115 @@ def _as_tensor(value: Size) -> torch.Tensor:
     return value if isinstance(value, torch.Tensor) else torch.tensor(value)
 
 
-class ParsingNetwork(nn.Module):
-    """Backbone, pixel decoder and transformer decoder of a loaded modelscope ``M2FP``."""
+class Backbone(nn.Module):
+    """The ResNet: image → its four feature maps, finest first."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.backbone = model.backbone
-        self.pixel_decoder = model.sem_seg_head.pixel_decoder
+        self.names = list(model.sem_seg_head.pixel_decoder.in_features)  # res2 .. res5
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.backbone(image)
+        return tuple(features[name] for name in self.names)
+
+
+class PixelEncoder(nn.Module):
+    """The pixel decoder's deformable-attention encoder: the three coarse feature maps →
+    the multi-scale features, coarsest first. M2FP trained this part in fp32 (its
+    ``forward_features`` runs under ``autocast(enabled=False)``), so it never runs in bf16."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.decoder = model.sem_seg_head.pixel_decoder
+
+    def forward(self, *features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        decoder = self.decoder
+        by_name = dict(zip(decoder.in_features[-len(features):], features))
+        srcs, pos = [], []
+        for idx, name in enumerate(decoder.transformer_in_features[::-1]):
+            x = by_name[name].float()
+            srcs.append(decoder.input_proj[idx](x))
+            pos.append(decoder.pe_layer(x))
+        shapes = [(src.shape[2], src.shape[3]) for src in srcs]
+        memory = deformable_encoder(decoder.transformer, srcs, pos, shapes)
+        batch = memory.shape[0]
+        levels = torch.split(memory, [h * w for h, w in shapes], dim=1)
+        return tuple(z.transpose(1, 2).reshape(batch, -1, h, w) for z, (h, w) in zip(levels, shapes))
+
+
+class QueryDecoder(nn.Module):
+    """The pixel decoder's FPN (the finest feature map and the encoder's output → the mask
+    features) and the transformer decoder's layers (→ the 100 query embeddings)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.decoder = model.sem_seg_head.pixel_decoder
         self.predictor = model.sem_seg_head.predictor
 
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        decoder = self.decoder
+        fine, out = inputs[:decoder.num_fpn_levels], list(inputs[decoder.num_fpn_levels:])
+        for idx, x in enumerate(fine[::-1]):
+            lateral = decoder.lateral_convs[idx](x.float())
+            y = lateral + F.interpolate(out[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+            out.append(decoder.output_convs[idx](y))
+        mask_features = decoder.mask_features(out[-1])
+        return decoder_queries(self.predictor, out[:decoder.maskformer_num_feature_levels], mask_features), mask_features
+
+
+class PredictionHeads(nn.Module):
+    """The decision-making tail: queries → class logits, and the mask embedding's einsum
+    with the mask features → mask logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.predictor = model.sem_seg_head.predictor
+
+    def forward(self, queries: torch.Tensor, mask_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        predictor = self.predictor  # forward_prediction_heads without the attention mask
+        decoded = predictor.decoder_norm(queries).transpose(0, 1)
+        mask_embed = predictor.mask_embed(decoded)
+        return predictor.class_embed(decoded), torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One separately exported piece of the network, with the names of its tensors."""
+
+    name: str
+    module: type[nn.Module]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    spatial: frozenset[str]  # tensors whose last two axes are the image's (scaled) height and width
+
+
+FEATURES = ("res2", "res3", "res4", "res5")
+MULTI_SCALE = ("ms0", "ms1", "ms2")
+# In the order they run; each part's inputs are the image or earlier parts' outputs.
+PARTS = (
+    Part("backbone", Backbone, ("image",), FEATURES, frozenset(("image", *FEATURES))),
+    Part("encoder", PixelEncoder, FEATURES[1:], MULTI_SCALE, frozenset(FEATURES[1:] + MULTI_SCALE)),
+    Part("decoder", QueryDecoder, FEATURES[:1] + MULTI_SCALE, ("queries", "mask_features"),
+         frozenset(FEATURES[:1] + MULTI_SCALE + ("mask_features",))),
+    Part("heads", PredictionHeads, ("queries", "mask_features"), ("class_logits", "mask_logits"),
+         frozenset(("mask_features", "mask_logits"))),
+)
+
+
+class ParsingNetwork(nn.Module):
+    """The four parts in a row: ``(1, 3, H, W)`` normalized, padded to multiples of 32 →
+    ``(1, Q, K+1)`` class logits and ``(1, Q, H/4, W/4)`` mask logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(part.module(model) for part in PARTS)
+
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(1, 3, H, W)`` normalized, padded to multiples of 32 → ``(1, Q, K+1)`` class
-        logits and ``(1, Q, H/4, W/4)`` mask logits."""
-        features = self.backbone(image)
-        mask_features, multi_scale = pixel_decoder_features(self.pixel_decoder, features)
-        return transformer_decoder(self.predictor, multi_scale, mask_features)
-
-
-def pixel_decoder_features(decoder: Any, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
-    """``MSDeformAttnPixelDecoder.forward_features`` with sizes kept as tensor shapes."""
-    srcs, pos = [], []
-    for idx, name in enumerate(decoder.transformer_in_features[::-1]):
-        x = features[name].float()
-        srcs.append(decoder.input_proj[idx](x))
-        pos.append(decoder.pe_layer(x))
-    shapes = [(src.shape[2], src.shape[3]) for src in srcs]
-    memory = deformable_encoder(decoder.transformer, srcs, pos, shapes)
-
-    batch = memory.shape[0]
-    levels = torch.split(memory, [h * w for h, w in shapes], dim=1)
-    out = [z.transpose(1, 2).reshape(batch, -1, h, w) for z, (h, w) in zip(levels, shapes)]
-    for idx, name in enumerate(decoder.in_features[:decoder.num_fpn_levels][::-1]):
-        x = features[name].float()
-        lateral = decoder.lateral_convs[idx](x)
-        y = lateral + F.interpolate(out[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
-        out.append(decoder.output_convs[idx](y))
-    return decoder.mask_features(out[-1]), out[:decoder.maskformer_num_feature_levels]
+        tensors = {"image": image}
+        for part, module in zip(PARTS, self.parts):
+            tensors.update(zip(part.outputs, module(*(tensors[name] for name in part.inputs))))
+        return tensors["class_logits"], tensors["mask_logits"]
 
 
 def deformable_encoder(encoder: Any, srcs: list[torch.Tensor], pos_embeds: list[torch.Tensor],
@@ -143,9 +221,9 @@ def sample_levels(value: torch.Tensor, shapes: Sequence[tuple[Size, Size]], loca
     return output.view(batch, heads * dims, len_q).transpose(1, 2).contiguous()
 
 
-def transformer_decoder(predictor: Any, x: list[torch.Tensor],
-                        mask_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``MultiScaleMaskedTransformerDecoder.forward``, final predictions only."""
+def decoder_queries(predictor: Any, x: list[torch.Tensor], mask_features: torch.Tensor) -> torch.Tensor:
+    """``MultiScaleMaskedTransformerDecoder.forward`` up to its last layer's queries
+    (:class:`PredictionHeads` makes the final predictions from them)."""
     src, pos, sizes = [], [], []
     for i in range(predictor.num_feature_levels):
         sizes.append(x[i].shape[-2:])
@@ -156,8 +234,7 @@ def transformer_decoder(predictor: Any, x: list[torch.Tensor],
     query_embed = predictor.query_embed.weight.unsqueeze(1).repeat(1, batch, 1)
     output = predictor.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
 
-    outputs_class, outputs_mask, attn_mask = predictor.forward_prediction_heads(
-        output, mask_features, attn_mask_target_size=sizes[0])
+    _, _, attn_mask = predictor.forward_prediction_heads(output, mask_features, attn_mask_target_size=sizes[0])
     for i in range(predictor.num_layers):
         level = i % predictor.num_feature_levels
         # A query whose mask covers nothing attends everywhere (the model's in-place rule).
@@ -168,9 +245,10 @@ def transformer_decoder(predictor: Any, x: list[torch.Tensor],
         output = predictor.transformer_self_attention_layers[i](
             output, tgt_mask=None, tgt_key_padding_mask=None, query_pos=query_embed)
         output = predictor.transformer_ffn_layers[i](output)
-        outputs_class, outputs_mask, attn_mask = predictor.forward_prediction_heads(
-            output, mask_features, attn_mask_target_size=sizes[(i + 1) % predictor.num_feature_levels])
-    return outputs_class, outputs_mask
+        if i + 1 < predictor.num_layers:  # the last layer's masks are the heads' to make
+            _, _, attn_mask = predictor.forward_prediction_heads(
+                output, mask_features, attn_mask_target_size=sizes[(i + 1) % predictor.num_feature_levels])
+    return output
 
 
 def padded_size(width: int, height: int) -> tuple[int, int]:

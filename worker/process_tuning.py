@@ -62,6 +62,14 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set(_cpuinfo_field("flags", cpuinfo).split())
 
 
+# Either flag lets OpenVINO run bf16 arithmetic natively (M2FP_PRECISION=mixed or bf16).
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    return bool(BF16_CPU_FLAGS & cpu_flags(cpuinfo))
+
+
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory mapped (``M_MMAP_MAX=0``, high ``M_TRIM_THRESHOLD``)."""
     name = ctypes.util.find_library("c")

@@ -24,10 +24,10 @@ from celery.signals import celeryd_after_setup, worker_init, worker_process_init
 
 from common.metrics import clear_metrics_dir, mark_process_dead
 from common.settings import PROCESS_MEMORY_MB, Settings
-from worker.engine_loading import EngineChoice
+from worker.engine_loading import EngineChoice, effective_precision
 from worker.process_config import metrics_dir, process_tuning, resource_plan, settings as worker_settings
 from worker.model_source import ModelUnavailable, resolve_model_dir
-from worker.process_tuning import cpu_flags
+from worker.process_tuning import has_bf16
 
 log = logging.getLogger("worker.startup")
 _engine_choice: Optional[EngineChoice] = None
@@ -51,15 +51,13 @@ def choose_engine(settings: Settings, model_dir: Path) -> EngineChoice:
     torch_choice = EngineChoice("torch", model_dir, labels_max_pixels=settings.labels_max_pixels)
     if settings.m2fp_engine == "torch":
         _note("engine: torch (M2FP_ENGINE=torch)")
-        if settings.m2fp_precision == "bf16":
-            _note("M2FP_PRECISION=bf16 applies to the OpenVINO engine only: the torch engine runs fp32",
-                  logging.WARNING)
+        if settings.m2fp_precision != "fp32":
+            _note(f"M2FP_PRECISION={settings.m2fp_precision} applies to the OpenVINO engine only: the torch "
+                  "engine runs fp32", logging.WARNING)
         return torch_choice
-    precision = settings.m2fp_precision
-    if precision == "bf16" and not {"avx512_bf16", "amx_bf16"} & cpu_flags():
-        _note("M2FP_PRECISION=bf16 asked for, but this CPU has neither avx512_bf16 nor AMX: "
-              "running fp32", logging.WARNING)
-        precision = "fp32"
+    precision, precision_note = effective_precision(settings.m2fp_precision, has_bf16())
+    if precision_note:
+        _note(precision_note, logging.WARNING)
     started = time.perf_counter()
     try:
         child = subprocess.run(
@@ -90,8 +88,8 @@ def choose_engine(settings: Settings, model_dir: Path) -> EngineChoice:
         _note(f"OpenVINO engine {what} for this checkpoint in {entry['seconds']:.1f} s: {entry['path']}")
     else:
         _note(f"OpenVINO engine reused from {entry['path']} (checked in {time.perf_counter() - started:.1f} s)")
-    return EngineChoice("openvino", model_dir, Path(entry["path"]), precision, settings.openvino_static_shapes,
-                        settings.labels_max_pixels)
+    return EngineChoice("openvino", model_dir, Path(entry["path"]), precision, settings.labels_max_pixels,
+                        precision_note)
 
 
 @worker_init.connect
