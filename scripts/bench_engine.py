@@ -2,10 +2,16 @@
 
 Process settings (malloc, MKL) only work when applied before torch loads, and peak
 memory is only meaningful per process, so every row of the table is its own process.
-It loads the engine, warms it up, times ``repeats`` calls per photo, and writes the
-label maps it produced (inference size and photo size) for the parent to compare.
+It loads the engine and parses each photo once cold (the first photo of its shape in
+this process, as after a worker starts) and ``repeats`` times warm, and writes what
+the parent compares (labels, person count, person map; the semantic map's top-1/top-2
+margin for the reference row) to ``out``.
 
-    python -m scripts.bench_engine '{"engine": "openvino", "threads": 2, "tuned": true, ...}'
+    python -m scripts.bench_engine '{"engine": "openvino", "threads": 2, "malloc": true, ...}'
+
+``"fixed_shapes": true`` runs the OpenVINO engine as it was before every graph was
+compiled for any size: one fixed-shape compilation per input shape, made inside the
+first parse of that shape. It is only here, to measure what that cost.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def peak_rss_mib() -> float:
@@ -24,11 +31,44 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
-def _outputs(result, width: int, height: int) -> dict:
-    """What the parent compares: labels at the decision size and the person count."""
+class FixedShapeNetwork:
+    """The joined fp32 graph compiled for each input shape the first time it is seen."""
+
+    def __init__(self, entry: Path, threads: int) -> None:
+        import openvino as ov
+
+        from worker.network import PARTS
+        from worker.openvino_engine import compile_config, joined
+
+        self.core = ov.Core()
+        self.graph = joined(self.core, entry, PARTS)
+        self.config = compile_config(threads, "f32")
+        self.requests: dict[tuple[int, ...], Any] = {}
+
+    def logits(self, tensor):
+        import numpy as np
+
+        if tensor.shape not in self.requests:
+            graph = self.graph.clone()
+            graph.reshape({0: list(tensor.shape)})
+            self.requests[tensor.shape] = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
+        result = self.requests[tensor.shape].infer({0: tensor})
+        return np.array(result[0][0]), np.array(result[1][0])
+
+
+def _outputs(result, width: int, height: int, reference: bool) -> dict:
+    """What the parent compares, per photo."""
     import numpy as np
 
-    return {f"{width}x{height}/labels": result.labels, f"{width}x{height}/persons": np.array(result.person_count)}
+    from worker.instances import person_map
+
+    key = f"{width}x{height}"
+    outputs = {f"{key}/labels": result.labels, f"{key}/persons": np.array(result.person_count),
+               f"{key}/person_ids": person_map(result.labels, result.persons).ids}
+    if reference:
+        top = np.sort(result.semantic, axis=0)[-2:]
+        outputs[f"{key}/margin"] = (top[1] - top[0]).astype(np.float32)
+    return outputs
 
 
 def main() -> None:
@@ -56,40 +96,30 @@ def main() -> None:
         from worker.openvino_engine import OpenVINOEngine
 
         engine = OpenVINOEngine(model, Path(config["engine_dir"]), 1333, threads, config.get("precision", "fp32"))
+        if config.get("fixed_shapes"):
+            engine.network = FixedShapeNetwork(Path(config["engine_dir"]), threads)
     load_seconds = time.perf_counter() - started
+    if "start_at" in config:  # processes measured side by side begin together
+        time.sleep(max(0.0, config["start_at"] - time.time()))
 
     call = engine.parse_stock if config["engine"] == "stock" else engine.parse
     seconds, outputs = {}, {}
-    if config.get("cycle"):  # photos of several shapes in turn: the cost of shape changes
-        images = [photo(width, height, seed=width) for width, height in config["photos"]]
-        for image in images:
-            call(image)
-        samples = []
-        for _ in range(config["repeats"]):
-            for image in images:
-                begun = time.perf_counter()
-                call(image)
-                samples.append(time.perf_counter() - begun)
-        width, height = config["photos"][0]
-        seconds[f"{width}x{height}"] = statistics.median(samples)
-        config["photos"] = config["photos"][:1]  # its labels, for the agreement column
     for width, height in config["photos"]:
-        image = photo(width, height, seed=width)
-        if f"{width}x{height}" in seconds:
-            outputs.update(_outputs(call(image), width, height))
-            continue
-        call(image)  # warm-up: a new input shape compiles once (OpenVINO), allocations settle
+        image = photo(width, height, seed=width + height)
+        begun = time.perf_counter()
+        result = call(image)
+        cold = time.perf_counter() - begun
         samples = []
         for _ in range(config["repeats"]):
             begun = time.perf_counter()
-            result = call(image)
+            call(image)
             samples.append(time.perf_counter() - begun)
-        seconds[f"{width}x{height}"] = statistics.median(samples)
+        seconds[f"{width}x{height}"] = {"cold": cold, "warm": statistics.median(samples) if samples else cold}
         if config["engine"] != "stock":
-            outputs.update(_outputs(result, width, height))
+            outputs.update(_outputs(result, width, height, reference=config.get("reference", False)))
     np.savez_compressed(config["out"], **outputs)
     print(json.dumps({"seconds": seconds, "load_seconds": load_seconds, "peak_rss_mib": peak_rss_mib(),
-                      "tuning": tuning.describe()}))
+                      "tuning": tuning.describe(), "precision": getattr(engine, "description", {}).get("precision")}))
 
 
 if __name__ == "__main__":
