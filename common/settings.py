@@ -18,8 +18,9 @@ from common.images import DEFAULT_LABELS_MAX_PIXELS, ImageLimits
 DEFAULT_MODEL = "damo/cv_resnet101_image-multiple-human-parsing"
 DEFAULT_MODEL_REVISION = "v1.0.1"
 # Default MODEL_PROCESS_MEMORY_MB per engine: the full-size model's peak with the widest
-# input and a 40-megapixel photo (``make bench-scale``), with some headroom.
-PROCESS_MEMORY_MB = {"openvino": 2800, "torch": 6000}
+# input and a 40-megapixel photo (``make bench-scale``), with some headroom. Mixed precision
+# compiles four graphs separately, each with its own working memory.
+PROCESS_MEMORY_MB = {"openvino": 3300, "openvino-mixed": 3900, "torch": 6000}
 
 
 class Settings(BaseSettings):
@@ -209,7 +210,9 @@ class Settings(BaseSettings):
             self.storage_backend = "s3" if self.s3_endpoint else "local"
         if self.model_process_memory_mb is None:
             # auto budgets for OpenVINO; a fallback to torch says so in its warning.
-            self.model_process_memory_mb = PROCESS_MEMORY_MB["torch" if self.m2fp_engine == "torch" else "openvino"]
+            self.model_process_memory_mb = PROCESS_MEMORY_MB[
+                "torch" if self.m2fp_engine == "torch" else
+                "openvino-mixed" if self.m2fp_precision == "mixed" else "openvino"]
         if self.storage_backend == "s3" and not (
             self.s3_endpoint and self.s3_access_key and self.s3_secret_key
         ):

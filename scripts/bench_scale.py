@@ -27,6 +27,7 @@ from scripts.bench import ensure_engine, ensure_full_model, machine
 from scripts.imagegen import photo
 from scripts.processes import REPO, wait_until
 from scripts.stack import local_system
+from worker.process_tuning import has_bf16
 from worker.resources import usable_cpus
 
 
@@ -51,7 +52,9 @@ def memory_mib(pid: int, field: str) -> float:
 ENGINES = {"default": {"M2FP_ENGINE": "auto"},
            "torch": {"M2FP_ENGINE": "torch"},
            "untuned torch": {"M2FP_ENGINE": "torch", "MALLOC_KEEP_FREED": "false", "MKL_AVX2_ON_AMD": "false"}}
-MEMORY_ENGINES = ("default", "torch")
+# The memory table also measures mixed precision (separately compiled parts), where the CPU runs it.
+MEMORY_ENGINES = {"default": ENGINES["default"], **({"mixed": {"M2FP_ENGINE": "auto", "M2FP_PRECISION": "mixed"}}
+                                                     if has_bf16() else {}), "torch": ENGINES["torch"]}
 
 
 def run(model: Path, engine: str, processes: int, threads: int, images: list[bytes]) -> tuple[float, float, float]:
@@ -81,7 +84,7 @@ MEMORY_PHOTOS = [(768, 576), (2666, 1280), (8000, 5000)]
 def peak_memory(model: Path, engine: str, width: int, height: int) -> float:
     """Peak resident memory (MiB) of a fresh model process that parsed one photo of this size."""
     with tempfile.TemporaryDirectory() as tmp, local_system(Path(tmp), M2FP_MODEL=str(model)) as stack:
-        worker = stack.start_worker("memory", WORKER_CONCURRENCY="1", TORCH_THREADS="2", **ENGINES[engine])
+        worker = stack.start_worker("memory", WORKER_CONCURRENCY="1", TORCH_THREADS="2", **MEMORY_ENGINES[engine])
         job_id = stack.submit(encode_jpeg(photo(width, height, seed=5), quality=85)).json()["id"]
         assert stack.wait_for(job_id, timeout=900)["status"] == "succeeded"
         pid = int(re.findall(r"worker process (\d+) ready", worker.log_text())[0])
@@ -93,6 +96,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=REPO / "models" / "m2fp-synthetic-full")
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--size", default="768x576")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak memory by photo size")
     args = parser.parse_args()
     ensure_full_model(args.model)
     ensure_engine(args.model, REPO / "var" / "models")  # the cache the workers below use
@@ -100,7 +104,7 @@ def main() -> None:
     images = [encode_jpeg(photo(width, height, seed=i)) for i in range(args.jobs)]  # distinct: no dedupe
     cpus = usable_cpus()
     rows = []
-    for processes, threads in configurations(cpus):
+    for processes, threads in [] if args.memory_only else configurations(cpus):
         row = [processes, threads]
         for engine in ENGINES:
             seconds, model_process_mib, main_mib = run(args.model, engine, processes, threads, images)
@@ -109,8 +113,18 @@ def main() -> None:
                   f"{seconds:.1f} s = {args.jobs / seconds * 60:.1f} jobs/min; peak memory per model process "
                   f"{model_process_mib:.0f} MiB, main worker process {main_mib:.0f} MiB", flush=True)
         rows.append(row)
-    print(f"\nMachine: {machine()}\nBatch: {args.jobs} distinct {args.size} JPEGs submitted at once, "
-          f"model {args.model.name}\n")
+    print(f"\nMachine: {machine()}")
+    if rows:
+        print(f"Batch: {args.jobs} distinct {args.size} JPEGs submitted at once, model {args.model.name}\n")
+        print_throughput(rows, args.jobs)
+    print("\n| photo | " + " | ".join(f"peak RSS, {engine} engine, MiB" for engine in MEMORY_ENGINES) + " |")
+    print("|---|" + "---|" * len(MEMORY_ENGINES))
+    for width, height in MEMORY_PHOTOS:
+        peaks = [f"{peak_memory(args.model, engine, width, height):.0f}" for engine in MEMORY_ENGINES]
+        print(f"| {width}x{height} | " + " | ".join(peaks) + " |", flush=True)
+
+
+def print_throughput(rows: list, jobs: int) -> None:
     print("| worker processes | threads each | engine | seconds for the batch | jobs per minute | vs torch "
           "| vs untuned torch | peak RSS per model process, MiB | main process RSS, MiB |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -118,14 +132,9 @@ def main() -> None:
         torch_seconds = results[list(ENGINES).index("torch")][0]
         untuned_seconds = results[list(ENGINES).index("untuned torch")][0]
         for engine, (seconds, model_process_mib, main_mib) in zip(ENGINES, results):
-            print(f"| {processes} | {threads} | {engine} | {seconds:.1f} | {args.jobs / seconds * 60:.1f} "
+            print(f"| {processes} | {threads} | {engine} | {seconds:.1f} | {jobs / seconds * 60:.1f} "
                   f"| {torch_seconds / seconds:.2f}x | {untuned_seconds / seconds:.2f}x | {model_process_mib:.0f} "
                   f"| {main_mib:.0f} |")
-    print("\n| photo | " + " | ".join(f"peak RSS, {engine} engine, MiB" for engine in MEMORY_ENGINES) + " |")
-    print("|---|" + "---|" * len(MEMORY_ENGINES))
-    for width, height in MEMORY_PHOTOS:
-        peaks = [f"{peak_memory(args.model, engine, width, height):.0f}" for engine in MEMORY_ENGINES]
-        print(f"| {width}x{height} | " + " | ".join(peaks) + " |", flush=True)
 
 
 if __name__ == "__main__":

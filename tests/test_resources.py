@@ -77,7 +77,7 @@ def test_plan_defaults_to_one_single_threaded_process_per_cpu():
 
 
 def test_plan_fits_the_memory_with_fewer_processes_and_more_threads():
-    plan = plan_resources(Settings(), cpus=16, memory=8 * GIB)  # (8192 - 512) // 2800 = 2
+    plan = plan_resources(Settings(), cpus=16, memory=8 * GIB)  # (8192 - 512) // 3300 = 2
     assert (plan.concurrency, plan.threads) == (2, 8)
     assert "memory-bound" in plan.describe()
     assert plan_resources(Settings(), cpus=4, memory=2 * GIB).concurrency == 1  # never zero
@@ -88,9 +88,10 @@ def test_the_memory_budget_per_process_follows_the_engine_unless_set():
     assert Settings().model_process_memory_mb == PROCESS_MEMORY_MB["openvino"]
     assert Settings(m2fp_engine="torch").model_process_memory_mb == PROCESS_MEMORY_MB["torch"]
     assert Settings(m2fp_engine="torch", model_process_memory_mb=3000).model_process_memory_mb == 3000
-    fits = [plan_resources(Settings(m2fp_engine=engine), cpus=16, memory=16 * GIB).concurrency
-            for engine in ("auto", "torch")]
-    assert fits == [5, 2]  # (16384 - 512) MiB at 2800 MiB (OpenVINO) or 6000 MiB (torch) each
+    assert Settings(m2fp_precision="mixed").model_process_memory_mb == PROCESS_MEMORY_MB["openvino-mixed"]
+    fits = [plan_resources(Settings(m2fp_engine=engine, m2fp_precision=precision), cpus=16, memory=16 * GIB).concurrency
+            for engine, precision in (("auto", "fp32"), ("auto", "mixed"), ("torch", "fp32"))]
+    assert fits == [4, 4, 2]  # (16384 - 512) MiB at 3300 MiB (OpenVINO), 3900 (mixed) or 6000 (torch) each
 
 
 def test_an_override_beyond_the_memory_is_kept_but_warned_about():

@@ -3,8 +3,8 @@
 The job runner only sees :class:`ParsingEngine` and the :class:`Parsing` it returns.
 Two engines implement it: :class:`worker.torch_engine.TorchEngine`, modelscope's own
 model and postprocess (the reference), and :class:`worker.openvino_engine.OpenVINOEngine`,
-the same network exported once to an OpenVINO graph (4.2 times the stock pipeline's
-speed on two Zen 5 cores, 2.6 to 3.3 on Zen 4: docs/performance.md).
+the same network exported once to OpenVINO graphs (2.5 to 3.1 times the stock
+pipeline's speed on two Zen 4 cores: docs/performance.md).
 Both import this module for the shared types; the factory that picks one of them
 (:mod:`worker.engine_loading`) imports them, so nothing here imports an engine.
 """
