@@ -141,6 +141,13 @@ def test_a_busy_or_consuming_worker_is_never_taken_for_a_stalled_one():
         guard.check()
     assert stops == []
     waiting[0] = 3
+    now[0] = 195.0
+    guard.check()  # counting from 195 s, but Redis cannot be read at 200 s: counted again after it
+    waiting_before, guard.waiting = guard.waiting, lambda: 1 / 0
+    now[0] = 200.0
+    with pytest.raises(ZeroDivisionError):
+        guard.check()
+    guard.waiting = waiting_before
     for step in range(40, 48):  # room and waiting jobs in every check for 30 s: stalled
         now[0] = step * 5.0
         guard.check()

@@ -45,12 +45,13 @@ class ConsumptionGuard:
     def check(self) -> None:
         if self.stopped:
             return
-        room = self.held() < self.capacity
-        if not (room and self.waiting() > 0):
-            self.since = None
+        # Counted again from now unless this check sees the state too: one that cannot read
+        # Redis (raises) knows nothing, and a consumer reconnecting after it is not stalled.
+        since, self.since = self.since, None
+        if not (self.held() < self.capacity and self.waiting() > 0):
             return
         now = self.clock()
-        self.since = now if self.since is None else self.since
+        self.since = now if since is None else since
         if now - self.since >= self.stall_seconds:
             self.stopped = True
             log.error("this worker has taken no job for %.0f s although jobs wait in its queues and %d of its %d "

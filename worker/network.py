@@ -58,7 +58,8 @@ class Backbone(nn.Module):
 class PixelEncoder(nn.Module):
     """The pixel decoder's deformable-attention encoder: the three coarse feature maps →
     the multi-scale features, coarsest first. M2FP trained this part in fp32 (its
-    ``forward_features`` runs under ``autocast(enabled=False)``), so it never runs in bf16."""
+    ``forward_features`` runs under ``autocast(enabled=False)``), so mixed precision keeps it
+    in fp32."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

@@ -7,8 +7,8 @@ instances exactly as modelscope's model does.
 
 Every graph is compiled once, for every input size, when the process starts: a photo of
 a shape the process has not seen costs no compilation inside its job (the fixed-shape
-compilations of earlier versions cost 1.2-1.4 s per new shape on Zen 4, and kept two).
-Numbers in docs/performance.md.
+compilations of earlier versions added 1.9-2.6 s to the first photo of every new shape
+on Zen 4, and kept two). Numbers in docs/performance.md.
 """
 from __future__ import annotations
 
@@ -112,8 +112,7 @@ def joined(core: Any, entry: Path, parts: tuple[Part, ...]) -> Any:
         for result in model.get_results():
             for name in result.output(0).get_names():
                 produced[name] = result.input_value(0)
-    results = [result for result in models[-1].get_results()]
-    return ov.Model(results, parameters, "+".join(part.name for part in parts))
+    return ov.Model(list(models[-1].get_results()), parameters, "+".join(part.name for part in parts))
 
 
 class CompiledNetwork:
