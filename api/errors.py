@@ -39,6 +39,9 @@ ERROR_CODES: dict[ErrorCode, CodeInfo] = {
                                              "webhook_events"),
     ErrorCode.WEBHOOKS_DISABLED: CodeInfo(400, "a webhook (or the webhook secret) asked of a service whose operator "
                                                "set no WEBHOOK_SIGNING_KEY"),
+    ErrorCode.UNKNOWN_OUTPUT: CodeInfo(400, "an `outputs` name that is not one of keypoints, masks, garments, tryon"),
+    ErrorCode.INVALID_KEYPOINTS: CodeInfo(400, "`keypoints` that are not OpenPose JSON of COCO-18 or BODY_25 points "
+                                          "inside the photo, with confidences from 0 to 1"),
     ErrorCode.SOURCE_FORBIDDEN: CodeInfo(403, "a reference outside S3_BUCKET and SOURCE_BUCKETS, or to job files"),
     ErrorCode.UNAUTHORIZED: CodeInfo(401, "no API key, or not a valid one, while the service has keys "
                                           "configured"),
@@ -66,6 +69,9 @@ ERROR_CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.SOURCE_CHANGED: CodeInfo(None, "a job's error: the referenced object changed after submission"),
     ErrorCode.INPUT_MISSING: CodeInfo(None, "a job's error: its uploaded input vanished from the store"),
     ErrorCode.INFERENCE_TIMEOUT: CodeInfo(None, "a job's error: parsing exceeded the time limit"),
+    ErrorCode.PERSON_NOT_FOUND: CodeInfo(None, "a job's error: try-on outputs for a `person` the photo does not "
+                                         "have (persons.png numbers them 1..N by area)"),
+    ErrorCode.NO_PERSON: CodeInfo(None, "a job's error: try-on outputs asked of a photo in which nobody was found"),
     ErrorCode.WORKER_LOST: CodeInfo(None, "a job's error: its worker died MAX_ATTEMPTS times running it"),
 }
 assert set(ERROR_CODES) == set(ErrorCode), "every error code is in the table"
@@ -111,6 +117,16 @@ def error_response(exc: ServiceError) -> Response:
         response.headers["Retry-After"] = str(retry_after)
     if exc.code is ErrorCode.UNAUTHORIZED:
         response.headers["WWW-Authenticate"] = 'Bearer realm="m2fp"'
+    return response
+
+
+def failed_job_response(code: str, message: str) -> Response:
+    """A failed job's error as a request's answer (the demo's synchronous routes): its
+    code's status, or 422 for the codes only a job carries (worker_lost, no_person, ...).
+    The message was written for clients when the job failed."""
+    known = ErrorCode(code)
+    response = jsonify({"error": {"code": known.value, "message": message}})
+    response.status_code = ERROR_CODES[known].status or 422
     return response
 
 

@@ -27,6 +27,7 @@ have their own module.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -39,7 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from m2fp_contract.errors import ErrorCode
 from m2fp_contract.schema import (JOB_ID_PATTERN, MAX_BATCH, OUTPUTS, TERMINAL_STATUSES, JobStatus, LabelProfile,
-                           LabelsFormat, Priority, SourceRef, WebhookEvent)
+                           LabelsFormat, OutputGroup, Priority, SourceRef, WebhookEvent,
+                           output_media_type)
 
 __all__ = ["DEFAULT_TENANT", "MAX_BATCH", "OUTPUTS", "TERMINAL_STATUSES", "JobStatus", "Priority", "SourceRef",
            "InputInfo", "JobResult", "JobError", "OutputOptions", "Webhook", "Delivery", "Job", "InvalidTransition",
@@ -106,7 +108,7 @@ def input_key(job_id: str) -> str:
 
 
 def output_key(job_id: str, name: str) -> str:
-    if name not in OUTPUTS:
+    if output_media_type(name) is None:
         raise ValueError(f"unknown output {name!r}")
     return f"jobs/{job_id}/{name}"
 
@@ -150,16 +152,38 @@ OUTPUTS_VERSION = 2
 
 
 class OutputOptions(_Part):
-    """How a job's outputs are expressed (``labels`` and ``labels_format`` of its submission)."""
+    """Which outputs a job has and how they are expressed: ``labels``, ``labels_format``,
+    ``outputs``, ``person`` and ``keypoints`` of its submission."""
 
     labels: LabelProfile = LabelProfile.CIHP
     labels_format: LabelsFormat = LabelsFormat.GRAYSCALE
+    outputs: list[OutputGroup] = Field(default_factory=list)  # in OutputGroup's order, tryon bringing keypoints
+    person: Optional[int] = Field(None, ge=1, le=255)  # whose try-on pack (None: the largest)
+    keypoints: Optional[list[list[float]]] = None  # submitted OpenPose points, one flat list per person
+
+    @classmethod
+    def of(cls, labels: LabelProfile, labels_format: LabelsFormat, outputs: list[OutputGroup],
+           person: Optional[int] = None, keypoints: Optional[list[list[float]]] = None) -> "OutputOptions":
+        """The options of a submission, its groups in one order (``["masks", "tryon"]`` and
+        ``["tryon", "masks"]`` are the same work) and with what ``tryon`` needs."""
+        wanted = set(outputs) | ({OutputGroup.KEYPOINTS} if OutputGroup.TRYON in outputs else set())
+        return cls(labels=labels, labels_format=labels_format, outputs=[g for g in OutputGroup if g in wanted],
+                   person=person, keypoints=keypoints)
+
+    def wants(self, group: OutputGroup) -> bool:
+        return group in self.outputs
 
     def content_key(self, digest: str) -> str:
         """What identifies the work in the content index: the input's hash, the options (the
         same photo in two label sets is two jobs) and the outputs' version (a job made
-        before persons.png existed does not answer for one that has it)."""
-        return f"{digest}:{OUTPUTS_VERSION}:{self.labels.value}:{self.labels_format.value}"
+        before persons.png existed does not answer for one that has it). Extra outputs,
+        their person and submitted keypoints (by hash) are part of the work too; a job
+        without them keeps the key it always had."""
+        key = f"{digest}:{OUTPUTS_VERSION}:{self.labels.value}:{self.labels_format.value}"
+        if not self.outputs:
+            return key
+        points = hashlib.sha256(json.dumps(self.keypoints).encode()).hexdigest()[:16] if self.keypoints else "-"
+        return f"{key}:{'+'.join(g.value for g in self.outputs)}:{self.person or 1}:{points}"
 
 
 class Delivery(_Part):

@@ -6,6 +6,8 @@ our ``colored.png`` reads the same as theirs.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 CIHP_CLASSES: tuple[str, ...] = (
@@ -33,3 +35,10 @@ def voc_colormap(n: int = 256) -> np.ndarray:
 
 PALETTE: np.ndarray = voc_colormap(NUM_PARTS)
 
+
+
+def class_slug(name: str) -> str:
+    """A class name as it appears in an output's file name: ``"UpperClothes"`` ->
+    ``"upperclothes"``, ``"Left-arm"`` -> ``"left-arm"`` (lower case, so a name reads the
+    same on case-insensitive file systems, and nothing a path or URL would change)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

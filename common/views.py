@@ -35,6 +35,8 @@ def job_view(job: Job, storage: Storage, presign_seconds: int, base_url: str, de
         priority=job.priority,
         labels=job.output.labels,
         labels_format=job.output.labels_format,
+        outputs=job.output.outputs,
+        person=job.output.person,
         worker=job.worker,
         input=InputView(**job.input.model_dump(), source=job.source.uri() if job.source else None),
         links=JobLinks(self_=root),

@@ -26,6 +26,10 @@ class ErrorCode(str, Enum):
     RATE_LIMITED = "rate_limited"
     NOT_CANCELABLE = "not_cancelable"
     INVALID_WEBHOOK = "invalid_webhook"
+    UNKNOWN_OUTPUT = "unknown_output"
+    INVALID_KEYPOINTS = "invalid_keypoints"
+    PERSON_NOT_FOUND = "person_not_found"
+    NO_PERSON = "no_person"
     WEBHOOKS_DISABLED = "webhooks_disabled"
     REQUEST_TIMEOUT = "request_timeout"
     # The service's own faults (5xx, or a job that failed after retries)

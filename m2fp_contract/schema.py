@@ -7,12 +7,15 @@ light client environment can install it without numpy, torch or Celery.
 """
 from __future__ import annotations
 
+import json
+import math
+import re
 from enum import Enum
 from typing import Any, ClassVar, Literal, Optional, Union
 from urllib.parse import urlparse
 
 from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler,
-                      field_validator, model_serializer)
+                      field_validator, model_serializer, model_validator)
 from pydantic_core import PydanticCustomError, core_schema
 
 from m2fp_contract.errors import ErrorCode
@@ -28,6 +31,45 @@ OUTPUTS: dict[str, str] = {
     "result.json": "application/json",
 }
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"
+
+
+class OutputGroup(str, Enum):
+    """Outputs a submission asks for by name (``outputs``), beyond the five every job has
+    (docs/outputs.md). ``tryon`` brings ``keypoints`` with it: its recipes need them."""
+
+    KEYPOINTS = "keypoints"
+    MASKS = "masks"
+    GARMENTS = "garments"
+    TRYON = "tryon"
+
+
+_MEDIA_BY_SUFFIX = {".png": "image/png", ".jpg": "image/jpeg", ".json": "application/json"}
+# The try-on pack, at the photo's size and at the 768x1024 the try-on models expect.
+TRYON_SIZES = ("photo", "768x1024")
+TRYON_FILES = ("parse_agnostic.png", "agnostic_vitonhd.jpg", "agnostic_hrviton.jpg",
+               "inpaint_mask_upper.png", "inpaint_mask_upper_hd.png", "inpaint_mask_lower.png",
+               "inpaint_mask_dresses.png", "inpaint_gray_upper.jpg", "inpaint_gray_upper_hd.jpg",
+               "inpaint_gray_lower.jpg", "inpaint_gray_dresses.jpg")
+# The outputs of each group: exact names, or patterns for the per-class and per-person ones
+# (a class's slug: lower case, "-" between words; a person's id as in persons.png).
+GROUP_OUTPUTS: dict[OutputGroup, tuple[str, ...]] = {
+    OutputGroup.KEYPOINTS: ("keypoints.json", "keypoints_coco18.json"),
+    OutputGroup.MASKS: (r"masks/[a-z0-9-]{1,40}\.png",),
+    OutputGroup.GARMENTS: ("cloth_mask.png", r"cutouts/person-(?:[1-9][0-9]?|1[0-9][0-9]|2[0-4][0-9]|25[0-5])"
+                                             r"/[a-z0-9-]{1,40}\.png"),
+    OutputGroup.TRYON: tuple(f"tryon/{size}/{re.escape(name)}" for size in TRYON_SIZES for name in TRYON_FILES),
+}
+_GROUP_NAME = re.compile("|".join(f"(?:{pattern})" for patterns in GROUP_OUTPUTS.values() for pattern in patterns))
+
+
+def output_media_type(name: str) -> Optional[str]:
+    """The media type of the output ``name``, or None when no job can have such an output
+    (so a name can never reach outside a job's own files)."""
+    if name in OUTPUTS:
+        return OUTPUTS[name]
+    if _GROUP_NAME.fullmatch(name):
+        return _MEDIA_BY_SUFFIX[name[name.rindex("."):]]
+    return None
 
 
 class JobStatus(str, Enum):
@@ -167,16 +209,101 @@ def _events(value: Any) -> Any:
     return [part.strip() for item in items for part in item.split(",") if part.strip()]
 
 
+# People per submitted keypoints document, and the points per person each format has.
+MAX_KEYPOINT_PEOPLE = 64
+KEYPOINT_FORMATS = {18: "COCO-18", 25: "BODY_25"}
+
+
+def _keypoint_error(message: str) -> PydanticCustomError:
+    return PydanticCustomError(ErrorCode.INVALID_KEYPOINTS.value, message)
+
+
+def _openpose_people(value: Any) -> Any:
+    """OpenPose's JSON (``{"people": [{"pose_keypoints_2d": [x, y, c, ...]}]}``, as an
+    object, or as text in a form field) -> each person's flat list of numbers.
+
+    Checked here: the shape (18 or 25 points of three numbers, one format per document),
+    finite non-negative coordinates, confidences from 0 to 1. Whether the points lie
+    inside the photo is checked once the photo's size is known (``api/submission.py``)."""
+    if value in ("", None):
+        return None
+    if isinstance(value, (str, bytes)):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _keypoint_error("keypoints: not JSON; send OpenPose's JSON: "
+                                  '{"people": [{"pose_keypoints_2d": [x, y, c, ...]}]}') from None
+    if isinstance(value, list) and all(isinstance(person, list) for person in value):
+        value = {"people": [{"pose_keypoints_2d": person} for person in value]}  # our own stored form
+    people = value.get("people") if isinstance(value, dict) else None
+    if not isinstance(people, list) or not 1 <= len(people) <= MAX_KEYPOINT_PEOPLE:
+        raise _keypoint_error(f'keypoints: expected {{"people": [...]}} with 1 to {MAX_KEYPOINT_PEOPLE} people')
+    flat: list[list[float]] = []
+    for index, person in enumerate(people):
+        points = person.get("pose_keypoints_2d") if isinstance(person, dict) else None
+        if not isinstance(points, list) or len(points) not in (3 * n for n in KEYPOINT_FORMATS):
+            raise _keypoint_error(f"keypoints: people[{index}].pose_keypoints_2d must hold 54 (COCO-18) or 75 "
+                                  "(BODY_25) numbers: x, y, confidence per point")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in points):
+            raise _keypoint_error(f"keypoints: people[{index}].pose_keypoints_2d holds something not a finite number")
+        if any(v < 0 for v in points) or any(c > 1 for c in points[2::3]):
+            raise _keypoint_error(f"keypoints: people[{index}]: coordinates must be >= 0 and confidences 0 to 1")
+        flat.append([float(v) for v in points])
+    if len({len(points) for points in flat}) > 1:
+        raise _keypoint_error("keypoints: every person needs the same format (all COCO-18 or all BODY_25)")
+    return flat
+
+
+def _output_groups(value: Any) -> Any:
+    """A list of group names, or one comma-separated string (a form field), each known."""
+    items = _events(value)
+    if items is None:
+        return []
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        return items  # let the list type say why
+    known = {group.value for group in OutputGroup}
+    unknown = [item for item in items if item not in known]
+    if unknown:
+        raise PydanticCustomError(ErrorCode.UNKNOWN_OUTPUT.value,
+                                  f"outputs: unknown {', '.join(map(repr, unknown))}; ask for any of "
+                                  f"{', '.join(sorted(known))}")
+    return items
+
+
 class _OutputFields(BaseModel):
-    """How the job's outputs are expressed."""
+    """How the job's outputs are expressed, and which it has beyond the standard five."""
 
     labels: LabelProfile = Field(LabelProfile.CIHP, description="the label set: cihp (the model's 20 classes), "
                                  "lip, atr or simple; see docs/api.md")
     labels_format: LabelsFormat = Field(LabelsFormat.GRAYSCALE, description="labels.png as grayscale, or palette "
                                         "mode (same values, with the profile's colors)")
 
+    outputs: list[OutputGroup] = Field(default_factory=list, description=(
+        "more outputs, by group (a list, or comma-separated): keypoints (OpenPose JSON), masks (one binary "
+        "mask per class), garments (cut-outs, cloth mask, colours), tryon (the try-on pack; brings keypoints); "
+        "see docs/outputs.md and docs/tryon.md"))
+    person: Optional[int] = Field(None, ge=1, le=255, description=(
+        "the person the try-on pack is for, by its id in persons.png (1 = the largest, the default)"))
+    keypoints: Optional[list[list[float]]] = Field(None, description=(
+        'your own OpenPose JSON ({"people": [{"pose_keypoints_2d": [x, y, c, ...]}]}, COCO-18 or BODY_25, in the '
+        "photo's pixels; in a form, as text) instead of the pose model's: used for keypoints and tryon"),
+        json_schema_extra={"type": ["object", "string", "null"]})
+
     _blank_labels = field_validator("labels", "labels_format", mode="before")(
         lambda cls, value, info: cls.model_fields[info.field_name].default if value in ("", None) else value)
+    _known_outputs = field_validator("outputs", mode="before")(lambda cls, value: _output_groups(value))
+    _blank_person = field_validator("person", mode="before")(lambda cls, value: None if value == "" else value)
+    _openpose = field_validator("keypoints", mode="before")(lambda cls, value: _openpose_people(value))
+
+    @model_validator(mode="after")
+    def _needs_what_uses_it(self):
+        if self.person is not None and OutputGroup.TRYON not in self.outputs:
+            raise PydanticCustomError(ErrorCode.BAD_REQUEST.value, 'person: it chooses whose try-on pack is made; '
+                                      'ask for the pack too (outputs: ["tryon"])')
+        if self.keypoints is not None and not {OutputGroup.KEYPOINTS, OutputGroup.TRYON} & set(self.outputs):
+            raise _keypoint_error('keypoints: they are used for the keypoints and tryon outputs; ask for one '
+                                  '(outputs: ["tryon"])')
+        return self
 
 
 class _WebhookFields(BaseModel):
@@ -269,6 +396,28 @@ class BatchForm(_OutputFields, _WebhookFields):
     _blank_priority = field_validator("priority", mode="before")(lambda cls, value: _default_if_blank(value, cls))
 
 
+class DemoFileForm(BaseModel):
+    """The M2FP demo's ``POST /api/parse``: one photo in the field ``file``."""
+
+    model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
+
+    file: UploadedFile = Field(description="JPEG, PNG, WebP, BMP, TIFF or GIF, at most MAX_UPLOAD_BYTES")
+
+    _first_file = field_validator("file", mode="before")(
+        lambda cls, value: value[0] if isinstance(value, list) and value else value)
+
+
+class DemoImageForm(BaseModel):
+    """The M2FP demo's ``POST /parse``: one photo in the field ``image``."""
+
+    model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
+
+    image: UploadedFile = Field(description="JPEG, PNG, WebP, BMP, TIFF or GIF, at most MAX_UPLOAD_BYTES")
+
+    _first_file = field_validator("image", mode="before")(
+        lambda cls, value: value[0] if isinstance(value, list) and value else value)
+
+
 class JobsQuery(_Request):
     ids: str = Field(description=f"1 to {MAX_BATCH} comma-separated job ids")
 
@@ -320,6 +469,25 @@ class PersonPart(_Response):
     pixel_fraction: float = Field(ge=0, le=1, description="its share of this person's pixels")
 
 
+class ColorFound(_Response):
+    """One of a garment's dominant colours (a cluster of its pixels in CIELAB)."""
+
+    hex: str = Field(pattern=r"^#[0-9a-f]{6}$", description="the cluster's centre, sRGB")
+    share: float = Field(ge=0, le=1, description="its share of the garment's pixels")
+    name: str = Field(description="a plain colour name (red, navy, beige, ...)")
+
+
+class GarmentFound(_Response):
+    """One garment of a person (outputs ``garments``), in CIHP's classes."""
+
+    id: int = Field(ge=0, description="the CIHP class id")
+    name: str
+    pixel_fraction: float = Field(ge=0, le=1, description="its share of this person's pixels")
+    bbox: list[int] = Field(min_length=4, max_length=4, description="[x, y, w, h] in the photo's pixels")
+    cutout: str = Field(description="the output holding its RGBA cut-out")
+    colors: list[ColorFound] = Field(description="its dominant colours, largest share first")
+
+
 class PersonFound(_Response):
     """One person: ``id`` is its value in persons.png (1-255; 0 is nobody)."""
 
@@ -328,6 +496,46 @@ class PersonFound(_Response):
     bbox: list[int] = Field(min_length=4, max_length=4, description="[x, y, w, h] in the photo's pixels")
     pixel_fraction: float = Field(ge=0, le=1, description="its share of the photo's pixels")
     parts: list[PersonPart] = Field(description="its parts, largest first")
+    garments: Optional[list[GarmentFound]] = Field(None, description="with outputs garments: its garments, "
+                                                   "largest first, with their colours")
+
+    _omit_when_none = ("garments",)
+
+
+class KeypointsPerson(_Response):
+    id: int = Field(ge=1, le=255, description="the person's id in persons.png")
+    found: bool = Field(description="whether it has a body in keypoints.json")
+
+
+class KeypointsSummary(_Response):
+    """Where the keypoints came from, and whose are missing and why."""
+
+    source: Literal["model", "submitted"]
+    model: Optional[dict[str, str]] = Field(None, description="the pose model, when it found them")
+    people: list[KeypointsPerson]
+    unmatched: int = Field(ge=0, description="submitted bodies that fell on no person (person_id -1)")
+    reason: Optional[str] = Field(description="why a person has no body, when one has none")
+
+    _omit_when_none = ("model",)
+
+
+class TryOnSize(_Response):
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    scale: Optional[float] = Field(None, description="768x1024: the photo's scale into the frame")
+    pad: Optional[list[int]] = Field(None, min_length=4, max_length=4, description="768x1024: white (photo) or "
+                                     "background (maps) padding [left, top, right, bottom], in the frame's pixels")
+
+    _omit_when_none = ("scale", "pad")
+
+
+class TryOnSummary(_Response):
+    """The try-on pack (outputs ``tryon``): whose, which files, at which sizes."""
+
+    person: int = Field(ge=1, le=255)
+    files: list[str] = Field(description="the pack's outputs; empty when it could not be made")
+    sizes: Optional[dict[str, TryOnSize]] = Field(description="photo and 768x1024")
+    absent_reason: Optional[str] = Field(description="why the pack is missing (the person's body was not found)")
 
 
 class ResultDocument(_Response):
@@ -350,10 +558,42 @@ class ResultDocument(_Response):
                                   "runtime")
     inference_size: list[int] = Field(min_length=2, max_length=2, description="[w, h] the model ran at")
     inference_seconds: float = Field(ge=0)
+    outputs_requested: Optional[list[OutputGroup]] = Field(None, description="the groups asked for beyond the "
+                                                           "standard outputs")
+    output_seconds: Optional[dict[str, float]] = Field(None, description="seconds each asked group took")
+    keypoints: Optional[KeypointsSummary] = Field(None, description="with outputs keypoints or tryon")
+    tryon: Optional[TryOnSummary] = Field(None, description="with outputs tryon")
+
+    _omit_when_none = ("outputs_requested", "output_seconds", "keypoints", "tryon")
+
+
+class OpenPosePersonOut(_Response):
+    """One body, as OpenPose writes it (its face, hand and 3-D lists stay empty)."""
+
+    person_id: list[int] = Field(min_length=1, max_length=1, description="its id in persons.png; -1 for a submitted "
+                                 "body that fell on no person")
+    pose_keypoints_2d: list[float] = Field(description="x, y, confidence per point, in the photo's pixels; a point "
+                                           "not found is 0, 0, 0")
+    face_keypoints_2d: list[float]
+    hand_left_keypoints_2d: list[float]
+    hand_right_keypoints_2d: list[float]
+    pose_keypoints_3d: list[float]
+    face_keypoints_3d: list[float]
+    hand_left_keypoints_3d: list[float]
+    hand_right_keypoints_3d: list[float]
+
+
+class KeypointsDocument(_Response):
+    """``keypoints.json`` (BODY_25, 25 points) and ``keypoints_coco18.json`` (COCO-18, 18
+    points): OpenPose's own JSON, one entry per person whose body was found."""
+
+    version: float
+    people: list[OpenPosePersonOut]
 
 
 # The body model of each JSON output (the others are image files of their media type).
-OUTPUT_MODELS: dict[str, type[BaseModel]] = {"result.json": ResultDocument}
+OUTPUT_MODELS: dict[str, type[BaseModel]] = {"result.json": ResultDocument, "keypoints.json": KeypointsDocument,
+                                             "keypoints_coco18.json": KeypointsDocument}
 
 
 class QueuePlace(_Response):
@@ -406,6 +646,9 @@ class JobView(_Response):
     priority: Priority
     labels: LabelProfile = LabelProfile.CIHP
     labels_format: LabelsFormat = LabelsFormat.GRAYSCALE
+    outputs: list[OutputGroup] = Field(default_factory=list, description="the groups of outputs asked for beyond "
+                                       "the standard five")
+    person: Optional[int] = Field(None, description="whose try-on pack was asked for (persons.png id)")
     worker: Optional[str]
     input: InputView
     links: JobLinks
@@ -419,10 +662,27 @@ class JobView(_Response):
     queue: Optional[QueuePlace] = Field(None, description="while the job waits in its queue: its place and ETA")
     webhook: Optional[WebhookView] = Field(None, description="when the submission named a webhook")
 
-    _omit_when_none = ("result", "error", "last_error", "deduplicated", "cancel_requested", "queue", "webhook")
+    _omit_when_none = ("result", "error", "last_error", "deduplicated", "cancel_requested", "queue", "webhook",
+                       "person")
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+
+class DemoPart(_Response):
+    label: str = Field(description="the CIHP class name, as the demo names it")
+    confidence: Optional[float] = Field(description="the model's mean confidence over its pixels")
+    mask_base64: str = Field(description="a PNG, white (255) where the part is, black elsewhere, base64")
+
+
+class DemoParseResult(_Response):
+    """The M2FP demo's answer to ``POST /parse``, field for field, plus the job's id."""
+
+    status: Literal["success"]
+    num_persons: int = Field(ge=0)
+    results: list[DemoPart] = Field(description="each part found (background left out), by class id")
+    colored_mask_base64: str = Field(description="colored.png, base64")
+    job_id: str = Field(description="the job behind this answer: GET /v1/jobs/<id> has all its outputs")
 
 
 class MissingJob(_Response):
