@@ -25,6 +25,7 @@ $(STAMP): requirements/*.txt pyproject.toml
 	$(PIP) install $(CONSTRAINTS) -r requirements/torch.txt
 	MMCV_WITH_OPS=1 $(PIP) install $(CONSTRAINTS) --no-build-isolation mmcv-full==1.7.1
 	$(PIP) install $(CONSTRAINTS) -r requirements/dev.txt
+	$(PIP) install --no-deps mediapipe==0.10.14  # the pose model; its dependencies are in requirements/worker.txt
 	$(PIP) install --no-deps -e .
 	$(PY) -m worker.selfcheck
 	touch $@
@@ -102,6 +103,7 @@ wheelhouse: $(WHEELHOUSE)/.complete ## the wheels of this machine's install, for
 $(WHEELHOUSE)/.complete: $(STAMP) requirements/*.txt
 	$(PIP) wheel -q --no-build-isolation $(CONSTRAINTS) -w $(WHEELHOUSE) \
 	  -r requirements/torch.txt mmcv-full==1.7.1 -r requirements/worker.txt -r requirements/api.txt
+	$(PIP) wheel -q --no-deps -w $(WHEELHOUSE) mediapipe==0.10.14
 	touch $@
 
 images: base-images wheelhouse ## build the API and worker images (m2fp-queue/api, m2fp-queue/worker) from the wheelhouse

@@ -19,7 +19,8 @@ WORKDIR /app
 COPY requirements/ requirements/
 # One layer for the whole stack, in the order its traps need: torch before mmcv-full;
 # mmcv-full with --no-deps (OpenMMLab's wheel asks for opencv-python, which would shadow
-# the headless build); the rest pinned by the constraints and the lock.
+# the headless build); the rest pinned by the constraints and the lock; mediapipe (the
+# pose model) with --no-deps too (it asks for opencv-contrib-python, jax and sounddevice).
 RUN --mount=type=bind,source=compose/wheelhouse,target=/wheelhouse \
     set -eu; \
     if [ "$WHEELHOUSE_ONLY" = 1 ]; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse; \
@@ -30,6 +31,7 @@ RUN --mount=type=bind,source=compose/wheelhouse,target=/wheelhouse \
     pip install --no-deps mmcv-full==1.7.1; \
     pip install -c requirements/constraints.txt -c requirements/lock.txt \
         addict packaging pyyaml yapf -r requirements/worker.txt; \
+    pip install --no-deps mediapipe==0.10.14; \
     find /usr/local/lib/python3.10 -name __pycache__ -prune -exec rm -rf {} +
 
 COPY common/ common/

@@ -1,5 +1,5 @@
-"""What a worker's pool process holds for its lifetime: the services, the loaded engine
-and its heartbeat.
+"""What a worker's pool process holds for its lifetime: the services, the loaded engines
+(parsing, and pose for keypoints) and its heartbeat.
 
 Set once per process at start-up (:mod:`worker.startup`), after the engine loaded;
 the Celery task reads it for every job.
@@ -15,6 +15,7 @@ from typing import Optional
 from common.services import Services
 from worker.engine import ParsingEngine
 from worker.heartbeat import Heartbeat
+from worker.pose import PoseEngine
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class WorkerProcess:
     services: Services
     engine: ParsingEngine
     heartbeat: Heartbeat
+    pose: Optional[PoseEngine] = None  # finds body keypoints for the jobs that ask for them
 
 
 _current: Optional[WorkerProcess] = None

@@ -12,7 +12,12 @@ import sys
 from importlib import metadata
 from typing import Optional
 
-REQUIRED = {"torch": "1.13.1", "torchvision": "0.14.1", "mmcv-full": "1.7.1", "modelscope": "1.9.5"}
+REQUIRED = {"torch": "1.13.1", "torchvision": "0.14.1", "mmcv-full": "1.7.1", "modelscope": "1.9.5",
+            "mediapipe": "0.10.14"}
+# mediapipe's metadata asks for opencv-contrib-python (a second cv2 that shadows the headless
+# one), jax and sounddevice, none of which its pose model needs: it is installed on its own.
+FIX_MEDIAPIPE = ("pip install -c requirements/constraints.txt -r requirements/worker.txt && pip install --no-deps "
+                 "mediapipe==0.10.14 (its dependencies the pose model needs are in requirements/worker.txt)")
 FIX_MMCV = ("pip uninstall -y mmcv mmcv-full && MMCV_WITH_OPS=1 pip install --no-build-isolation "
             "-c requirements/constraints.txt mmcv-full==1.7.1 (see docs/development.md, 'Install order')")
 
@@ -43,18 +48,22 @@ def check_versions() -> list[str]:
             problems.append(f"'mmcv' {_version('mmcv')} is installed instead of mmcv-full, and it has "
                             f"no compiled ops (mmcv._ext): {FIX_MMCV}")
         elif found is None:
-            fix = FIX_MMCV if dist == "mmcv-full" else f"pip install {dist}=={wanted}"
+            fix = {"mmcv-full": FIX_MMCV, "mediapipe": FIX_MEDIAPIPE}.get(dist, f"pip install {dist}=={wanted}")
             problems.append(f"{dist} is not installed: {fix}")
         elif _public(found) != wanted:
             if dist == "torchvision":
                 fix = "torchvision 0.14.1 is the only release paired with torch 1.13.1: pip install torchvision==0.14.1"
-            elif dist == "mmcv-full":
-                fix = FIX_MMCV
+            elif dist in ("mmcv-full", "mediapipe"):
+                fix = FIX_MMCV if dist == "mmcv-full" else FIX_MEDIAPIPE
             else:
                 fix = f"pip install {dist}=={wanted}"
             problems.append(f"{dist} {found} is installed, {wanted} is required: {fix}")
     if _version("mmcv") is not None and _version("mmcv-full") is not None:
         problems.append(f"both mmcv and mmcv-full are installed and overwrite each other: {FIX_MMCV}")
+    if _version("opencv-contrib-python") is not None:
+        problems.append("opencv-contrib-python is installed (mediapipe's metadata asks for it); it shadows "
+                        "opencv-python-headless: pip uninstall -y opencv-contrib-python && pip install "
+                        "--force-reinstall opencv-python-headless==4.8.1.78, and install mediapipe with --no-deps")
     if _version("opencv-python") is not None:
         problems.append("opencv-python is installed beside opencv-python-headless; it pulls NumPy 2 "
                         "and shadows cv2: pip uninstall -y opencv-python && pip install "
@@ -85,6 +94,10 @@ def check_imports() -> list[str]:
             return ["modelscope's M2FP import chain needs timm: pip install timm==0.9.16"]
         return [f"modelscope cannot import the M2FP model ({type(exc).__name__}: {exc}); "
                 "reinstall with pip install -c requirements/constraints.txt -r requirements/worker.txt"]
+    try:
+        from mediapipe.python.solutions import pose  # noqa: F401
+    except Exception as exc:
+        return [f"mediapipe's pose model cannot import ({type(exc).__name__}: {exc}): {FIX_MEDIAPIPE}"]
     return []
 
 

@@ -164,6 +164,18 @@ def report_startup(**_: Any) -> None:
         log.log(level, note)
 
 
+POSE_FIX = ("the pose model is MediaPipe's, installed with `pip install --no-deps mediapipe==0.10.14` after "
+            "requirements/worker.txt (make venv does both)")
+
+
+def _load_pose() -> Any:
+    """The pose engine, loaded with the model so a broken install stops the worker at start,
+    not at its first keypoints job."""
+    from worker.mediapipe_pose import MediaPipePose
+
+    return MediaPipePose()
+
+
 @worker_process_init.connect
 def load_engine(**_: Any) -> None:
     import torch
@@ -182,18 +194,20 @@ def load_engine(**_: Any) -> None:
             raise RuntimeError(_startup_failure or "worker_init did not run in the main worker process")
         engine = load_engine(choice, settings.inference_max_side, resource_plan.threads,
                              fallback=settings.m2fp_engine == "auto")
+        pose = _load_pose()
     except Exception:
         if choice is None:
             log.critical("m2fp worker cannot start: %s; stopping the worker", _startup_failure
                          or "worker_init did not run in the main worker process")
         else:
-            log.critical("cannot load the M2FP model from %s; stopping the worker", choice.model_dir, exc_info=True)
+            log.critical("cannot load the M2FP model from %s, or the pose model (%s); stopping the worker",
+                         choice.model_dir, POSE_FIX, exc_info=True)
         # A pool process that dies at start is respawned forever; stop the whole worker.
         os.kill(os.getppid(), signal.SIGTERM)
         os._exit(1)
     services = Services.create(settings)
     heartbeat = Heartbeat(services.queue.processes, process_name(), settings.worker_heartbeat_seconds)
-    set_process(WorkerProcess(services, engine, heartbeat))
+    set_process(WorkerProcess(services, engine, heartbeat, pose))
     heartbeat.start()
     log.info("worker process %d ready: %s engine (%s), model %s loaded in %.1f s, %d thread(s)",
              os.getpid(), engine.description["engine"], engine.description["precision"], choice.model_dir,

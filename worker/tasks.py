@@ -77,7 +77,7 @@ def _parse(task: Task, process: WorkerProcess, job_id: str) -> Optional[str]:
     try:
         with metrics.BUSY.track_inprogress():
             job = run_job(services, process.engine, job_id, worker=task.request.hostname,
-                          message_id=task.request.id, process=process.heartbeat.name)
+                          message_id=task.request.id, process=process.heartbeat.name, pose=process.pose)
     except SoftTimeLimitExceeded:
         job = _fail_or_hand_back(services, job_id, ErrorCode.INFERENCE_TIMEOUT,
                                  f"parsing took longer than {settings.task_soft_time_limit} s; try a smaller image")
