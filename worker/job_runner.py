@@ -19,12 +19,14 @@ import numpy as np
 
 from m2fp_contract.errors import ErrorCode, InputRejected, ObjectNotFound
 from common.images import decode_rgb
-from common.jobs import (OUTPUTS, InvalidTransition, Job, JobError, JobResult, JobStatus, RunsUnderAnotherMessage,
+from common.jobs import (InvalidTransition, Job, JobError, JobResult, JobStatus, RunsUnderAnotherMessage,
                          input_key, output_key)
+from m2fp_contract.schema import output_media_type
 from common.services import Services
 from worker import metrics
 from worker.engine import ParsingEngine
 from worker.outputs import RenderedOutputs, render
+from worker.pose import PoseEngine
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +78,15 @@ def _store(services: Services, job_id: str, rendered: RenderedOutputs) -> dict[s
     keys = {}
     for name, data in rendered.files.items():
         keys[name] = output_key(job_id, name)
-        services.storage.put(keys[name], data, content_type=OUTPUTS[name])
+        services.storage.put(keys[name], data, content_type=output_media_type(name))
     return keys
 
 
 def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Optional[str] = None,
-            message_id: Optional[str] = None, process: Optional[str] = None) -> Optional[Job]:
-    """Run ``job_id`` and return its final record (None if the record expired).
+            message_id: Optional[str] = None, process: Optional[str] = None,
+            pose: Optional[PoseEngine] = None) -> Optional[Job]:
+    """Run ``job_id`` and return its final record (None if the record expired); ``pose``
+    finds the body keypoints of jobs that ask for them.
 
     Safe to run again for the same job: a terminal job is left alone, and outputs
     are written under fixed keys, so a rerun overwrites instead of duplicating.
@@ -140,13 +144,16 @@ def run_job(services: Services, engine: ParsingEngine, job_id: str, worker: Opti
     parsing = engine.parse(image)
     inference_seconds = time.perf_counter() - started
     metrics.INFERENCE_SECONDS.observe(inference_seconds)
-    with metrics.RENDER_SECONDS.time():
-        rendered = render(image, parsing, {
-            "job_id": job_id,
-            "model": engine.description,
-            "inference_size": list(parsing.size),
-            "inference_seconds": round(inference_seconds, 3),
-        }, job.output)
+    try:
+        with metrics.RENDER_SECONDS.time():
+            rendered = render(image, parsing, {
+                "job_id": job_id,
+                "model": engine.description,
+                "inference_size": list(parsing.size),
+                "inference_seconds": round(inference_seconds, 3),
+            }, job.output, pose)
+    except InputRejected as exc:  # an output the photo cannot give (try-on of a person it does not have)
+        return fail(services, job_id, exc.code, exc.message)
     if services.jobs.cancel_pending(job_id):  # safe point: before the outputs are stored
         return _stop(services, job_id)
     with metrics.STORE_SECONDS.time():

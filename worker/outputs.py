@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -14,7 +14,9 @@ from common.labels import CIHP_CLASSES, PALETTE
 from common.profiles import CIHP, PROFILES, Profile
 from m2fp_contract.schema import LabelsFormat
 from worker.engine import Parsing
+from worker.extra_outputs import Frame, render_extras
 from worker.instances import describe_people, person_map
+from worker.pose import PoseEngine
 
 OVERLAY_ALPHA = 0.5
 
@@ -88,9 +90,10 @@ def profile_scores(parsing: Parsing, profile: Profile) -> dict[int, float]:
 
 
 def render(image: np.ndarray, parsing: Parsing, extra: dict[str, Any],
-           output: OutputOptions = OutputOptions()) -> RenderedOutputs:
+           output: OutputOptions = OutputOptions(), pose: Optional[PoseEngine] = None) -> RenderedOutputs:
     """Scale the parsing to ``image`` and encode colored map, labels, persons, overlay and
-    summary, in the label set and format ``output`` asks for."""
+    summary, in the label set and format ``output`` asks for, and the groups of outputs it
+    asks for beyond those (``pose`` finds the keypoints they need)."""
     height, width = image.shape[:2]
     profile = PROFILES[output.labels]
     decided = profile.lookup[parsing.labels]  # a part the profile has no class for is background
@@ -99,9 +102,10 @@ def render(image: np.ndarray, parsing: Parsing, extra: dict[str, Any],
     people = person_map(decided, parsing.persons or []).at((width, height))
     persons = people.ids
     summary = summarize(full, profile_scores(parsing, profile), parsing.person_count, profile)
+    described = None if parsing.persons is None else describe_people(persons, full, people.scores, profile.classes)
     summary |= {
         # None: the model has no instance output, so nobody can say whether a person is there.
-        "people": None if parsing.persons is None else describe_people(persons, full, people.scores, profile.classes),
+        "people": described,
         "no_person_detected": None if parsing.persons is None else not parsing.persons,
         "person_score_threshold": None if parsing.person_threshold is None else round(parsing.person_threshold, 4),
         "people_truncated": None if parsing.persons is None else people.truncated,
@@ -111,6 +115,16 @@ def render(image: np.ndarray, parsing: Parsing, extra: dict[str, Any],
         "labels.png": encode_png(full, profile.palette if output.labels_format is LabelsFormat.PALETTE else None),
         "persons.png": encode_png(persons),
         "overlay.jpg": encode_jpeg(blend(image, colored, full)),
-        "result.json": json.dumps(summary, indent=2).encode(),
     }
+    if output.outputs:
+        cihp = full if profile is CIHP else resize_labels(parsing.labels, (width, height))
+        extras = render_extras(Frame(image, cihp, full, persons, described, profile), output, pose)
+        files |= extras.files
+        for person in described or []:
+            if "garments" in extras.summary:
+                person["garments"] = extras.summary["garments"][person["id"]]
+        summary |= {key: value for key, value in extras.summary.items() if key != "garments"}
+        summary |= {"outputs_requested": [group.value for group in output.outputs],
+                    "output_seconds": {name: round(seconds, 3) for name, seconds in extras.seconds.items()}}
+    files["result.json"] = json.dumps(summary, indent=2).encode()
     return RenderedOutputs(files=files, summary=summary)
