@@ -19,6 +19,7 @@ from api.health import health
 from api.metrics import metrics
 from api.page import page
 from api.rate_limit import SubmissionLimiter
+from api.demo import demo
 from api.routes import jobs
 from api.webhooks import webhooks
 
@@ -91,6 +92,7 @@ def create_app(settings: Optional[Settings] = None, *, services: Optional[Servic
     app.extensions["m2fp.limiter"] = SubmissionLimiter(services.redis, settings.submit_rate_per_minute)
     app.extensions["m2fp.webhook_policy"] = WebhookPolicy.from_settings(settings)
     app.register_blueprint(jobs)
+    app.register_blueprint(demo)
     app.register_blueprint(webhooks)
     app.register_blueprint(health)
     app.register_blueprint(docs)

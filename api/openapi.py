@@ -29,7 +29,8 @@ from spectree.response import DEFAULT_CODE_DESC
 from m2fp_contract.errors import ErrorCode, ServiceError
 from pydantic import BaseModel
 
-from m2fp_contract.schema import JOB_ID_PATTERN, OUTPUT_MODELS, OUTPUTS, BatchItem, ErrorResponse
+from m2fp_contract.schema import (JOB_ID_PATTERN, OUTPUT_MODELS, OUTPUTS, TRYON_FILES, TRYON_SIZES, BatchItem,
+                                  ErrorResponse, output_media_type)
 from api.errors import ERROR_CODES
 
 API_VERSION = "1.0.0"
@@ -50,7 +51,7 @@ non-commercial use.
 """
 JSON_TYPES = ("application/json",)
 # The routes that take a JSON or multipart body (the others take none).
-BODY_ENDPOINTS = frozenset({"jobs.create_job", "jobs.create_jobs"})
+BODY_ENDPOINTS = frozenset({"jobs.create_job", "jobs.create_jobs", "demo.api_parse", "demo.parse"})
 # Multipart only: an image is a file part, which a urlencoded form cannot carry, so any
 # other body is answered as one without an image.
 FORM_TYPES = ("multipart/form-data",)
@@ -80,8 +81,8 @@ def validation_failed(error: ValidationError) -> ServiceError:
     if field == "source":
         return ServiceError(f'send {{"source": "s3://bucket/key"}} or a multipart image ({message})',
                             ErrorCode.INVALID_SOURCE)
-    if field == "image" and first["type"] in ("missing", "too_short"):
-        return ServiceError("send the image as multipart/form-data in the field 'image'", ErrorCode.MISSING_IMAGE)
+    if field in ("image", "file") and first["type"] in ("missing", "too_short"):
+        return ServiceError(f"send the image as multipart/form-data in the field '{field}'", ErrorCode.MISSING_IMAGE)
     return ServiceError(message, ErrorCode.BAD_REQUEST)
 
 
@@ -92,7 +93,8 @@ def _before(request: Any, _response: Any, error: Optional[ValidationError], _ins
         raise ServiceError("the body is not a JSON object", ErrorCode.BAD_REQUEST)
     if body_route and request.mimetype not in JSON_TYPES + FORM_TYPES:
         # Neither encoding: as if an empty form had been sent.
-        raise ServiceError("send the image as multipart/form-data in the field 'image'", ErrorCode.MISSING_IMAGE)
+        field = "file" if request.endpoint == "demo.api_parse" else "image"  # the demo's own field name
+        raise ServiceError(f"send the image as multipart/form-data in the field '{field}'", ErrorCode.MISSING_IMAGE)
     if error is not None:
         raise validation_failed(error)
 
@@ -170,8 +172,11 @@ STATUS_HEADERS: dict[str, dict[str, dict[str, Any]]] = {
 }
 # Headers of one operation's answers: (path, method) -> status -> headers (api/routes.py sends them).
 OPERATION_HEADERS: dict[tuple[str, str], dict[str, dict[str, dict[str, Any]]]] = {
-    ("/v1/jobs", "post"): {status: {"Location": _header("the job's path, `/v1/jobs/<id>`", {"type": "string"})}
-                           for status in ("200", "202")},
+    ("/v1/jobs", "post"): {status: {
+        "Location": _header("the job's path, `/v1/jobs/<id>`", {"type": "string"}),
+        "Preference-Applied": {**_header("with `Prefer: wait=N`: the wait honoured, `wait=N`", {"type": "string"}),
+                               "required": False}}
+        for status in ("200", "202")},
 }
 # What a path parameter may be, by name (a job id is new_job_id's 22 URL-safe characters).
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
@@ -207,7 +212,34 @@ def _output_content(name: str) -> dict[str, Any]:
     """An output's one media type, with its JSON body's model or as bytes."""
     model = OUTPUT_MODELS.get(name)
     schema = {"$ref": f"#/components/schemas/{model.__name__}"} if model else {"type": "string", "format": "binary"}
-    return {OUTPUTS[name]: {"schema": schema}}
+    return {output_media_type(name): {"schema": schema}}
+
+
+def _path_parameter(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+
+
+# The outputs a submission asks for (``outputs``), published beside the standard five:
+# path under outputs/ -> (an example name, for its media type and body; its extra path
+# parameters; what it is).
+_SIZE = _path_parameter("size", "the photo's own size, or 768x1024 (letterboxed)", {"type": "string",
+                                                                                   "enum": list(TRYON_SIZES)})
+GROUP_OUTPUT_PATHS: dict[str, tuple[str, list[dict[str, Any]], str]] = {
+    "keypoints.json": ("keypoints.json", [], "keypoints (BODY_25), asked with outputs keypoints or tryon"),
+    "keypoints_coco18.json": ("keypoints_coco18.json", [], "keypoints (COCO-18), asked with keypoints or tryon"),
+    "masks/{mask}": ("masks/face.png", [_path_parameter(
+        "mask", "a class's slug and .png, e.g. upperclothes.png (outputs masks)",
+        {"type": "string", "pattern": r"^[a-z0-9-]{1,40}\.png$"})], "one class's binary mask"),
+    "cloth_mask.png": ("cloth_mask.png", [], "every garment pixel white on black (outputs garments)"),
+    "cutouts/{person}/{cutout}": ("cutouts/person-1/hat.png", [
+        _path_parameter("person", "person-<id>, the id as in persons.png", {"type": "string",
+                                                                            "pattern": r"^person-[1-9][0-9]{0,2}$"}),
+        _path_parameter("cutout", "a garment class's slug and .png", {"type": "string",
+                                                                      "pattern": r"^[a-z0-9-]{1,40}\.png$"})],
+        "one garment of one person, RGBA, cropped to its box (outputs garments)"),
+    **{f"tryon/{{size}}/{file}": (f"tryon/photo/{file}", [_SIZE], f"try-on pack: {file} (outputs tryon)")
+       for file in TRYON_FILES},
+}
 
 
 def _one_path_per_output(paths: dict[str, Any]) -> dict[str, Any]:
@@ -230,6 +262,14 @@ def _one_path_per_output(paths: dict[str, Any]) -> dict[str, Any]:
             operation["responses"]["200"] = {"description": f"{name} ({OUTPUTS[name]})",
                                              "content": _output_content(name)}
             published[OUTPUT_ROUTE.replace("{name}", name)] = {"get": operation}
+        for path_name, (example, parameters, what) in GROUP_OUTPUT_PATHS.items():
+            operation = copy.deepcopy(operations["get"])
+            operation["parameters"] = [p for p in operation["parameters"] if p["name"] != "name"] + parameters
+            operation["operationId"] = "download_" + "_".join(part.strip("{}").replace(".", "_").replace("-", "_")
+                                                              for part in path_name.split("/"))
+            operation["summary"] = f"Download {path_name} of a finished job"
+            operation["responses"]["200"] = {"description": what, "content": _output_content(example)}
+            published[OUTPUT_ROUTE.replace("{name}", path_name)] = {"get": operation}
     return published
 
 

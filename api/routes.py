@@ -16,10 +16,11 @@ from spectree import Response as Responses
 
 from m2fp_contract.errors import ErrorCode as E
 from m2fp_contract.errors import ServiceError
-from common.jobs import (OUTPUTS, InvalidTransition, Job, JobStatus, OutputOptions, Priority, Webhook, is_job_id,
+from common.jobs import (InvalidTransition, Job, JobStatus, OutputOptions, Priority, Webhook, is_job_id,
                          output_key)
 from m2fp_contract.schema import (DEFAULT_WEBHOOK_EVENTS, MAX_BATCH, BatchForm, BatchItem, BatchItemResult, BatchJson,
-                           BatchResponse, JobsQuery, JobsResponse, JobView, MissingJob, SubmitForm, SubmitJson)
+                           BatchResponse, JobsQuery, JobsResponse, JobView, MissingJob, SubmitForm, SubmitJson,
+                           output_media_type)
 from common.services import Services
 from common.webhooks import WebhookPolicy
 from api.auth import KeyRing, Principal, presented_key
@@ -27,11 +28,13 @@ from api.errors import ApiError, error_body
 from api.openapi import errors, spec, validation_failed
 from api.submission import Accepted, Submission, Upload, accept, check_capacity
 from api.views import job_view, waiting_places
+from api.waiting import preferred_wait, wait_for_job
 
 jobs = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
 _OUTAGES = (E.QUEUE_UNAVAILABLE, E.STORAGE_UNAVAILABLE)
 _SUBMIT_ERRORS = (E.BAD_REQUEST, E.UNAUTHORIZED, E.MISSING_IMAGE, E.INVALID_SOURCE, E.INVALID_WEBHOOK,
+                  E.UNKNOWN_OUTPUT, E.INVALID_KEYPOINTS,
                   E.WEBHOOKS_DISABLED, E.SOURCE_FORBIDDEN, E.SOURCE_NOT_FOUND, E.PAYLOAD_TOO_LARGE, E.IMAGE_TOO_LARGE,
                   E.INVALID_IMAGE, E.QUEUE_FULL, E.RATE_LIMITED, E.REQUEST_TIMEOUT, *_OUTAGES)
 # Every job route needs the caller's key once keys are configured.
@@ -66,7 +69,7 @@ def _submitting(body: SubmitJson | SubmitForm | BatchJson | BatchForm, photos: i
 
 
 def _output(body: SubmitJson | SubmitForm | BatchJson | BatchForm) -> OutputOptions:
-    return OutputOptions(labels=body.labels, labels_format=body.labels_format)
+    return OutputOptions.of(body.labels, body.labels_format, body.outputs, body.person, body.keypoints)
 
 
 def _webhook(body: SubmitJson | SubmitForm | BatchJson | BatchForm) -> Optional[Webhook]:
@@ -98,13 +101,27 @@ def create_job():
     `priority` (`interactive` by default) and `webhook` (with `webhook_events`). 202 with
     the new job, or 200 with the job that already has this content (same sha256), which
     gets the webhook only if it has none and has not ended; `Location` names the job.
+    With `Prefer: wait=N` the answer waits up to N seconds (at most SYNC_WAIT_SECONDS)
+    for the job to end: 200 with the ended job, else 202 with the job as it stands
+    (`Preference-Applied` says the wait that was honoured).
     """
     body = request.context.json or request.context.form
     submission: Submission = body.source if request.context.json is not None else Upload(body.image.stream)
     webhook = _submitting(body)
     accepted = accept(services(), submission, body.priority, caller(), webhook, _output(body))
-    location = f"{request.script_root}/v1/jobs/{accepted.job.id}"  # behind a proxy, under its path prefix
-    return _accepted_view(accepted), 202 if accepted.created else 200, {"Location": location}
+    headers = {"Location": job_path(accepted.job.id)}
+    wait = preferred_wait(request.headers.get("Prefer"), services().settings.sync_wait_seconds)
+    if wait is None:
+        return _accepted_view(accepted), 202 if accepted.created else 200, headers
+    job = wait_for_job(services(), accepted.job, wait)
+    headers["Preference-Applied"] = f"wait={wait:g}"
+    view = job_view(job, services(), deduplicated=not accepted.created).to_json()
+    return view, 200 if job.status.terminal or not accepted.created else 202, headers
+
+
+def job_path(job_id: str) -> str:
+    """The job's path, behind a proxy under its path prefix (a ``Location``)."""
+    return f"{request.script_root}/v1/jobs/{job_id}"
 
 
 @jobs.post("/batch")
@@ -258,7 +275,7 @@ def cancel_job(job_id: str):
     return job_view(job, services()).to_json(), 200 if job.status is JobStatus.CANCELED else 202
 
 
-@jobs.get("/<job_id>/outputs/<name>")
+@jobs.get("/<job_id>/outputs/<path:name>")
 @spec.validate(tags=["jobs"], security=SECURITY, path_parameter_descriptions={
     "job_id": "the id a submission answered"},
     # Published as one path per output, each with its media type and body (api.openapi.OUTPUT_ROUTE).
@@ -270,7 +287,8 @@ def get_output(job_id: str, name: str):
     With the local store; with S3 the job's `result.outputs` links straight to the bucket.
     """
     job = _find(job_id)
-    if name not in OUTPUTS or not job.result or name not in job.result.outputs:
+    media_type = output_media_type(name)
+    if media_type is None or not job.result or name not in job.result.outputs:
         raise ApiError(f"job {job_id} has no output {name!r} (yet)", E.NOT_FOUND)
     data = services().storage.get(output_key(job_id, name))
-    return Response(data, mimetype=OUTPUTS[name], headers={"Cache-Control": "private, max-age=3600"})
+    return Response(data, mimetype=media_type, headers={"Cache-Control": "private, max-age=3600"})

@@ -106,6 +106,7 @@ def _accept(services: Services, data: bytes, source: Optional[SourceRef], priori
     no record came of it.
     """
     info = inspect_image(data, services.settings.image_limits)
+    _check_keypoints(output, info.width, info.height)
     digest = hashlib.sha256(data).hexdigest()
     content = output.content_key(digest)
     existing = services.jobs.job_for_content(tenant, content)  # known content: no upload at all
@@ -134,6 +135,17 @@ def _accept(services: Services, data: bytes, source: Optional[SourceRef], priori
     log.info("job %s queued (tenant %s, %s, %dx%d %s, %d bytes%s)", job_id, tenant, priority.value, info.width,
              info.height, info.format, len(data), f", {source.uri()}" if source else "")
     return Accepted(job, created=True)
+
+
+def _check_keypoints(output: OutputOptions, width: int, height: int) -> None:
+    """Submitted keypoints must lie on the photo (the schema checked their shape): points
+    elsewhere were measured on another image, or at another size, and would draw the
+    try-on masks in the wrong place without a word."""
+    for index, person in enumerate(output.keypoints or []):
+        xs, ys = person[0::3], person[1::3]
+        if max(xs) > width or max(ys) > height:
+            raise ServiceError(f"keypoints: people[{index}] has points outside the {width}x{height} photo; send "
+                               "them in the photo's own pixels", ErrorCode.INVALID_KEYPOINTS)
 
 
 def _confirm_replicated(services: Services, job_id: str) -> None:

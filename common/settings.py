@@ -192,6 +192,13 @@ class Settings(BaseSettings):
     api_upload_min_rate: int = Field(16 * 1024, gt=0, description=(
         "Bytes per second of upload that extend API_REQUEST_TIMEOUT (1 s per this many bytes): a large "
         "upload at least this fast always completes, whatever its size."))
+    sync_wait_seconds: float = Field(30, ge=0, le=600, description=(
+        "The longest a request may wait for its job to finish: `Prefer: wait=N` on POST /v1/jobs (N is capped "
+        "at this) and the demo's synchronous routes POST /api/parse and POST /parse (which wait this long). "
+        "A job not finished by then is answered 202 with its link, to be polled. Each waiting request holds "
+        "one of the API_THREADS threads, and at most half of them wait at once (the others answer at once, "
+        "so a burst of waiting clients cannot starve polls and uploads); 0: never wait. Keep it below the read "
+        "timeout of any proxy in front (nginx's proxy_read_timeout is 60 s by default)."))
     trusted_proxies: int = Field(0, ge=0, description=(
         "Reverse proxies in front of the API whose X-Forwarded-For, -Proto, -Host, -Port and -Prefix "
         "headers are believed (the number of hops that set them, usually 1): links in answers and webhook "

@@ -27,12 +27,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -56,6 +58,8 @@ PHOTOS = [photo_jpeg(48, 40, seed=7000 + i) for i in range(3)]
 MAX_PHOTOS_PER_BATCH = 3
 # Real jobs the cases may name, by status (filled by the live_api fixture).
 REAL_JOBS: dict[str, list[str]] = {}
+REAL_OUTPUTS: dict[str, list[str]] = {}  # each succeeded real job's output names
+ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
 
 
 def report(write_line) -> None:
@@ -114,13 +118,29 @@ def with_real_jobs(case):
     path = case.path_parameters or {}
     if "job_id" in path and _pick(path["job_id"]) % 2 == 0:
         pool = REAL_JOBS["succeeded"] if "/outputs/" in case.path else [i for ids in REAL_JOBS.values() for i in ids]
-        case.path_parameters = {**path, "job_id": pool[_pick(path["job_id"]) // 2 % len(pool)]}
+        job_id = pool[_pick(path["job_id"]) // 2 % len(pool)]
+        case.path_parameters = {**path, "job_id": job_id, **_real_output(case.path, job_id)}
     query = case.query if isinstance(case.query, dict) else {}
     if case.path == "/v1/jobs" and case.method.upper() == "GET" and "ids" in query and _pick(query["ids"]) % 2 == 0:
         everything = [i for ids in REAL_JOBS.values() for i in ids]
         case.query = {**query, "ids": ",".join(everything[:1 + _pick(query["ids"]) // 2 % len(everything)]
                                                + ["A" * 22])}
     return case
+
+
+def _real_output(template: str, job_id: str) -> dict[str, str]:
+    """The path parameters that name one of the job's real outputs under ``template``
+    (``.../outputs/masks/{mask}`` -> ``{"mask": "face.png"}``), if it has such an output."""
+    pieces = re.split(r"\{(\w+)\}", template.split("/outputs/", 1)[-1])  # literal, name, literal, ...
+    if len(pieces) == 1:
+        return {}
+    pattern = "".join(re.escape(piece) if index % 2 == 0 else f"(?P<{piece}>[^/]+)"
+                      for index, piece in enumerate(pieces))
+    for output in REAL_OUTPUTS.get(job_id, []):
+        found = re.fullmatch(pattern, output)
+        if found:
+            return found.groupdict()
+    return {}
 
 
 def map_case(_context, case):
@@ -136,8 +156,13 @@ def seed_jobs(stack: Stack, hold: Path) -> dict[str, list[str]]:
         return answer.json()["id"]
 
     succeeded = [submit(7100 + i) for i in range(2)]
+    # and the real photo with every group of outputs, so each output's path has a real file
+    every = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("astronaut.jpg", ASTRONAUT.read_bytes())},
+                          data={"outputs": "keypoints,masks,garments,tryon"}, timeout=30)
+    assert every.status_code == 202, every.text
+    succeeded.append(every.json()["id"])
     for job_id in succeeded:
-        stack.wait_for(job_id, ["succeeded"])
+        REAL_OUTPUTS[job_id] = list(stack.wait_for(job_id, ["succeeded"])["result"]["outputs"])
     hold.write_text("hold")
     running = submit(7200)
     stack.wait_for(running, ["running"])
@@ -153,9 +178,11 @@ def live_api(tmp_path_factory, redis_server, tiny_model):
     hold = base / "hold" / "file"
     hold.parent.mkdir()
     # Webhooks accepted, never delivered: no delivery worker runs, so a fuzzed URL reaches nobody.
+    # The worker holds its jobs, so a request that waits for one (Prefer: wait, the demo's
+    # routes) waits its whole SYNC_WAIT_SECONDS, kept short here.
     env = {"M2FP_MODEL": str(tiny_model), "INFERENCE_MAX_SIDE": "64", "TORCH_THREADS": "1",
            "MAX_UPLOAD_BYTES": str(2 * 1024 * 1024), "WEBHOOK_SIGNING_KEY": "contract-test",
-           HOLD_FILE_VARIABLE: str(hold)}
+           HOLD_FILE_VARIABLE: str(hold), "SYNC_WAIT_SECONDS": "1"}
     with local_system(base, **env) as stack:
         stack.worker_app = HARNESS_APP
         stack.start_worker("contract")

@@ -5,7 +5,8 @@ Each pool process loads its engine exactly as in production (``worker.startup``)
 this module's handlers run after that one and wrap the engine in a
 :class:`HoldingEngine` when ``M2FP_TEST_HOLD_FILE`` names a hold file, or make every
 parse fail and the first failure write meet a Redis error when
-``M2FP_TEST_UNRECORDABLE_FAILURE`` names a marker file.
+``M2FP_TEST_UNRECORDABLE_FAILURE`` names a marker file, or parse every photo to a
+hand-made label map when ``M2FP_TEST_SCRIPTED_PARSE`` names one.
 """
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_ready
 
-from tests.harness import HOLD_FILE_VARIABLE, STOP_CONSUMING_VARIABLE, UNRECORDABLE_FAILURE_VARIABLE
+from tests.harness import (HOLD_FILE_VARIABLE, SCRIPTED_PARSE_VARIABLE, STOP_CONSUMING_VARIABLE,
+                           UNRECORDABLE_FAILURE_VARIABLE)
 from tests.harness.faults import ExplodingEngine, FailureWriteFailsOnce
 from tests.harness.holding_engine import HoldingEngine
+from tests.harness.scripted_engine import ScriptedEngine
 from worker.celery_app import app  # noqa: F401  (the app Celery runs)
 from worker.context import current_process, set_process
 
@@ -29,6 +32,14 @@ def hold_jobs_on_request(**_: Any) -> None:
     if hold_file:
         loaded = current_process()
         set_process(dataclasses.replace(loaded, engine=HoldingEngine(loaded.engine, Path(hold_file))))
+
+
+@worker_process_init.connect
+def parse_as_scripted_on_request(**_: Any) -> None:
+    labels = os.environ.get(SCRIPTED_PARSE_VARIABLE)
+    if labels:
+        loaded = current_process()
+        set_process(dataclasses.replace(loaded, engine=ScriptedEngine(loaded.engine, Path(labels))))
 
 
 @worker_process_init.connect

@@ -1,0 +1,229 @@
+"""Try-on outputs, the demo's routes and ``Prefer: wait`` through real processes: the
+gunicorn API, Redis, a real S3 endpoint and a Celery worker with the real pose model, on
+a real photo (tests/data/astronaut.jpg) whose parse is a hand-made label map (the
+synthetic model's parse of a real photo is noise: tests/harness/scripted_engine.py)."""
+import base64
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import requests
+from PIL import Image, ImageDraw
+
+from common.labels import CIHP_CLASSES, PALETTE, class_slug
+from scripts.stack import Stack, local_system
+from tests.conftest import S3_KEYS
+from tests.harness import HARNESS_APP, SCRIPTED_PARSE_VARIABLE
+
+ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
+HAIR, UPPER, TORSO_SKIN, FACE, LEFT_ARM, RIGHT_ARM = 2, 5, 10, 13, 14, 15
+# Her shoulders, elbows and wrists as MediaPipe finds them in the whole photo (x, y): the
+# suit's sleeves are drawn along them. A hand each outside the suit's outline (the recipe
+# fills the mask's holes, so a hand inside the garment's outline is masked with it).
+R_SHOULDER, R_ELBOW, R_WRIST = (113, 240), (65, 414), (135, 477)
+L_SHOULDER, L_ELBOW, L_WRIST = (306, 257), (323, 375), (326, 461)
+R_HAND, L_HAND = (40, 480), (371, 459)
+HAND_RADIUS = 20
+
+
+def astronaut_labels() -> np.ndarray:
+    """A hand-made CIHP parse of the photo: hair, face, neck skin, the suit (upper clothes,
+    sleeves included) and two hands."""
+    canvas = Image.new("L", (512, 512), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.ellipse((165, 40, 285, 130), fill=HAIR)
+    draw.rectangle((205, 180, 245, 215), fill=TORSO_SKIN)
+    draw.polygon([(125, 215), (295, 225), (300, 511), (120, 511)], fill=UPPER)
+    draw.line([R_SHOULDER, R_ELBOW, R_WRIST], fill=UPPER, width=44, joint="curve")
+    draw.line([L_SHOULDER, L_ELBOW, L_WRIST], fill=UPPER, width=44, joint="curve")
+    draw.ellipse((180, 70, 270, 185), fill=FACE)
+    for (x, y), label in ((R_HAND, RIGHT_ARM), (L_HAND, LEFT_ARM)):
+        draw.ellipse((x - HAND_RADIUS, y - HAND_RADIUS, x + HAND_RADIUS, y + HAND_RADIUS), fill=label)
+    return np.asarray(canvas)
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server, tiny_model, s3_endpoint, tmp_path_factory):
+    from common.storage import S3Store
+
+    base = tmp_path_factory.mktemp("tryon")
+    Image.fromarray(astronaut_labels()).save(base / "labels.png")
+    S3Store(s3_endpoint, S3_KEYS["access_key"], S3_KEYS["secret_key"], "m2fp-tryon").ensure_bucket()
+    env = {"REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/5", "M2FP_MODEL": str(tiny_model),
+           "INFERENCE_MAX_SIDE": "320", "TORCH_THREADS": "1", "S3_ENDPOINT": s3_endpoint,
+           "S3_ACCESS_KEY": S3_KEYS["access_key"], "S3_SECRET_KEY": S3_KEYS["secret_key"], "S3_BUCKET": "m2fp-tryon",
+           SCRIPTED_PARSE_VARIABLE: str(base / "labels.png")}
+    running = Stack(env=env, log_dir=base, worker_app=HARNESS_APP).start_api()
+    running.start_worker("w1")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def idle(tmp_path_factory):
+    """An API with keys and no worker: nothing it accepts ever ends."""
+    with local_system(tmp_path_factory.mktemp("idle"), API_KEYS="alice:alice-key-0123456789",
+                      SYNC_WAIT_SECONDS="1") as running:
+        yield running
+
+
+def fetch(url: str) -> bytes:
+    response = requests.get(url, timeout=30)
+    assert response.status_code == 200, (url, response.text[:300])
+    return response.content
+
+
+def picture(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+@pytest.fixture(scope="module")
+def tryon_job(stack) -> dict:
+    """The photo asked for every group, answered finished in the same request (Prefer: wait)."""
+    answer = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("astronaut.jpg", ASTRONAUT.read_bytes())},
+                           data={"outputs": "tryon,garments,masks"}, headers={"Prefer": "wait=60"}, timeout=90)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Preference-Applied"] == "wait=30"  # capped at SYNC_WAIT_SECONDS
+    return answer.json()
+
+
+def test_prefer_wait_answers_the_finished_job_in_the_same_response(tryon_job):
+    assert tryon_job["status"] == "succeeded" and tryon_job["outputs"] == ["keypoints", "masks", "garments", "tryon"]
+    assert tryon_job["deduplicated"] is False
+
+
+def test_the_inpaint_masks_cover_the_suit_and_spare_the_face_and_the_hands(tryon_job):
+    outputs = tryon_job["result"]["outputs"]
+    labels = astronaut_labels()
+    body = json.loads(fetch(outputs["keypoints.json"]))["people"]
+    assert [person["person_id"] for person in body] == [[1]]  # her body, found by the real pose model
+    points = np.asarray(body[0]["pose_keypoints_2d"]).reshape(25, 3)
+    # her shoulders where the photo has them (the arms below, holding the helmet, the model
+    # places less surely: in a crop of her box they move by tens of pixels)
+    assert np.abs(points[[2, 5], :2] - [R_SHOULDER, L_SHOULDER]).max() < 40 and (points[2:8, 2] > 0).all()
+
+    # The recipe decides at 384x512 (here 0.75 of the photo's scale) and its last step fills
+    # the mask's simplified outline, which may take a pixel's rim of what it protects:
+    # faces and hands are checked from 4 photo pixels inside their edges.
+    inside = np.ones((9, 9), np.uint8)
+    face = cv2.erode((labels == FACE).astype(np.uint8), inside) > 0
+    hands = cv2.erode(((labels == LEFT_ARM) | (labels == RIGHT_ARM)).astype(np.uint8), inside) > 0
+    for name in ("inpaint_mask_upper.png", "inpaint_mask_upper_hd.png", "inpaint_mask_dresses.png"):
+        mask = picture(fetch(outputs[f"tryon/photo/{name}"]))
+        assert mask.shape == labels.shape and set(np.unique(mask)) <= {0, 255}, name
+        assert (mask[labels == UPPER] == 255).all(), f"{name} leaves part of the suit"
+        assert (mask[face] == 0).all(), f"{name} covers the face"
+        assert (mask[hands] == 0).all(), f"{name} covers a hand"
+    lower = picture(fetch(outputs["tryon/photo/inpaint_mask_lower.png"]))
+    assert (lower[labels == UPPER] == 0).all()  # a lower-body mask protects the upper clothes
+
+    gray = picture(fetch(outputs["tryon/photo/inpaint_gray_upper.jpg"]))
+    photo = np.asarray(Image.open(ASTRONAUT).convert("RGB")).astype(int)
+    covered = picture(fetch(outputs["tryon/photo/inpaint_mask_upper.png"])) == 255
+    assert np.abs(gray[covered].astype(int) - 127).mean() < 4  # gray where masked (JPEG)
+    assert np.abs(gray[labels == FACE].astype(int) - photo[labels == FACE]).mean() < 4  # the photo elsewhere
+
+
+def test_the_parse_agnostic_map_keeps_her_face_and_removes_her_suit(tryon_job):
+    outputs = tryon_job["result"]["outputs"]
+    agnostic = Image.open(io.BytesIO(fetch(outputs["tryon/photo/parse_agnostic.png"])))
+    assert agnostic.mode == "P"  # an index PNG: values are CIHP ids
+    values = np.asarray(agnostic)
+    labels = astronaut_labels()
+    assert (values[labels == FACE] == FACE).all() and (values[labels == HAIR] == HAIR).all()
+    assert not np.isin(values, [UPPER, TORSO_SKIN]).any()
+    framed = Image.open(io.BytesIO(fetch(outputs["tryon/768x1024/parse_agnostic.png"])))
+    assert framed.size == (768, 1024)
+    sizes = tryon_job["result"]["summary"]["tryon"]["sizes"]
+    assert sizes["768x1024"]["pad"] == [0, 128, 0, 128] and sizes["768x1024"]["scale"] == 1.5
+    # the padding is background; her face lands where the letterbox puts it
+    framed_values = np.asarray(framed)
+    assert (framed_values[:128] == 0).all() and (framed_values[-128:] == 0).all()
+    assert framed_values[128 + int(128 * 1.5), int(225 * 1.5)] == FACE
+
+
+def test_garments_have_their_cutout_and_colours_and_every_mask_is_its_class(tryon_job):
+    outputs, summary = tryon_job["result"]["outputs"], tryon_job["result"]["summary"]
+    labels = astronaut_labels()
+    garments = summary["people"][0]["garments"]
+    assert [garment["name"] for garment in garments] == ["UpperClothes"]
+    suit = garments[0]
+    cutout = picture(fetch(outputs[suit["cutout"]]))
+    x, y, w, h = suit["bbox"]
+    assert cutout.shape == (h, w, 4) and np.array_equal(cutout[..., 3] == 255, labels[y:y + h, x:x + w] == UPPER)
+    assert suit["colors"] and abs(sum(color["share"] for color in suit["colors"]) - 1) < 0.01
+    assert np.array_equal(picture(fetch(outputs["cloth_mask.png"])) == 255, labels == UPPER)
+    for class_id in set(np.unique(labels)) - {0}:
+        mask = picture(fetch(outputs[f"masks/{class_slug(CIHP_CLASSES[class_id])}.png"]))
+        assert np.array_equal(mask == 255, labels == class_id)
+
+
+def test_the_demos_routes_answer_as_the_demo_did(stack):
+    photo = ASTRONAUT.read_bytes()
+    colored = requests.post(f"{stack.api_url}/api/parse", files={"file": ("a.jpg", photo)}, timeout=60)
+    assert colored.status_code == 200 and colored.headers["Content-Type"] == "image/png"
+    labels = astronaut_labels()
+    assert np.array_equal(picture(colored.content), PALETTE[labels])
+
+    answer = requests.post(f"{stack.api_url}/parse", files={"image": ("a.jpg", photo)}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["status"] == "success" and body["num_persons"] == 1
+    assert np.array_equal(picture(base64.b64decode(body["colored_mask_base64"])), PALETTE[labels])
+    assert [part["label"] for part in body["results"]] == [CIHP_CLASSES[c] for c in sorted(set(np.unique(labels)) - {0})]
+    for part in body["results"]:
+        mask = picture(base64.b64decode(part["mask_base64"]))
+        assert np.array_equal(mask == 255, labels == CIHP_CLASSES.index(part["label"])) and 0 < part["confidence"] <= 1
+    job = requests.get(f"{stack.api_url}/v1/jobs/{body['job_id']}", timeout=10).json()
+    assert job["status"] == "succeeded" and job["outputs"] == ["masks"]
+
+
+def test_a_try_on_pack_for_a_person_the_photo_lacks_ends_the_job_with_its_code(stack):
+    answer = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("a.jpg", ASTRONAUT.read_bytes())},
+                           data={"outputs": "tryon", "person": "2"}, headers={"Prefer": "wait=30"}, timeout=60)
+    job = answer.json()
+    assert answer.status_code == 200 and job["status"] == "failed"
+    assert job["error"]["code"] == "person_not_found" and "has 1" in job["error"]["message"]
+
+
+@pytest.mark.parametrize("fields, code", [
+    ({"outputs": "tryon,poses"}, "unknown_output"),
+    ({"outputs": "tryon", "keypoints": '{"people": [{"pose_keypoints_2d": [1, 2]}]}'}, "invalid_keypoints"),
+    ({"outputs": "tryon", "keypoints": json.dumps({"people": [{"pose_keypoints_2d": [900, 10, 0.9] * 18}]})},
+     "invalid_keypoints"),  # outside the 512x512 photo
+    ({"outputs": "tryon", "keypoints": json.dumps({"people": [{"pose_keypoints_2d": [10, 10, 1.5] * 25}]})},
+     "invalid_keypoints"),  # a confidence above 1
+    ({"outputs": "tryon", "keypoints": "not json"}, "invalid_keypoints"),
+    ({"outputs": "masks", "person": "1"}, "bad_request"),  # person without the pack it chooses
+    ({"outputs": "tryon", "person": "0"}, "bad_request"),
+])
+def test_bad_output_requests_are_refused_with_their_code(stack, fields, code):
+    answer = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("a.jpg", ASTRONAUT.read_bytes())},
+                           data=fields, timeout=30)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == code, answer.text
+
+
+def test_a_job_not_done_in_time_is_answered_202_with_its_link_to_poll(idle):
+    headers = {"Authorization": "Bearer alice-key-0123456789"}
+    photo = ASTRONAUT.read_bytes()
+    for path, field in (("/api/parse", "file"), ("/parse", "image")):
+        answer = requests.post(f"{idle.api_url}{path}", files={field: ("a.jpg", photo)}, headers=headers, timeout=30)
+        assert answer.status_code == 202, answer.text
+        assert answer.headers["Location"] == f"/v1/jobs/{answer.json()['id']}"
+        assert answer.json()["status"] == "queued"
+    answer = requests.post(f"{idle.api_url}/v1/jobs", files={"image": ("b.jpg", photo + b"\0")}, headers={
+        **headers, "Prefer": "respond-async, wait=5"}, timeout=30)
+    assert answer.status_code == 202 and answer.headers["Preference-Applied"] == "wait=1"
+
+
+def test_the_demos_routes_need_a_key_like_every_route(idle):
+    for path, field in (("/api/parse", "file"), ("/parse", "image")):
+        answer = requests.post(f"{idle.api_url}{path}", files={field: ("a.jpg", ASTRONAUT.read_bytes())}, timeout=30)
+        assert answer.status_code == 401 and answer.json()["error"]["code"] == "unauthorized"
+        missing = requests.post(f"{idle.api_url}{path}", data={"other": "x"}, timeout=30,
+                                headers={"Authorization": "Bearer alice-key-0123456789"})
+        assert missing.status_code == 400 and missing.json()["error"]["code"] == "missing_image"
+        assert f"'{field}'" in missing.json()["error"]["message"]
