@@ -151,12 +151,19 @@ def main(api_url: str) -> None:
               show_default=True, help="the label set of the outputs (docs/api.md, \"Label sets\")")
 @click.option("--labels-format", type=click.Choice([f.value for f in LabelsFormat]),
               default=LabelsFormat.GRAYSCALE.value, show_default=True, help="labels.png as grayscale or palette PNG")
+@click.option("--outputs", "output_groups", metavar="GROUPS", default="",
+              help="more outputs, comma-separated: keypoints, masks, garments, tryon (docs/outputs.md)")
+@click.option("--person", type=click.IntRange(1, 255), help="whose try-on pack (its id in persons.png; default 1, "
+              "the largest)")
+@click.option("--keypoints", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="JSON",
+              help="your own OpenPose JSON for the photo, used instead of the pose model's (one PHOTO)")
 @click.option("--poll-interval", type=float, default=1.0, show_default=True, help="seconds between polls")
 @timeout_option
 @api_command
 def submit(client: Client, photos: tuple[Path, ...], wait: bool, out: Optional[Path], priority: str,
            webhook: Optional[str], webhook_events: tuple[str, ...], labels: str, labels_format: str,
-           poll_interval: float, timeout: float) -> None:
+           output_groups: str, person: Optional[int], keypoints: Optional[Path], poll_interval: float,
+           timeout: float) -> None:
     """Parse each PHOTO; print one tab-separated line per photo:
 
     \b
@@ -167,15 +174,19 @@ def submit(client: Client, photos: tuple[Path, ...], wait: bool, out: Optional[P
     error code and message. Identical photos share one job. A job still queued or
     running when --wait's --timeout passes is printed so, and the exit status is 3.
     """
+    if keypoints is not None and len(photos) > 1:
+        raise click.UsageError("--keypoints belong to one photo: submit that photo alone")
+    groups = [group.strip() for group in output_groups.split(",") if group.strip()]
+    points = keypoints.read_text() if keypoints is not None else None
     submitted: list[tuple[Path, Optional[JobView], str]] = []
     for photo in photos:
         try:
             job = client.submit(photo, Priority(priority), webhook, webhook_events, LabelProfile(labels),
-                                LabelsFormat(labels_format))
+                                LabelsFormat(labels_format), groups, person, points)
             submitted.append((photo, job, ""))
         except ApiError as error:
             if error.status is None or error.status >= 500 or error.status in (401, 403, 429) \
-                    or error.code in ("invalid_webhook", "webhooks_disabled"):
+                    or error.code in ("invalid_webhook", "webhooks_disabled", "unknown_output"):
                 raise  # the service's trouble, not this photo's
             submitted.append((photo, None, f"{error.code}: {error.message}"))
     jobs: dict[str, Job] = {job.id: job for _, job, _ in submitted if job}

@@ -10,6 +10,7 @@ Every failure (an error answer, an unreachable or silent server) is one exceptio
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -19,8 +20,9 @@ from urllib.parse import urlparse
 import requests
 from pydantic import ValidationError
 
-from m2fp_contract.schema import (MAX_BATCH, OUTPUTS, BatchResponse, ErrorResponse, JobsResponse, JobView, MissingJob,
-                           LabelProfile, LabelsFormat, Priority, SourceRef, WebhookEvent, WebhookSecret)
+from m2fp_contract.schema import (MAX_BATCH, BatchResponse, ErrorResponse, JobsResponse, JobView, LabelProfile,
+                                  LabelsFormat, MissingJob, OutputGroup, Priority, SourceRef, output_media_type,
+                                  WebhookEvent, WebhookSecret)
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 # Codes of failures the client detects itself (the API's own codes are in m2fp_contract.errors).
@@ -152,15 +154,24 @@ class Client:
 
     def submit(self, image: Image, priority: Priority = Priority.INTERACTIVE, webhook: Optional[str] = None,
                webhook_events: Sequence[WebhookEvent] = (), labels: LabelProfile = LabelProfile.CIHP,
-               labels_format: LabelsFormat = LabelsFormat.GRAYSCALE) -> JobView:
+               labels_format: LabelsFormat = LabelsFormat.GRAYSCALE, outputs: Sequence[OutputGroup] = (),
+               person: Optional[int] = None, keypoints: Union[None, str, dict] = None) -> JobView:
         """Upload one image (a path or its bytes); the job, new or (same content) existing.
         ``webhook``: an URL told of the job's ``webhook_events`` (default: its end);
-        ``labels``: the label set of its outputs, ``labels_format`` that of labels.png."""
+        ``labels``: the label set of its outputs, ``labels_format`` that of labels.png;
+        ``outputs``: more groups of outputs (keypoints, masks, garments, tryon), ``person``
+        whose try-on pack, ``keypoints`` your own OpenPose JSON (text or its object)."""
         name, data = _image_bytes(image)
+        fields = {"priority": Priority(priority).value, **_webhook(webhook, webhook_events),
+                  "labels": LabelProfile(labels).value, "labels_format": LabelsFormat(labels_format).value}
+        if outputs:
+            fields["outputs"] = ",".join(getattr(group, "value", group) for group in outputs)  # the API checks them
+        if person is not None:
+            fields["person"] = str(person)
+        if keypoints is not None:
+            fields["keypoints"] = keypoints if isinstance(keypoints, str) else json.dumps(keypoints)
         response = self._request("POST", "/v1/jobs", files={"image": (name, data, "application/octet-stream")},
-                                 data={"priority": Priority(priority).value, **_webhook(webhook, webhook_events),
-                                       "labels": LabelProfile(labels).value,
-                                       "labels_format": LabelsFormat(labels_format).value})
+                                 data=fields)
         return self._read(response, JobView)
 
     def submit_source(self, source: Union[str, SourceRef], priority: Priority = Priority.INTERACTIVE,
@@ -265,22 +276,26 @@ class Client:
             seconds = min(seconds, remaining)
         time.sleep(seconds)
 
-    def download(self, job: JobView, out_dir: Union[str, Path], names: Iterable[str] = OUTPUTS) -> dict[str, Path]:
-        """Write a succeeded job's outputs into ``out_dir`` (created); name -> path.
+    def download(self, job: JobView, out_dir: Union[str, Path],
+                 names: Optional[Iterable[str]] = None) -> dict[str, Path]:
+        """Write a succeeded job's outputs (all, or ``names``) into ``out_dir`` (created),
+        ``masks/``, ``cutouts/`` and ``tryon/`` as folders; name -> path.
 
         Each file is written under a temporary name and renamed, so a cut-off download
-        never leaves a file that looks complete."""
+        never leaves a file that looks complete. Only names the contract defines are
+        written, so no answer can place a file outside ``out_dir``."""
         if job.result is None:
             raise ValueError(f"job {job.id} is {job.status.value}: it has no outputs")
         target = Path(out_dir)
         target.mkdir(parents=True, exist_ok=True)
         written: dict[str, Path] = {}
-        for name in names:
+        for name in job.result.outputs if names is None else names:
             url = job.result.outputs.get(name)
-            if url is None:
+            if url is None or output_media_type(name) is None:
                 continue
             path = target / name
-            partial = path.with_name(f".{name}.partial")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.partial")
             partial.write_bytes(self._request("GET", url).content)
             partial.replace(path)
             written[name] = path
