@@ -10,7 +10,9 @@ those lines, and every test fails on any other console error or uncaught excepti
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic"
 JOB_TIMEOUT_MS = 180_000  # a job on the tiny model, on a loaded CI machine
 KEY = "page-test-key"
 PHOTO = (320, 240)
+# A real photo of a person (tests/data/README.md): the pose model finds a body on it.
+ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
+# OpenPose BODY_25's limbs, as the page is to draw them.
+BODY_25_LIMBS = [(1, 8), (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (8, 9), (9, 10), (10, 11), (8, 12), (12, 13),
+                 (13, 14), (1, 0), (0, 15), (15, 17), (0, 16), (16, 18), (14, 19), (19, 20), (14, 21), (11, 22),
+                 (22, 23), (11, 24)]
+SKELETON_DOT = (0xff, 0x2e, 0x93)  # the fill of a keypoint's dot (style.css)
 expect.set_options(timeout=15_000)  # each step of the page, on a loaded machine
 
 
@@ -421,4 +430,169 @@ def test_the_page_says_what_is_true_and_announces_a_problem_once(stack, tabs):
     }""")
     assert writes == [True, False, True, True, False]
     expect(tab.page.locator("#banner")).to_be_hidden()
+    assert tab.errors == []
+
+
+def slug(name: str) -> str:
+    """common.labels.class_slug, as an independent statement of the masks' file names."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def rgb(hex_color: str) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({r}, {g}, {b})"
+
+
+def test_the_extra_outputs_are_asked_for_and_shown_skeleton_tryon_pack_garments_and_masks(worker, tabs):
+    tab = tabs(worker.api_url).open()
+    tab.page.evaluate("""() => {
+      const send = window.fetch;
+      window.sentChoices = [];
+      window.fetch = (url, options = {}) => {
+        if (options.body instanceof FormData) window.sentChoices.push([options.body.get("outputs"),
+                                                                       options.body.get("person")]);
+        return send(url, options);
+      };
+    }""")
+    # The choices, by their labels; the person is asked for only with the try-on pack.
+    person = tab.page.get_by_label("for person")
+    expect(person).to_be_disabled()
+    for label in ("body keypoints", "a mask per class", "garments and their colours", "try-on pack"):
+        tab.page.get_by_label(label, exact=True).check()
+    expect(person).to_be_enabled()
+    person.fill("1")
+    card = tab.upload("astronaut.jpg", ASTRONAUT.read_bytes())
+    expect(card.locator(".asked")).to_have_text(
+        "Also asked for: body keypoints, masks, garments, try-on pack for person 1.")
+    wait_succeeded(card)
+    assert tab.page.evaluate("window.sentChoices") == [["keypoints,masks,garments,tryon", "1"]]
+    job = job_json(worker.api_url, card.get_attribute("data-job-id"))
+    assert sorted(job["outputs"]) == ["garments", "keypoints", "masks", "tryon"] and job["person"] == 1
+    outputs, summary = job["result"]["outputs"], job["result"]["summary"]
+
+    # The skeleton: a line for each limb both of whose points keypoints.json has (fetched
+    # here on its own), a dot on each point, laid exactly over the explorer's canvas.
+    document = json.loads(output(worker.api_url, job["id"], "keypoints.json"))
+    limbs, dots = set(), set()
+    for body in document["people"]:
+        flat = body["pose_keypoints_2d"]
+        points = [(flat[i], flat[i + 1]) if flat[i + 2] > 0 else None for i in range(0, len(flat), 3)]
+        limbs |= {(body["person_id"][0], *points[a], *points[b]) for a, b in BODY_25_LIMBS if points[a] and points[b]}
+        dots |= {(body["person_id"][0], *point) for point in points if point}
+    assert limbs, f"the pose model found no body on the astronaut: {summary['keypoints']}"
+    skeleton = card.locator("svg.skeleton")
+    expect(skeleton).to_be_visible()
+    expect(skeleton).to_have_attribute("viewBox", f"0 0 {summary['width']} {summary['height']}")
+    drawn_limbs = skeleton.locator("line").evaluate_all(
+        "els => els.map(e => [e.parentNode.dataset.personId, ...['x1', 'y1', 'x2', 'y2'].map(a => e.getAttribute(a))])")
+    drawn_dots = skeleton.locator("circle").evaluate_all(
+        "els => els.map(e => [e.parentNode.dataset.personId, e.getAttribute('cx'), e.getAttribute('cy')])")
+    assert len(drawn_limbs) == len(limbs) and {(int(i), *map(float, xy)) for i, *xy in drawn_limbs} == limbs
+    assert len(drawn_dots) == len(dots) and {(int(i), *map(float, xy)) for i, *xy in drawn_dots} == dots
+    assert skeleton.bounding_box() == card.locator("canvas.explorer").bounding_box()
+    # On the screen, each dot is there in its color, at its point of the photo.
+    stage = card.locator(".stage")
+    box = stage.bounding_box()
+
+    def pixels_at_dots() -> list[tuple[int, ...]]:
+        shot = np.array(Image.open(io.BytesIO(stage.screenshot())).convert("RGB"))
+        scale_x, scale_y = shot.shape[1] / summary["width"], shot.shape[0] / summary["height"]
+        assert abs(shot.shape[1] - box["width"]) <= 1  # one screen pixel per CSS pixel
+        return [tuple(shot[int(y * scale_y), int(x * scale_x)]) for _, x, y in dots]
+
+    assert all(np.abs(np.array(pixel) - SKELETON_DOT).max() <= 8 for pixel in pixels_at_dots())
+    expect(card.locator(".keypoints-note")).to_have_text(re.compile(r"^Skeleton of 1 body from the pose model"))
+    card.get_by_label("Show skeleton").uncheck()
+    expect(skeleton).to_be_hidden()
+    assert not any(np.abs(np.array(pixel) - SKELETON_DOT).max() <= 8 for pixel in pixels_at_dots())
+    card.get_by_label("Show skeleton").check()
+    expect(skeleton).to_be_visible()
+
+    # The try-on pack: what the job really made for person 1 on this parse (a body was
+    # found, so the pack is there), every file a thumbnail linking to it, by size.
+    tryon = summary["tryon"]
+    assert tryon["person"] == 1 and tryon["absent_reason"] is None and tryon["files"], tryon
+    section = card.locator(".tryon")
+    expect(section.locator("h3")).to_have_text("Try-on pack for person 1")
+    expect(section.locator(".tryon-note")).to_be_hidden()
+    for size, width in (("photo", summary["width"]), ("768x1024", 768)):
+        links = section.locator(f".tryon-size[data-size='{size}'] a")
+        assert sorted(links.evaluate_all("els => els.map(e => e.dataset.output)")) == sorted(
+            name for name in tryon["files"] if name.split("/")[1] == size)
+        thumbs = links.locator("img")
+        tab.page.wait_for_function("els => els.every(i => i.complete && i.naturalWidth > 0)",
+                                   arg=thumbs.element_handles())
+        assert set(thumbs.evaluate_all("els => els.map(i => i.naturalWidth)")) == {width}
+
+    # Garments: in each person's entry, with a swatch of each dominant colour and its name.
+    people = summary["people"]
+    assert any(person["garments"] for person in people), people
+    for entry in people:
+        items = card.locator(f".people > li[data-person-id='{entry['id']}'] .garments > li")
+        expect(items).to_have_count(len(entry["garments"]))
+        for item, garment in zip(items.all(), entry["garments"]):
+            expect(item.locator(".garment-name")).to_have_text(garment["name"])
+            swatches = item.locator(".color-swatch")
+            assert swatches.evaluate_all("els => els.map(e => getComputedStyle(e).backgroundColor)") == [
+                rgb(color["hex"]) for color in garment["colors"]]
+            labels = swatches.evaluate_all("els => els.map(e => [e.getAttribute('role'), e.getAttribute('aria-label'), e.title])")
+            for (role, label, title), color in zip(labels, garment["colors"]):
+                assert role == "img" and label == title
+                assert re.fullmatch(rf"{color['name']}, (< )?[\d.]+ % of the {garment['name'].lower()}", label), label
+            expect(item.locator(".color")).to_have_text([color["name"] for color in garment["colors"]])
+            expect(item.locator("a")).to_have_attribute("data-output", garment["cutout"])
+
+    # The masks, named by their classes, in the downloads.
+    masks = sorted(name for name in outputs if name.startswith("masks/"))
+    assert masks
+    mask_links = card.locator(".downloads .masks a")
+    assert sorted(mask_links.evaluate_all("els => els.map(e => e.dataset.output)")) == masks
+    names = {f"masks/{slug(c['name'])}.png": c["name"] for c in summary["classes"]}
+    assert sorted(mask_links.all_inner_texts()) == sorted(names[name] for name in masks)
+
+    # Every output is offered once, and each link holds that output's bytes.
+    offered = card.locator("a[data-output]").evaluate_all("""async els => Promise.all(els.map(async e => {
+      const digest = await crypto.subtle.digest("SHA-256", await (await fetch(e.href)).arrayBuffer());
+      return [e.dataset.output, [...new Uint8Array(digest)].map(b => b.toString(16).padStart(2, "0")).join("")];
+    }))""")
+    assert sorted(name for name, _ in offered) == sorted(outputs)
+    for name, digest in offered:
+        assert digest == hashlib.sha256(output(worker.api_url, job["id"], name)).hexdigest(), name
+
+    levels = tab.page.locator("h1, h2, h3, h4, h5, h6").evaluate_all("els => els.map(e => Number(e.tagName[1]))")
+    assert levels[0] == 1 and all(b - a <= 1 for a, b in zip(levels, levels[1:])), levels
+    assert [u for u in tab.requests if not u.startswith((worker.api_url + "/", "blob:", "data:"))] == []
+    assert tab.errors == []
+
+
+def test_the_page_says_why_keypoints_or_the_tryon_pack_are_missing(stack, tabs):
+    tab = tabs(stack.api_url).open()
+    note = "([about, hasFile, bodies]) => keypointsNote(about, hasFile, bodies)"
+    model = {"engine": "mediapipe", "model": "BlazePose pose_landmark_full", "version": "0.10.14"}
+    assert tab.page.evaluate(note, [{"source": "model", "model": model, "people": [{"id": 1, "found": True},
+                                     {"id": 2, "found": False}], "unmatched": 0,
+                                     "reason": "no body found for person 2"}, True, 1]) == (
+        "Skeleton of 1 body from the pose model (mediapipe BlazePose pose_landmark_full 0.10.14). "
+        "Missing: no body found for person 2.")
+    assert tab.page.evaluate(note, [{"source": "model", "model": model, "people": [], "unmatched": 0,
+                                     "reason": "nobody was found in the photo"}, True, 0]) == (
+        "No skeleton to draw from the pose model (mediapipe BlazePose pose_landmark_full 0.10.14). "
+        "Missing: nobody was found in the photo.")
+    assert tab.page.evaluate(note, [{"source": "submitted", "people": [{"id": 1, "found": True}], "unmatched": 2,
+                                     "reason": None}, True, 3]) == (
+        "Skeleton of 3 bodies from the keypoints sent with the photo. 2 submitted bodies fell on no person "
+        "(drawn dashed).")
+    assert tab.page.evaluate(note, [None, False, 0]) == ""
+
+    # A try-on pack that was asked for and not made says why, in words, and links nothing.
+    shown = tab.page.evaluate("""reason => {
+      const el = document.querySelector("#card-template").content.firstElementChild.cloneNode(true);
+      buildTryon({el, urls: {}, job: {id: "x", result: {summary: {tryon: {
+        person: 2, files: [], sizes: null, absent_reason: reason}}}}});
+      const section = el.querySelector(".tryon");
+      return [section.hidden, section.querySelector("h3").textContent, section.querySelector(".tryon-note").textContent,
+              section.querySelectorAll("a").length];
+    }""", "no body keypoints for person 2: the recipes need its shoulders, elbows and wrists")
+    assert shown == [False, "Try-on pack for person 2",
+                     "Not made: no body keypoints for person 2: the recipes need its shoulders, elbows and wrists.", 0]
     assert tab.errors == []

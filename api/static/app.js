@@ -1,5 +1,6 @@
 // The page at `/`: submit photos and show their parsing, through the public API only
-// (POST /v1/jobs, GET /v1/jobs?ids=, GET /v1/jobs/<id>/outputs/<name>, cancel).
+// (POST /v1/jobs, GET /v1/jobs?ids=, GET /v1/jobs/<id>/outputs/<name>, cancel), with the
+// outputs ticked above the drop box (keypoints, masks, garments, try-on pack) made too.
 // Every API path is relative ("v1/jobs"): fetch resolves it against the page's <base>,
 // the service's root, so the page works behind a proxy that serves it under a prefix.
 "use strict";
@@ -11,6 +12,14 @@ const MAX_IDS = 100;            // job ids per poll (the API's bound)
 const EXPLORE_MAX_SIDE = 1280;  // the explorer canvas draws at most this many pixels a side
 const PART_ALPHA = 0.55;        // how strongly a class color covers the photo in the explorer
 const DIM = 0.3;                // what is left of pixels outside the highlighted person
+// OpenPose BODY_25's limbs (pairs of point indices), the ones OpenPose itself draws.
+const BODY_25_LIMBS = [[1, 8], [1, 2], [1, 5], [2, 3], [3, 4], [5, 6], [6, 7], [8, 9], [9, 10], [10, 11], [8, 12],
+                       [12, 13], [13, 14], [1, 0], [0, 15], [15, 17], [0, 16], [16, 18], [14, 19], [19, 20],
+                       [14, 21], [11, 22], [22, 23], [11, 24]];
+const SVG_NS = "http://www.w3.org/2000/svg";
+// The try-on pack's sizes, in the order shown, and what each is called.
+const TRYON_SIZES = {"photo": "At the photo's size", "768x1024": "At 768 × 1024, the size try-on models take"};
+const GROUP_NAMES = {keypoints: "body keypoints", masks: "masks", garments: "garments", tryon: "try-on pack"};
 
 const $ = (selector, root = document) => root.querySelector(selector);
 // Where the service is: the page's <base> (e.g. https://example.org/parse/ behind a proxy).
@@ -130,6 +139,29 @@ $("#key-form").addEventListener("submit", (event) => {
 keyInput.value = apiKey();
 showKeyState();
 
+// ---- what to make besides the standard outputs ----------------------------------------
+
+// The choices apply to the photos sent after them: each card keeps those it came with, so
+// a photo that waits for a key, or for the service, is sent as it was asked for.
+const choices = $("#choices");
+const personInput = $("#person");
+const tryonBox = $("input[name='outputs'][value='tryon']", choices);
+const followTryon = () => { personInput.disabled = !tryonBox.checked; };
+tryonBox.addEventListener("change", followTryon);
+followTryon();  // a reloaded page may keep the box ticked
+
+function currentChoices() {
+  const outputs = [...choices.querySelectorAll("input[name='outputs']:checked")].map((box) => box.value);
+  return {outputs, person: outputs.includes("tryon") ? personInput.value.trim() : ""};
+}
+
+function describeChoices({outputs, person}) {
+  if (!outputs.length) return "";
+  const named = outputs.map((group) => GROUP_NAMES[group] || group);
+  if (person) named[outputs.indexOf("tryon")] += ` for person ${person}`;
+  return `Also asked for: ${named.join(", ")}.`;
+}
+
 // ---- cards ---------------------------------------------------------------------------
 
 const cards = $("#cards");
@@ -144,14 +176,18 @@ function percent(fraction) {
 }
 
 class Card {
-  constructor(file) {
+  constructor(file, wanted = {outputs: [], person: ""}) {
     this.file = file;
+    this.wanted = wanted;
     this.job = null;
     this.photoUrl = URL.createObjectURL(file);
     this.el = $("#card-template").content.firstElementChild.cloneNode(true);
     this.history = [];
     $(".name", this.el).textContent = file.name || "photo";
     $(".cancel", this.el).setAttribute("aria-label", `Cancel ${file.name || "photo"}`);
+    const asked = $(".asked", this.el);
+    asked.textContent = describeChoices(wanted);
+    asked.hidden = !asked.textContent;
     const photo = $(".photo", this.el);
     photo.addEventListener("error", () => {
       $("figcaption", photo.parentElement).textContent = "Photo (this browser cannot show its format)";
@@ -236,6 +272,8 @@ async function submit(card, failures = 0) {
   const form = new FormData();
   form.append("image", card.file, card.file.name || "photo");
   form.append("labels_format", "grayscale");  // the default, asked for: readIds needs ids, not palette colors
+  if (card.wanted.outputs.length) form.append("outputs", card.wanted.outputs.join(","));
+  if (card.wanted.person) form.append("person", card.wanted.person);
   try {
     const job = await apiJson("v1/jobs", {method: "POST", body: form});
     clearProblem();
@@ -258,7 +296,8 @@ async function submit(card, failures = 0) {
 }
 
 function addFiles(files) {
-  for (const file of files) submit(new Card(file));
+  const wanted = currentChoices();
+  for (const file of files) submit(new Card(file, wanted));
 }
 
 const fileInput = $("#file");
@@ -336,10 +375,15 @@ async function pollForever() {
 
 // Fetch an output through the API's own route (works for every store, sends the key,
 // and keeps canvases untainted); retried while the service is unreachable or busy.
+// An output's name in a URL: its folders ("masks/hat.png") stay folders, and everything else is escaped.
+function outputPath(name) {
+  return name.split("/").map(encodeURIComponent).join("/");
+}
+
 async function fetchOutput(card, name) {
   for (let failures = 1; ; failures += 1) {
     try {
-      return await (await api(`v1/jobs/${card.job.id}/outputs/${encodeURIComponent(name)}`)).blob();
+      return await (await api(`v1/jobs/${card.job.id}/outputs/${outputPath(name)}`)).blob();
     } catch (error) {
       if (!error.transient) throw error;
       const seconds = retryDelay(error, failures);
@@ -359,23 +403,15 @@ async function loadResult(card) {
     $(".detail", card.el).textContent = `${describe(job)} The outputs could not be loaded: ${error.message}`;
     return;
   }
-  const urls = Object.fromEntries(names.map((name) => [name, URL.createObjectURL(blobs[name])]));
+  card.urls = Object.fromEntries(names.map((name) => [name, URL.createObjectURL(blobs[name])]));
   const views = card.el.querySelectorAll(".view");
   for (const [view, name] of [[views[1], "colored.png"], [views[2], "overlay.jpg"]]) {
-    if (!urls[name]) continue;
-    $("img", view).src = urls[name];
+    if (!card.urls[name]) continue;
+    $("img", view).src = card.urls[name];
     view.hidden = false;
   }
-  const downloads = $(".downloads", card.el);
-  for (const name of names) {
-    const link = document.createElement("a");
-    link.href = urls[name];
-    link.download = `${job.id}-${name}`;
-    link.textContent = name;
-    link.dataset.output = name;
-    downloads.append(link, " ");
-  }
-  downloads.hidden = false;
+  buildTryon(card);
+  buildMaskLinks(card);
   if (blobs["labels.png"]) {
     try {
       await explore(card, blobs);
@@ -383,7 +419,106 @@ async function loadResult(card) {
       $(".detail", card.el).textContent = `${describe(job)} The explorer could not draw: ${error.message}`;
     }
   }
+  if (card.explorer) {
+    try {
+      showKeypoints(card, blobs["keypoints.json"] ? JSON.parse(await blobs["keypoints.json"].text()) : null);
+    } catch (error) {
+      $(".detail", card.el).textContent = `${describe(job)} The skeleton could not be drawn: ${error.message}`;
+    }
+  }
+  // Every output is offered somewhere: those no section above linked, here.
+  const linked = new Set([...card.el.querySelectorAll("a[data-output]")].map((link) => link.dataset.output));
+  const files = $(".downloads .files", card.el);
+  for (const name of names) {
+    if (!linked.has(name)) files.append(outputLink(card, name, name), " ");
+  }
+  $(".downloads", card.el).hidden = false;
   card.el.dataset.ready = "true";
+}
+
+// A link that saves output `name` (fetched already, with the key) under the job's id.
+function outputLink(card, name, text) {
+  const link = document.createElement("a");
+  link.href = card.urls[name];
+  link.download = `${card.job.id}-${name.replaceAll("/", "-")}`;
+  link.textContent = text;
+  link.dataset.output = name;
+  return link;
+}
+
+// The per-class masks (outputs masks), named by their classes.
+function buildMaskLinks(card) {
+  const masks = Object.keys(card.urls).filter((name) => name.startsWith("masks/"));
+  if (!masks.length) return;
+  const byslug = new Map(card.job.result.summary.classes.map((entry) => [slug(entry.name), entry.name]));
+  const line = $(".downloads .masks", card.el);
+  for (const name of masks) {
+    const file = name.slice("masks/".length, -".png".length);
+    line.append(outputLink(card, name, byslug.get(file) || file), " ");
+  }
+  line.hidden = false;
+}
+
+// A class name as the outputs' file names spell it (common.labels.class_slug).
+function slug(name) {
+  return name.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "");
+}
+
+// The try-on pack (outputs tryon): its files as thumbnails, by size, or why there is none.
+function buildTryon(card) {
+  const tryon = card.job.result.summary.tryon;
+  if (!tryon) return;
+  const section = $(".tryon", card.el);
+  $("h3", section).textContent = `Try-on pack for person ${tryon.person}`;
+  const note = $(".tryon-note", section);
+  const files = (tryon.files || []).filter((name) => card.urls[name]);
+  if (tryon.absent_reason) note.textContent = `Not made: ${sentence(tryon.absent_reason)}`;
+  else if (!files.length) note.textContent = "The pack holds no files.";
+  note.hidden = !note.textContent;
+  const bySize = new Map(Object.keys(TRYON_SIZES).map((size) => [size, []]));
+  for (const name of files) {
+    const size = name.split("/").slice(-2, -1)[0] || "photo";  // tryon/<size>/<file>
+    if (!bySize.has(size)) bySize.set(size, []);
+    bySize.get(size).push(name);
+  }
+  for (const [size, names] of bySize) {
+    if (!names.length) continue;
+    const group = document.createElement("div");
+    group.className = "tryon-size";
+    group.dataset.size = size;
+    const heading = document.createElement("h4");
+    heading.textContent = sizeTitle(size, (tryon.sizes || {})[size]);
+    const list = document.createElement("ul");
+    list.className = "thumbs";
+    for (const name of names) {
+      const item = document.createElement("li");
+      const link = outputLink(card, name, name.split("/").pop());
+      const thumb = document.createElement("img");
+      thumb.src = card.urls[name];
+      thumb.alt = "";  // the link's text names it
+      link.prepend(thumb);
+      item.append(link);
+      list.append(item);
+    }
+    group.append(heading, list);
+    section.append(group);
+  }
+  section.hidden = false;
+}
+
+function sizeTitle(size, info) {
+  const title = TRYON_SIZES[size] || size;
+  if (!info || !info.width) return title;
+  if (size === "photo") return `${title}, ${info.width} × ${info.height}`;
+  const scale = typeof info.scale === "number" ? `, the photo scaled by ${+info.scale.toFixed(3)}` : "";
+  const padded = Array.isArray(info.pad) && info.pad.some((v) => v > 0) ? " and padded" : "";
+  return `${title}${scale}${padded}`;
+}
+
+// A reason from the service as a sentence of its own.
+function sentence(text) {
+  const trimmed = String(text).trim();
+  return /[.!?]$/.test(trimmed) ? trimmed : `${trimmed}.`;
 }
 
 // Exact pixel values of an 8-bit grayscale PNG (class or person ids), at width x height.
@@ -464,6 +599,72 @@ async function explore(card, blobs) {
   });
   $(".explore", card.el).hidden = false;
   draw();
+}
+
+// Each person's skeleton from keypoints.json (OpenPose BODY_25, in the photo's pixels) over
+// the explorer, as SVG in the photo's own coordinates: it scales with the canvas, and
+// leaves the canvas's pixels as the explorer drew them. A point with confidence 0 is
+// missing (OpenPose writes 0, 0, 0), and so is every limb that touches it.
+function showKeypoints(card, doc) {
+  const summary = card.job.result.summary;
+  const svg = $(".skeleton", card.el);
+  const toggle = $(".skeleton-toggle", card.el);
+  const note = $(".keypoints-note", card.el);
+  let bodies = 0;
+  if (doc) {
+    svg.setAttribute("viewBox", `0 0 ${summary.width} ${summary.height}`);
+    const radius = Math.max(2, Math.max(summary.width, summary.height) / 160);
+    for (const person of doc.people || []) {
+      const flat = person.pose_keypoints_2d || [];
+      const points = [];
+      for (let i = 0; i + 2 < flat.length; i += 3) points.push(flat[i + 2] > 0 ? [flat[i], flat[i + 1]] : null);
+      if (!points.some(Boolean)) continue;
+      const body = document.createElementNS(SVG_NS, "g");
+      const id = Array.isArray(person.person_id) ? person.person_id[0] : person.person_id;
+      body.dataset.personId = id;
+      if (!(id > 0)) body.classList.add("unmatched");  // a submitted body that fell on nobody
+      for (const [a, b] of BODY_25_LIMBS) {
+        if (!points[a] || !points[b]) continue;
+        const line = document.createElementNS(SVG_NS, "line");
+        for (const [attribute, value] of [["x1", points[a][0]], ["y1", points[a][1]], ["x2", points[b][0]],
+                                          ["y2", points[b][1]]]) line.setAttribute(attribute, value);
+        body.append(line);
+      }
+      points.forEach((point, index) => {
+        if (!point) return;
+        const dot = document.createElementNS(SVG_NS, "circle");
+        dot.setAttribute("cx", point[0]);
+        dot.setAttribute("cy", point[1]);
+        dot.setAttribute("r", radius);
+        dot.dataset.point = index;
+        body.append(dot);
+      });
+      svg.append(body);
+      bodies += 1;
+    }
+    const box = $("input", toggle);
+    const follow = () => svg.toggleAttribute("hidden", !box.checked);
+    box.addEventListener("change", follow);
+    follow();
+    toggle.hidden = bodies === 0;
+  }
+  note.textContent = keypointsNote(summary.keypoints, doc !== null, bodies);
+  note.hidden = !note.textContent;
+}
+
+// What the page says about the job's keypoints: where they came from, and why any are missing.
+function keypointsNote(about, hasFile, bodies) {
+  if (!about) return hasFile && bodies === 0 ? "keypoints.json holds no body to draw." : "";
+  const model = typeof about.model === "string" ? about.model
+    : about.model ? [about.model.engine, about.model.model, about.model.version].filter(Boolean).join(" ") : "";
+  const source = about.source === "submitted" ? "the keypoints sent with the photo"
+                                              : `the pose model${model ? ` (${model})` : ""}`;
+  const count = `${bodies} ${bodies === 1 ? "body" : "bodies"}`;
+  let text = bodies ? `Skeleton of ${count} from ${source}.` : `No skeleton to draw from ${source}.`;
+  if (about.reason) text += ` Missing: ${sentence(about.reason)}`;
+  if (about.unmatched) text += ` ${about.unmatched} submitted ${about.unmatched === 1 ? "body fell" : "bodies fell"} ` +
+                               "on no person (drawn dashed).";
+  return text;
 }
 
 function drawExplorer(canvas, state) {
@@ -551,8 +752,56 @@ function buildPeople(card, state, draw) {
     button.addEventListener("click", () => pin(card, state, state.pinned === person.id ? null : person.id, draw,
                                                 person.id));
     item.append(button);
+    if (Array.isArray(person.garments)) item.append(garmentList(card, person));
     list.append(item);
   }
+}
+
+// A person's garments (outputs garments): name, share, dominant colours, and the cut-out.
+function garmentList(card, person) {
+  const list = document.createElement("ul");
+  list.className = "garments";
+  list.setAttribute("aria-label", `Garments of person ${person.id}`);
+  if (!person.garments.length) {
+    const item = document.createElement("li");
+    item.className = "none";
+    item.textContent = "No garments found.";
+    list.append(item);
+  }
+  for (const garment of person.garments) {
+    const item = document.createElement("li");
+    item.dataset.classId = garment.id;
+    const name = document.createElement("span");
+    name.className = "garment-name";
+    name.textContent = garment.name;
+    const share = document.createElement("span");
+    share.className = "share";
+    share.textContent = percent(garment.pixel_fraction);
+    const colors = document.createElement("span");
+    colors.className = "colors";
+    for (const color of garment.colors || []) {
+      const chip = document.createElement("span");
+      chip.className = "color";
+      const swatch = document.createElement("span");
+      swatch.className = "color-swatch";
+      swatch.setAttribute("role", "img");
+      swatch.style.background = color.hex;
+      swatch.dataset.hex = color.hex;
+      const label = `${color.name}, ${percent(color.share)} of the ${garment.name.toLowerCase()}`;
+      swatch.title = label;
+      swatch.setAttribute("aria-label", label);
+      chip.append(swatch, color.name);
+      colors.append(chip, " ");
+    }
+    item.append(name, " ", share, " ", colors);
+    if (card.urls[garment.cutout]) {
+      const link = outputLink(card, garment.cutout, "cut-out");
+      link.setAttribute("aria-label", `Cut-out of person ${person.id}'s ${garment.name}`);
+      item.append(" ", link);
+    }
+    list.append(item);
+  }
+  return list;
 }
 
 // What the people list says above its entries (empty when the entries say it all).
@@ -570,7 +819,7 @@ function peopleNote(summary, hasMap) {
 // Keep person `id` picked out (null: none); `fallback` is highlighted when nobody is pinned.
 function pin(card, state, id, draw, fallback = null) {
   state.pinned = id;
-  for (const item of card.el.querySelectorAll(".people li")) {
+  for (const item of card.el.querySelectorAll(".people > li")) {
     $("button", item).setAttribute("aria-pressed", String(Number(item.dataset.personId) === id));
   }
   highlight(card, state, id ?? fallback, draw);
@@ -582,8 +831,11 @@ function highlight(card, state, id, draw) {
   state.highlight = id;
   $(".explorer", card.el).setAttribute("aria-label", id === null ? EXPLORER_LABEL
                                                                    : `${EXPLORER_LABEL}; person ${id} picked out`);
-  for (const item of card.el.querySelectorAll(".people li")) {
+  for (const item of card.el.querySelectorAll(".people > li")) {
     item.classList.toggle("lit", Number(item.dataset.personId) === id);
+  }
+  for (const body of card.el.querySelectorAll(".skeleton g")) {
+    body.classList.toggle("dim", id !== null && Number(body.dataset.personId) !== id);
   }
   if (id === null) delete card.el.dataset.highlight;
   else card.el.dataset.highlight = id;
