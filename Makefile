@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 PYTEST_ARGS ?=
 
-.PHONY: help venv client run test browser nginx iproute2 synthetic-model engine bench bench-scale capacity backfill check-env lock clean-venv compose-env \
+.PHONY: help venv client run test browser nginx iproute2 synthetic-model engine bench bench-outputs bench-scale capacity backfill check-env lock clean-venv compose-env \
 	podman base-images wheelhouse images compose-up compose-down bench-compose
 
 help: ## list the targets
@@ -73,6 +73,9 @@ nginx: ## install Debian's nginx (apt, as root) unless nginx is there
 
 bench: $(STAMP) ## seconds per photo: stock pipeline vs torch and OpenVINO engines, output resolution, queue overhead
 	$(PY) -m scripts.bench
+
+bench-outputs: $(STAMP) ## seconds each group of outputs (keypoints, masks, garments, tryon) adds per photo, by photo size
+	$(PY) -m scripts.bench_outputs
 
 lock: $(STAMP) ## rewrite requirements/lock.txt from the working .venv (after changing a pin)
 	{ echo "# Full pin set of a working worker + dev environment (pip freeze of .venv), used as a"; \

@@ -20,7 +20,7 @@ DEFAULT_MODEL_REVISION = "v1.0.1"
 # Default MODEL_PROCESS_MEMORY_MB per engine: the full-size model's peak with the widest
 # input and a 40-megapixel photo (``make bench-scale``), with some headroom. Mixed precision
 # compiles four graphs separately, each with its own working memory.
-PROCESS_MEMORY_MB = {"openvino": 3300, "openvino-mixed": 3900, "torch": 6000}
+PROCESS_MEMORY_MB = {"openvino": 3400, "openvino-mixed": 3900, "torch": 6000}
 
 
 class Settings(BaseSettings):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -36,3 +37,33 @@ def encode(array_or_image, fmt: str = "JPEG", exif_orientation: Optional[int] = 
 
 def photo_jpeg(width: int = 320, height: int = 240, seed: int = 0) -> bytes:
     return encode(photo(width, height, seed), "JPEG", quality=92)
+
+
+# The one real photo of a person the project carries (NASA, public domain; tests/data/README.md).
+ASTRONAUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "astronaut.jpg"
+HAIR, UPPER_CLOTHES, TORSO_SKIN, FACE, LEFT_ARM, RIGHT_ARM = 2, 5, 10, 13, 14, 15
+# Her shoulders, elbows and wrists as MediaPipe finds them in the whole photo (x, y): the
+# suit's sleeves are drawn along them. A hand each outside the suit's outline (OOTDiffusion's
+# recipe fills the mask's holes, so a hand inside the garment's outline is masked with it).
+R_SHOULDER, R_ELBOW, R_WRIST = (113, 240), (65, 414), (135, 477)
+L_SHOULDER, L_ELBOW, L_WRIST = (306, 257), (323, 375), (326, 461)
+R_HAND, L_HAND = (40, 480), (371, 459)
+HAND_RADIUS = 20
+
+
+def astronaut_parse() -> np.ndarray:
+    """A hand-made CIHP parse of the astronaut photo (512x512): hair, face, neck skin, the
+    suit (upper clothes, sleeves included) and two hands. The synthetic models' parse of a
+    real photo is noise; try-on outputs are only checkable, and only timed fairly, on a
+    parse whose garment, face and hands are where the photo has them."""
+    canvas = Image.new("L", (512, 512), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.ellipse((165, 40, 285, 130), fill=HAIR)
+    draw.rectangle((205, 180, 245, 215), fill=TORSO_SKIN)
+    draw.polygon([(125, 215), (295, 225), (300, 511), (120, 511)], fill=UPPER_CLOTHES)
+    draw.line([R_SHOULDER, R_ELBOW, R_WRIST], fill=UPPER_CLOTHES, width=44, joint="curve")
+    draw.line([L_SHOULDER, L_ELBOW, L_WRIST], fill=UPPER_CLOTHES, width=44, joint="curve")
+    draw.ellipse((180, 70, 270, 185), fill=FACE)
+    for (x, y), label in ((R_HAND, RIGHT_ARM), (L_HAND, LEFT_ARM)):
+        draw.ellipse((x - HAND_RADIUS, y - HAND_RADIUS, x + HAND_RADIUS, y + HAND_RADIUS), fill=label)
+    return np.asarray(canvas)

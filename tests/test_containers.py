@@ -153,7 +153,7 @@ def test_the_containers_run_with_the_production_settings_of_the_file(stack):
         assert inside(name, "touch /tmp/written && touch $HOME/written").returncode == 0, service
     worker = inspect(stack.containers("worker")[0])["HostConfig"]
     assert worker["NanoCpus"] == 1_000_000_000 or worker["CpuQuota"] == worker["CpuPeriod"]
-    assert worker["Memory"] == 3900 * 1024 * 1024
+    assert worker["Memory"] == 4000 * 1024 * 1024
     # The worker sized itself from those limits: one model process, one thread.
     assert "Resource plan: 1 usable CPU(s)" in stack.logs(stack.containers("worker")[0])
 

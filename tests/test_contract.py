@@ -41,7 +41,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
                                                response_schema_conformance, status_code_conformance)
 
-from scripts.imagegen import photo_jpeg
+from scripts.imagegen import ASTRONAUT, photo_jpeg
 from scripts.processes import wait_until
 from scripts.stack import Stack, local_system
 from tests.harness import HARNESS_APP, HOLD_FILE_VARIABLE
@@ -59,7 +59,6 @@ MAX_PHOTOS_PER_BATCH = 3
 # Real jobs the cases may name, by status (filled by the live_api fixture).
 REAL_JOBS: dict[str, list[str]] = {}
 REAL_OUTPUTS: dict[str, list[str]] = {}  # each succeeded real job's output names
-ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
 
 
 def report(write_line) -> None:

@@ -5,7 +5,6 @@ import dataclasses
 import hashlib
 import io
 import json
-from pathlib import Path
 from typing import Optional
 
 import jsonschema
@@ -18,14 +17,13 @@ from common.labels import CIHP_CLASSES, class_slug
 from common.services import Services
 from m2fp_contract.schema import (TRYON_FILES, KeypointsDocument, LabelProfile, LabelsFormat, ResultDocument,
                                   output_media_type)
-from scripts.imagegen import photo_jpeg
+from scripts.imagegen import ASTRONAUT, photo_jpeg
 from tests.test_job_runner import GROUP_FIELDS, closed
 from worker.engine import Parsing, ParsingEngine
 from worker.job_runner import run_job
 from worker.mediapipe_pose import MediaPipePose
 from worker.pose import BODY_25
 
-ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
 EVERY_GROUP = list(OutputGroup)
 
 

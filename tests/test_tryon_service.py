@@ -5,44 +5,21 @@ synthetic model's parse of a real photo is noise: tests/harness/scripted_engine.
 import base64
 import io
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import requests
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from common.labels import CIHP_CLASSES, PALETTE, class_slug
+from scripts.imagegen import (ASTRONAUT, FACE, HAIR, L_SHOULDER, LEFT_ARM, R_SHOULDER, RIGHT_ARM, TORSO_SKIN,
+                              UPPER_CLOTHES, astronaut_parse)
 from scripts.stack import Stack, local_system
 from tests.conftest import S3_KEYS
 from tests.harness import HARNESS_APP, SCRIPTED_PARSE_VARIABLE
 
-ASTRONAUT = Path(__file__).parent / "data" / "astronaut.jpg"
-HAIR, UPPER, TORSO_SKIN, FACE, LEFT_ARM, RIGHT_ARM = 2, 5, 10, 13, 14, 15
-# Her shoulders, elbows and wrists as MediaPipe finds them in the whole photo (x, y): the
-# suit's sleeves are drawn along them. A hand each outside the suit's outline (the recipe
-# fills the mask's holes, so a hand inside the garment's outline is masked with it).
-R_SHOULDER, R_ELBOW, R_WRIST = (113, 240), (65, 414), (135, 477)
-L_SHOULDER, L_ELBOW, L_WRIST = (306, 257), (323, 375), (326, 461)
-R_HAND, L_HAND = (40, 480), (371, 459)
-HAND_RADIUS = 20
-
-
-def astronaut_labels() -> np.ndarray:
-    """A hand-made CIHP parse of the photo: hair, face, neck skin, the suit (upper clothes,
-    sleeves included) and two hands."""
-    canvas = Image.new("L", (512, 512), 0)
-    draw = ImageDraw.Draw(canvas)
-    draw.ellipse((165, 40, 285, 130), fill=HAIR)
-    draw.rectangle((205, 180, 245, 215), fill=TORSO_SKIN)
-    draw.polygon([(125, 215), (295, 225), (300, 511), (120, 511)], fill=UPPER)
-    draw.line([R_SHOULDER, R_ELBOW, R_WRIST], fill=UPPER, width=44, joint="curve")
-    draw.line([L_SHOULDER, L_ELBOW, L_WRIST], fill=UPPER, width=44, joint="curve")
-    draw.ellipse((180, 70, 270, 185), fill=FACE)
-    for (x, y), label in ((R_HAND, RIGHT_ARM), (L_HAND, LEFT_ARM)):
-        draw.ellipse((x - HAND_RADIUS, y - HAND_RADIUS, x + HAND_RADIUS, y + HAND_RADIUS), fill=label)
-    return np.asarray(canvas)
+UPPER = UPPER_CLOTHES
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +27,7 @@ def stack(redis_server, tiny_model, s3_endpoint, tmp_path_factory):
     from common.storage import S3Store
 
     base = tmp_path_factory.mktemp("tryon")
-    Image.fromarray(astronaut_labels()).save(base / "labels.png")
+    Image.fromarray(astronaut_parse()).save(base / "labels.png")
     S3Store(s3_endpoint, S3_KEYS["access_key"], S3_KEYS["secret_key"], "m2fp-tryon").ensure_bucket()
     env = {"REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/5", "M2FP_MODEL": str(tiny_model),
            "INFERENCE_MAX_SIDE": "320", "TORCH_THREADS": "1", "S3_ENDPOINT": s3_endpoint,
@@ -97,7 +74,7 @@ def test_prefer_wait_answers_the_finished_job_in_the_same_response(tryon_job):
 
 def test_the_inpaint_masks_cover_the_suit_and_spare_the_face_and_the_hands(tryon_job):
     outputs = tryon_job["result"]["outputs"]
-    labels = astronaut_labels()
+    labels = astronaut_parse()
     body = json.loads(fetch(outputs["keypoints.json"]))["people"]
     assert [person["person_id"] for person in body] == [[1]]  # her body, found by the real pose model
     points = np.asarray(body[0]["pose_keypoints_2d"]).reshape(25, 3)
@@ -132,7 +109,7 @@ def test_the_parse_agnostic_map_keeps_her_face_and_removes_her_suit(tryon_job):
     agnostic = Image.open(io.BytesIO(fetch(outputs["tryon/photo/parse_agnostic.png"])))
     assert agnostic.mode == "P"  # an index PNG: values are CIHP ids
     values = np.asarray(agnostic)
-    labels = astronaut_labels()
+    labels = astronaut_parse()
     assert (values[labels == FACE] == FACE).all() and (values[labels == HAIR] == HAIR).all()
     assert not np.isin(values, [UPPER, TORSO_SKIN]).any()
     framed = Image.open(io.BytesIO(fetch(outputs["tryon/768x1024/parse_agnostic.png"])))
@@ -147,7 +124,7 @@ def test_the_parse_agnostic_map_keeps_her_face_and_removes_her_suit(tryon_job):
 
 def test_garments_have_their_cutout_and_colours_and_every_mask_is_its_class(tryon_job):
     outputs, summary = tryon_job["result"]["outputs"], tryon_job["result"]["summary"]
-    labels = astronaut_labels()
+    labels = astronaut_parse()
     garments = summary["people"][0]["garments"]
     assert [garment["name"] for garment in garments] == ["UpperClothes"]
     suit = garments[0]
@@ -165,7 +142,7 @@ def test_the_demos_routes_answer_as_the_demo_did(stack):
     photo = ASTRONAUT.read_bytes()
     colored = requests.post(f"{stack.api_url}/api/parse", files={"file": ("a.jpg", photo)}, timeout=60)
     assert colored.status_code == 200 and colored.headers["Content-Type"] == "image/png"
-    labels = astronaut_labels()
+    labels = astronaut_parse()
     assert np.array_equal(picture(colored.content), PALETTE[labels])
 
     answer = requests.post(f"{stack.api_url}/parse", files={"image": ("a.jpg", photo)}, timeout=60)

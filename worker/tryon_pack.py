@@ -8,7 +8,7 @@ the recipes' plain resize, so no body is stretched and a client can map results 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -93,12 +93,6 @@ def person_labels(labels: np.ndarray, persons: np.ndarray, person: int) -> np.nd
     return np.where(persons == person, labels, 0).astype(np.uint8)
 
 
-def _agnostics(image: np.ndarray, labels: np.ndarray, body25: np.ndarray, scale: float) -> dict[str, np.ndarray]:
-    return {"parse_agnostic.png": parse_agnostic(labels, body25, scale),
-            "agnostic_vitonhd.jpg": agnostic_vitonhd(image, labels, body25, scale),
-            "agnostic_hrviton.jpg": agnostic_hrviton(image, labels, body25)}
-
-
 def frame_masks(frame_labels: np.ndarray, frame_keypoints: np.ndarray) -> dict[str, np.ndarray]:
     """Each inpainting mask in the frame, as run_ootd.py makes it: computed at 384x512 (labels
     nearest, keypoints halved), then resized NEAREST to 768x1024."""
@@ -109,17 +103,20 @@ def frame_masks(frame_labels: np.ndarray, frame_keypoints: np.ndarray) -> dict[s
             for stem, variant in INPAINT_VARIANTS.items()}
 
 
-def _with_gray(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out = {}
+def _one_size(image: np.ndarray, labels: np.ndarray, body25: np.ndarray, scale: float,
+              masks: dict[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+    yield "parse_agnostic.png", parse_agnostic(labels, body25, scale)
+    yield "agnostic_vitonhd.jpg", agnostic_vitonhd(image, labels, body25, scale)
+    yield "agnostic_hrviton.jpg", agnostic_hrviton(image, labels, body25)
     for stem, mask in masks.items():
-        out[f"inpaint_mask_{stem}.png"] = mask
-        out[f"inpaint_gray_{stem}.jpg"] = inpaint_gray(image, mask)
-    return out
+        yield f"inpaint_mask_{stem}.png", mask
+        yield f"inpaint_gray_{stem}.jpg", inpaint_gray(image, mask)
 
 
-def tryon_images(image: np.ndarray, labels: np.ndarray, body25: np.ndarray,
-                 box: Letterbox) -> dict[str, dict[str, np.ndarray]]:
-    """Every pack image by size ("photo", "768x1024") then file name, before encoding.
+def iter_tryon_images(image: np.ndarray, labels: np.ndarray, body25: np.ndarray,
+                      box: Letterbox) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Every pack image as ``(size, file name, array)``, one at a time: at 40 megapixels
+    each photo-sized RGB image is 120 MB, so the pack is encoded as it is made, not held.
 
     ``labels`` are the person's own, ``body25`` in the photo's pixels. At the photo's size
     VITON-HD's constants are those of the 1024-high frame in photo pixels (scale 1/s);
@@ -130,9 +127,19 @@ def tryon_images(image: np.ndarray, labels: np.ndarray, body25: np.ndarray,
     frame_points = letterbox_keypoints(body25, box)
     masks = frame_masks(frame_labels, frame_points)
     photo_masks = {stem: unletterbox_mask(mask, box, size) for stem, mask in masks.items()}
-    return {"photo": {**_agnostics(image, labels, body25, 1 / box.scale), **_with_gray(image, photo_masks)},
-            "768x1024": {**_agnostics(frame_image, frame_labels, frame_points, 1.0),
-                         **_with_gray(frame_image, masks)}}
+    for name, array in _one_size(image, labels, body25, 1 / box.scale, photo_masks):
+        yield "photo", name, array
+    for name, array in _one_size(frame_image, frame_labels, frame_points, 1.0, masks):
+        yield "768x1024", name, array
+
+
+def tryon_images(image: np.ndarray, labels: np.ndarray, body25: np.ndarray,
+                 box: Letterbox) -> dict[str, dict[str, np.ndarray]]:
+    """Every pack image by size ("photo", "768x1024") then file name, before encoding."""
+    images: dict[str, dict[str, np.ndarray]] = {size: {} for size in TRYON_SIZES}
+    for size, name, array in iter_tryon_images(image, labels, body25, box):
+        images[size][name] = array
+    return images
 
 
 def _encode(name: str, array: np.ndarray) -> bytes:
@@ -153,9 +160,9 @@ def make_tryon_pack(image: np.ndarray, labels: np.ndarray, persons: np.ndarray, 
     ``labels``, person map and the person's BODY_25 keypoints, all at the photo's size."""
     height, width = labels.shape
     box = letterbox((width, height))
-    images = tryon_images(image, person_labels(labels, persons, person), body25, box)
-    files = {f"tryon/{size}/{name}": _encode(name, images[size][name])
-             for size in TRYON_SIZES for name in TRYON_FILES}
+    encoded = {(size, name): _encode(name, array)
+               for size, name, array in iter_tryon_images(image, person_labels(labels, persons, person), body25, box)}
+    files = {f"tryon/{size}/{name}": encoded[size, name] for size in TRYON_SIZES for name in TRYON_FILES}
     info = {"person": person,
             "sizes": {"photo": {"width": width, "height": height},
                       "768x1024": {"width": FRAME[0], "height": FRAME[1], "scale": box.scale,
