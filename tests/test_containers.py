@@ -29,7 +29,7 @@ from m2fp_contract.schema import OUTPUTS, JobStatus
 from scripts import compose_env
 from scripts.containers import (API_IMAGE, REPO, WORKER_IMAGE, ComposeStack, ContainerError, default_files,
                                 engine)
-from scripts.imagegen import photo_jpeg
+from scripts.imagegen import ASTRONAUT, photo_jpeg
 from scripts.processes import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(900)
@@ -126,6 +126,20 @@ def test_a_photo_goes_in_through_the_api_container_and_its_outputs_come_back_fro
     assert job.result.outputs["labels.png"].startswith(stack.s3_url + "/")  # from the store, not the API
     with Image.open(files["labels.png"]) as labels:
         assert labels.size == (64, 48) and labels.mode == "L"
+
+
+def test_the_pose_model_runs_in_the_worker_image_on_a_real_photo(stack, tmp_path):
+    """Keypoints, masks and garments from the worker container: the pose model (mediapipe,
+    installed apart from its declared dependencies) runs there, read-only root and all."""
+    [job] = ended(stack, [stack.client.submit(ASTRONAUT, outputs=["keypoints", "masks", "garments"]).id])
+    assert job.status == JobStatus.SUCCEEDED, job
+    summary = job.result.summary
+    assert summary["keypoints"]["source"] == "model" and summary["keypoints"]["model"]["engine"] == "mediapipe"
+    files = stack.client.download(job, tmp_path)
+    people = json.loads(files["keypoints.json"].read_text())["people"]
+    found = [p["id"] for p in summary["keypoints"]["people"] if p["found"]]
+    assert found and [p["person_id"][0] for p in people] == found  # her body, found in the container
+    assert any(name.startswith("masks/") for name in files) and "cloth_mask.png" in files
 
 
 def test_the_containers_run_with_the_production_settings_of_the_file(stack):
