@@ -23,6 +23,7 @@ BODY_25 = ("Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow
 COCO_18_FROM_BODY_25 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
 _NECK, _RSHOULDER, _LSHOULDER, _MIDHIP, _RHIP, _LHIP = 1, 2, 5, 8, 9, 12
 CROP_MARGIN = 0.15  # of the person's box, on each side: the pose model needs to see the body's outline
+MIN_CROP = 32  # px on a side: a person smaller than this has no body to find (and a 1-pixel crop no image)
 
 
 class PoseEngine(Protocol):
@@ -73,7 +74,8 @@ def estimate_people(engine: PoseEngine, image: np.ndarray, boxes: dict[int, list
     for person, (x, y, w, h) in boxes.items():
         left, top = max(0, int(x - CROP_MARGIN * w)), max(0, int(y - CROP_MARGIN * h))
         right, bottom = min(width, int(x + w + CROP_MARGIN * w) + 1), min(height, int(y + h + CROP_MARGIN * h) + 1)
-        body = engine.estimate(np.ascontiguousarray(image[top:bottom, left:right]))
+        small = min(right - left, bottom - top) < MIN_CROP
+        body = None if small else engine.estimate(np.ascontiguousarray(image[top:bottom, left:right]))
         if body is None:
             bodies[person] = None
             continue
