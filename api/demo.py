@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from api.errors import failed_job_response
 from api.openapi import MediaResponse, errors, spec
@@ -38,7 +38,8 @@ def _run(upload: Upload, output: OutputOptions) -> Job:
     """The photo as the caller's interactive job, waited for."""
     current_app.extensions["m2fp.limiter"].take(caller(), cost=1)
     accepted = accept(services(), upload, Priority.INTERACTIVE, caller(), None, output)
-    return wait_for_job(services(), accepted.job, services().settings.sync_wait_seconds)
+    g.submission_created = accepted.created
+    return wait_for_job(services(), accepted.job, services().settings.sync_wait_seconds)[0]
 
 
 def _unfinished(job: Job):

@@ -51,7 +51,8 @@ UNMATCHED_ROUTE = "<unmatched>"  # the route label of a request no URL rule matc
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_METHOD = "other"
 # The views whose answers are submissions, and the priority of each when the body gave none.
-SUBMISSION_ROUTES = {"jobs.create_job": Priority.INTERACTIVE, "jobs.create_jobs": Priority.BACKFILL}
+SUBMISSION_ROUTES = {"jobs.create_job": Priority.INTERACTIVE, "jobs.create_jobs": Priority.BACKFILL,
+                     "demo.api_parse": Priority.INTERACTIVE, "demo.parse": Priority.INTERACTIVE}
 
 
 class QueueDepth:
@@ -104,7 +105,11 @@ def _count_submissions(response: Response) -> None:
     answer: Any = response.get_json(silent=True) if response.is_json else None
     items = answer.get("items") if response.status_code == 200 and isinstance(answer, dict) else None
     if not isinstance(items, list):  # one submission, or a batch refused as a whole
-        items = [{"status": response.status_code, "error": (answer or {}).get("error")}]
+        status = response.status_code
+        created = g.get("submission_created")  # set once accepted: a waited answer's 200 may be a new job
+        if created is not None:
+            status = 202 if created else 200
+        items = [{"status": status, "error": (answer or {}).get("error") if isinstance(answer, dict) else None}]
     for item in items:
         status = item.get("status", 0)
         if status == 202:

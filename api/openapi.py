@@ -177,6 +177,9 @@ OPERATION_HEADERS: dict[tuple[str, str], dict[str, dict[str, dict[str, Any]]]] =
         "Preference-Applied": {**_header("with `Prefer: wait=N`: the wait honoured, `wait=N`", {"type": "string"}),
                                "required": False}}
         for status in ("200", "202")},
+    **{(path, "post"): {status: {"Location": _header("the job's path, `/v1/jobs/<id>`", {"type": "string"})}
+                        for status in statuses}
+       for path, statuses in (("/api/parse", ("200", "202")), ("/parse", ("202",)))},
 }
 # What a path parameter may be, by name (a job id is new_job_id's 22 URL-safe characters).
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
@@ -233,7 +236,7 @@ GROUP_OUTPUT_PATHS: dict[str, tuple[str, list[dict[str, Any]], str]] = {
     "cloth_mask.png": ("cloth_mask.png", [], "every garment pixel white on black (outputs garments)"),
     "cutouts/{person}/{cutout}": ("cutouts/person-1/hat.png", [
         _path_parameter("person", "person-<id>, the id as in persons.png", {"type": "string",
-                                                                            "pattern": r"^person-[1-9][0-9]{0,2}$"}),
+                                                                            "pattern": r"^person-(?:[1-9][0-9]?|1[0-9][0-9]|2[0-4][0-9]|25[0-5])$"}),
         _path_parameter("cutout", "a garment class's slug and .png", {"type": "string",
                                                                       "pattern": r"^[a-z0-9-]{1,40}\.png$"})],
         "one garment of one person, RGBA, cropped to its box (outputs garments)"),

@@ -109,12 +109,14 @@ def create_job():
     submission: Submission = body.source if request.context.json is not None else Upload(body.image.stream)
     webhook = _submitting(body)
     accepted = accept(services(), submission, body.priority, caller(), webhook, _output(body))
+    g.submission_created = accepted.created  # for the metrics: a waited answer's 200 may be a new job
     headers = {"Location": job_path(accepted.job.id)}
     wait = preferred_wait(request.headers.get("Prefer"), services().settings.sync_wait_seconds)
     if wait is None:
         return _accepted_view(accepted), 202 if accepted.created else 200, headers
-    job = wait_for_job(services(), accepted.job, wait)
-    headers["Preference-Applied"] = f"wait={wait:g}"
+    job, waited = wait_for_job(services(), accepted.job, wait)
+    if waited:
+        headers["Preference-Applied"] = f"wait={wait:g}"
     view = job_view(job, services(), deduplicated=not accepted.created).to_json()
     return view, 200 if job.status.terminal or not accepted.created else 202, headers
 

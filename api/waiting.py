@@ -32,21 +32,22 @@ def preferred_wait(header: Optional[str], limit: float) -> Optional[float]:
 
 
 def _wait_slots(threads: int) -> threading.BoundedSemaphore:
+    """Half the threads (none of a single-threaded process: its one thread must serve)."""
     global _slots
     with _slots_lock:
         if _slots is None:
-            _slots = threading.BoundedSemaphore(max(1, threads // 2))
+            _slots = threading.BoundedSemaphore(threads // 2)
         return _slots
 
 
-def wait_for_job(services: Services, job: Job, seconds: float) -> Job:
-    """``job`` as it stands once it ended, or after ``seconds`` (at once when every waiting
-    slot is taken, or when it has already ended)."""
+def wait_for_job(services: Services, job: Job, seconds: float) -> tuple[Job, bool]:
+    """``job`` as it stands once it ended, or after ``seconds``; and whether it was waited
+    for (not when it had already ended, nor when every waiting slot was taken)."""
     if job.status.terminal or seconds <= 0:
-        return job
+        return job, False
     slots = _wait_slots(services.settings.api_threads)
     if not slots.acquire(blocking=False):
-        return job
+        return job, False
     try:
         deadline = time.monotonic() + seconds
         pause = _FIRST_POLL
@@ -54,7 +55,7 @@ def wait_for_job(services: Services, job: Job, seconds: float) -> Job:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             current = services.jobs.get(job.id)
             if current is None or current.status.terminal or time.monotonic() >= deadline:
-                return current or job
+                return current or job, True
             job, pause = current, min(pause * 2, _LONGEST_POLL)
     finally:
         slots.release()

@@ -230,11 +230,9 @@ def _openpose_people(value: Any) -> Any:
     if isinstance(value, (str, bytes)):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the parser's depth
             raise _keypoint_error("keypoints: not JSON; send OpenPose's JSON: "
                                   '{"people": [{"pose_keypoints_2d": [x, y, c, ...]}]}') from None
-    if isinstance(value, list) and all(isinstance(person, list) for person in value):
-        value = {"people": [{"pose_keypoints_2d": person} for person in value]}  # our own stored form
     people = value.get("people") if isinstance(value, dict) else None
     if not isinstance(people, list) or not 1 <= len(people) <= MAX_KEYPOINT_PEOPLE:
         raise _keypoint_error(f'keypoints: expected {{"people": [...]}} with 1 to {MAX_KEYPOINT_PEOPLE} people')
@@ -244,7 +242,8 @@ def _openpose_people(value: Any) -> Any:
         if not isinstance(points, list) or len(points) not in (3 * n for n in KEYPOINT_FORMATS):
             raise _keypoint_error(f"keypoints: people[{index}].pose_keypoints_2d must hold 54 (COCO-18) or 75 "
                                   "(BODY_25) numbers: x, y, confidence per point")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in points):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e9 and math.isfinite(v)
+                   for v in points):  # abs() first: an integer of 400 digits overflows isfinite
             raise _keypoint_error(f"keypoints: people[{index}].pose_keypoints_2d holds something not a finite number")
         if any(v < 0 for v in points) or any(c > 1 for c in points[2::3]):
             raise _keypoint_error(f"keypoints: people[{index}]: coordinates must be >= 0 and confidences 0 to 1")
@@ -252,6 +251,13 @@ def _openpose_people(value: Any) -> Any:
     if len({len(points) for points in flat}) > 1:
         raise _keypoint_error("keypoints: every person needs the same format (all COCO-18 or all BODY_25)")
     return flat
+
+
+def _not_in_a_batch(value: Any) -> Any:
+    """Keypoints belong to one photo: a batch's photos would all get the first's."""
+    if value is not None:
+        raise _keypoint_error("keypoints: they belong to one photo; submit that photo alone (POST /v1/jobs)")
+    return value
 
 
 def _output_groups(value: Any) -> Any:
@@ -379,6 +385,8 @@ class BatchJson(_Request, _OutputFields, _WebhookFields):
     items: list[dict[str, Any]] = Field(max_length=MAX_BATCH)
     priority: Priority = Priority.BACKFILL
 
+    _one_photos_keypoints = field_validator("keypoints", mode="after")(lambda cls, value: _not_in_a_batch(value))
+
     _blank_priority = field_validator("priority", mode="before")(lambda cls, value: _default_if_blank(value, cls))
 
 
@@ -390,6 +398,8 @@ class BatchForm(_OutputFields, _WebhookFields):
     image: list[UploadedFile] = Field(min_length=1, max_length=MAX_BATCH, description=f"at most {MAX_BATCH} "
                                       "files; each file's name is echoed back as its item's ref")
     priority: Priority = Priority.BACKFILL
+
+    _one_photos_keypoints = field_validator("keypoints", mode="after")(lambda cls, value: _not_in_a_batch(value))
 
     _one_file_is_a_list = field_validator("image", mode="before")(
         lambda cls, value: value if isinstance(value, list) else [value])

@@ -91,6 +91,9 @@ def check_person(frame: Frame, options: OutputOptions) -> None:
     have: the pack was the point of asking, so the job fails, saying which persons there are."""
     person = options.person or 1
     count = len(frame.people or [])
+    if frame.people is None:
+        raise InputRejected("try-on outputs need the persons of the photo, and this model reports none (it has no "
+                            "instance output)", ErrorCode.NO_PERSON)
     if count == 0:
         raise InputRejected("try-on outputs were asked of a photo in which nobody was found", ErrorCode.NO_PERSON)
     if person > count:

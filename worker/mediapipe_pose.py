@@ -9,7 +9,8 @@ worker asks of it: one crop per person M2FP found (:func:`worker.pose.estimate_p
 BlazePose's 33 landmarks become OpenPose's BODY_25: the neck is the shoulders' midpoint
 and the mid-hip the hips', as OpenPose defines them; its foot index is the big toe and
 its heel the heel; OpenPose's small toes have no BlazePose counterpart and stay absent.
-Each point's confidence is BlazePose's visibility.
+Each point's confidence is BlazePose's visibility; points it deems hidden (below
+:data:`MIN_VISIBILITY`) or places outside the image are absent, as OpenPose would have them.
 """
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ from worker.pose import BODY_25, midpoint
 log = logging.getLogger(__name__)
 
 MODEL_COMPLEXITY = 1  # pose_landmark_full.tflite, the landmark model the wheel ships
+# BlazePose places all 33 landmarks, hidden ones included, each with the likelihood that
+# it is visible; OpenPose writes only what it saw (down to a confidence of about 0.05).
+# Below this a point is absent, (0, 0, 0), so a recipe never draws an arm at a blind
+# guess. Not MediaPipe's drawing threshold (0.5): BlazePose rates real but unusual limbs
+# low (the astronaut's gloved wrists on her helmet: 0.37 and 0.47), its blind guesses
+# far lower (her knees below the frame: 0.02 to 0.06).
+MIN_VISIBILITY = 0.2
 # BODY_25 index -> BlazePose landmark index (OpenPose's R/L are the person's own, as BlazePose's).
 _FROM_BLAZEPOSE = {0: 0, 2: 12, 3: 14, 4: 16, 5: 11, 6: 13, 7: 15, 9: 24, 10: 26, 11: 28, 12: 23, 13: 25,
                    14: 27, 15: 5, 16: 2, 17: 8, 18: 7, 19: 31, 21: 29, 22: 32, 24: 30}
@@ -55,7 +63,9 @@ class MediaPipePose:
         body = np.zeros((len(BODY_25), 3), np.float32)
         for openpose, blazepose in _FROM_BLAZEPOSE.items():
             mark = marks[blazepose]
-            body[openpose] = (mark.x * width, mark.y * height, min(max(mark.visibility, 0.0), 1.0))
-        body[1] = midpoint(body, 2, 5)
+            x, y = mark.x * width, mark.y * height
+            if mark.visibility >= MIN_VISIBILITY and 0 <= x < width and 0 <= y < height:
+                body[openpose] = (x, y, min(mark.visibility, 1.0))
+        body[1] = midpoint(body, 2, 5)  # from the points kept: no neck from a dropped shoulder
         body[8] = midpoint(body, 9, 12)
-        return body
+        return body if body.any() else None

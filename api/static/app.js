@@ -393,12 +393,29 @@ async function fetchOutput(card, name) {
   }
 }
 
+// Outputs fetched at once per card: a job with every group has forty and more, and each
+// request holds one of the API's threads while it is served.
+const OUTPUT_FETCHES = 4;
+
+async function mapLimited(items, limit, work) {
+  const results = new Array(items.length);
+  let next = 0;
+  async function worker() {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await work(items[index]);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
 async function loadResult(card) {
   const job = card.job;
   const names = Object.keys(job.result.outputs);
   let blobs;
   try {
-    blobs = Object.fromEntries(await Promise.all(names.map(async (name) => [name, await fetchOutput(card, name)])));
+    blobs = Object.fromEntries(await mapLimited(names, OUTPUT_FETCHES, async (name) => [name, await fetchOutput(card, name)]));
   } catch (error) {
     $(".detail", card.el).textContent = `${describe(job)} The outputs could not be loaded: ${error.message}`;
     return;
