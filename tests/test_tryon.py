@@ -15,9 +15,17 @@ from m2fp_contract.schema import TRYON_FILES, TRYON_SIZES
 from worker.tryon import (FOLD_13, agnostic_hrviton, agnostic_vitonhd, inpaint_gray, inpaint_mask, ootd_parse,
                           parse_agnostic)
 from worker.tryon_pack import (letterbox, letterbox_image, letterbox_keypoints, letterbox_labels, make_tryon_pack,
-                               person_labels, tryon_images, unletterbox_mask)
+                               person_labels, iter_tryon_images, unletterbox_mask)
 
 GRAY = [128, 128, 128]
+
+
+def tryon_images(image, labels, body25, box) -> dict[str, dict[str, np.ndarray]]:
+    """Every pack image by size, then file name, before encoding."""
+    images: dict[str, dict[str, np.ndarray]] = {"photo": {}, "768x1024": {}}
+    for size, name, array in iter_tryon_images(image, labels, body25, box):
+        images[size][name] = array
+    return images
 
 
 def pose(**points: tuple[float, float]) -> np.ndarray:

@@ -189,19 +189,22 @@ def load_engine(**_: Any) -> None:
     torch.set_num_threads(resource_plan.threads)
     started = time.perf_counter()
     choice = _engine_choice
+    loading = "the M2FP model"
     try:
         if choice is None:
             raise RuntimeError(_startup_failure or "worker_init did not run in the main worker process")
         engine = load_engine(choice, settings.inference_max_side, resource_plan.threads,
                              fallback=settings.m2fp_engine == "auto")
+        loading = "the pose model"
         pose = _load_pose()
     except Exception:
         if choice is None:
             log.critical("m2fp worker cannot start: %s; stopping the worker", _startup_failure
                          or "worker_init did not run in the main worker process")
+        elif loading == "the pose model":
+            log.critical("cannot load the pose model (%s); stopping the worker", POSE_FIX, exc_info=True)
         else:
-            log.critical("cannot load the M2FP model from %s, or the pose model (%s); stopping the worker",
-                         choice.model_dir, POSE_FIX, exc_info=True)
+            log.critical("cannot load the M2FP model from %s; stopping the worker", choice.model_dir, exc_info=True)
         # A pool process that dies at start is respawned forever; stop the whole worker.
         os.kill(os.getppid(), signal.SIGTERM)
         os._exit(1)

@@ -133,15 +133,6 @@ def iter_tryon_images(image: np.ndarray, labels: np.ndarray, body25: np.ndarray,
         yield "768x1024", name, array
 
 
-def tryon_images(image: np.ndarray, labels: np.ndarray, body25: np.ndarray,
-                 box: Letterbox) -> dict[str, dict[str, np.ndarray]]:
-    """Every pack image by size ("photo", "768x1024") then file name, before encoding."""
-    images: dict[str, dict[str, np.ndarray]] = {size: {} for size in TRYON_SIZES}
-    for size, name, array in iter_tryon_images(image, labels, body25, box):
-        images[size][name] = array
-    return images
-
-
 def _encode(name: str, array: np.ndarray) -> bytes:
     if name == "parse_agnostic.png":
         return encode_png(array, PALETTE)
