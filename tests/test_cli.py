@@ -76,6 +76,28 @@ def test_submit_waits_and_downloads_every_output(system, tmp_path):
         assert system.job(job_id)["status"] == "succeeded"
 
 
+def test_submit_asks_for_more_outputs_and_downloads_them_in_folders(system, tmp_path):
+    (tmp_path / "a.jpg").write_bytes(photo_jpeg(48, 40, seed=9150))
+    points = {"people": [{"pose_keypoints_2d": [24, 20, 0.9] * 18}]}
+    (tmp_path / "pose.json").write_text(json.dumps(points))
+    out = tmp_path / "out"
+    done = m2fp("submit", "a.jpg", "--outputs", "masks,keypoints", "--keypoints", "pose.json", "--out", str(out),
+                "--poll-interval", "0.2", cwd=tmp_path, M2FP_API_URL=system.api_url)
+    assert done.returncode == 0, done.stderr + system.logs()
+    [(_, job_id, status, _)] = lines(done)
+    job = system.job(job_id)
+    assert status == "succeeded" and job["outputs"] == ["keypoints", "masks"]
+    written = {str(path.relative_to(out / job_id)) for path in (out / job_id).rglob("*") if path.is_file()}
+    assert written == set(job["result"]["outputs"]) and any(name.startswith("masks/") for name in written)
+    assert json.loads((out / job_id / "result.json").read_text())["keypoints"]["source"] == "submitted"
+
+    refused = m2fp("submit", "a.jpg", "--outputs", "poses", cwd=tmp_path, M2FP_API_URL=system.api_url)
+    assert refused.returncode == 2 and "unknown_output" in refused.stderr, refused.stderr
+    two = m2fp("submit", "a.jpg", "a.jpg", "--keypoints", "pose.json", "--outputs", "keypoints", cwd=tmp_path,
+               M2FP_API_URL=system.api_url)
+    assert two.returncode == 2 and "--keypoints belong to one photo" in two.stderr
+
+
 def test_submit_names_a_webhook_and_webhook_secret_prints_the_tenants_secret(system, tmp_path):
     from common.webhooks import tenant_secret
 
