@@ -187,3 +187,19 @@ def test_submitted_keypoints_are_used_instead_of_the_models_and_given_to_the_per
     body25 = json.loads(read(ctx, job_id, "keypoints.json"))["people"][0]["pose_keypoints_2d"]
     assert body25[8 * 3:8 * 3 + 3] == pytest.approx(inside, abs=0.01)  # mid-hip: the hips' midpoint
     assert body25[19 * 3:] == [0.0] * 18  # COCO-18 has no feet
+
+
+def test_a_body_without_both_shoulders_gets_no_pack_and_the_reason(ctx):
+    data = photo_jpeg(240, 320, seed=3)
+    probe = queue(ctx, data, options())
+    run_job(ctx, ctx.engine, probe)
+    persons = np.asarray(image(ctx, probe, "persons.png"))
+    ys, xs = np.nonzero(persons == 1)
+    body = [0.0] * 75
+    body[0:3] = [float(xs[0]), float(ys[0]), 0.9]  # a nose, and nothing else: no shoulders
+    job_id = queue(ctx, data, options(OutputGroup.TRYON, keypoints=[body]))
+    job = run_job(ctx, ctx.engine, job_id)
+    document = json.loads(read(ctx, job_id, "result.json"))
+    assert job.status is JobStatus.SUCCEEDED and document["keypoints"]["people"][0] == {"id": 1, "found": True}
+    assert document["tryon"]["files"] == [] and "shoulders" in document["tryon"]["absent_reason"]
+    assert not any(name.startswith("tryon/") for name in job.result.outputs)

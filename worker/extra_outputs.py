@@ -21,6 +21,8 @@ from worker import garments, pose
 from worker.pose import PoseEngine
 from worker.tryon_pack import make_tryon_pack
 
+SHOULDERS = (pose.BODY_25.index("RShoulder"), pose.BODY_25.index("LShoulder"))
+
 
 @dataclass
 class Frame:
@@ -76,10 +78,14 @@ def _tryon(frame: Frame, options: OutputOptions, bodies: dict[int, Optional[np.n
     (the pack was the point of asking), a person without a body leaves it out, saying why."""
     person = options.person or 1
     body = bodies.get(person)
+    reason = None
     if body is None:
-        out.summary["tryon"] = {"person": person, "files": [], "sizes": None,
-                                "absent_reason": f"no body keypoints for person {person}: the recipes need its "
-                                                 "shoulders, elbows and wrists"}
+        reason = f"no body keypoints for person {person}: the recipes need its shoulders, elbows and wrists"
+    elif pose.missing(body[list(SHOULDERS)]).any():
+        reason = (f"person {person}'s shoulders were not both found: every recipe is drawn from them (a missing "
+                  "one would be drawn at the photo's corner)")
+    if reason:
+        out.summary["tryon"] = {"person": person, "files": [], "sizes": None, "absent_reason": reason}
         return
     pack = make_tryon_pack(frame.image, frame.cihp, frame.persons, person, body)
     out.files |= pack.files
