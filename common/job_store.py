@@ -179,15 +179,17 @@ class JobStore:
         """``running`` -> ``queued``: a transient fault; its message comes back for a retry."""
         return self._step(job_id, JobStatus.QUEUED, lambda job: {"last_error": error})
 
-    def recover(self, job_id: str, started_at: Optional[str], requeued: JobError, failed: JobError,
+    def recover(self, job_id: str, judged: Job, requeued: JobError, failed: JobError,
                 max_lost: int) -> Optional[Job]:
         """``running`` -> ``queued`` (or ``failed`` once it was lost ``max_lost`` times): the
         process that ran it stopped working on it without saying so (the sweeper found
-        it). Only the run the sweeper judged, the one that began at ``started_at``: a job
-        that moved on meanwhile (it finished, or started again elsewhere) is left alone,
-        and None is returned."""
+        it). Only the run the sweeper judged, the record ``judged`` it read: a job that
+        moved on meanwhile (it finished, or started again elsewhere) is left alone, and
+        None is returned. A run is its start's time and count together: two starts in
+        one millisecond share the time, never the count."""
         def recovered(job: Job) -> Optional[dict[str, Any]]:
-            if job.status is not JobStatus.RUNNING or job.started_at != started_at:
+            if job.status is not JobStatus.RUNNING or (job.started_at, job.attempts) != (judged.started_at,
+                                                                                          judged.attempts):
                 return None
             lost = job.lost + 1
             if lost >= max_lost:

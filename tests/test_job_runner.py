@@ -274,7 +274,7 @@ class FinishedElsewhere:
     def parse(self, image):
         jobs = self.ctx.jobs
         lost = JobError(code="worker_lost", message="its process went silent")
-        jobs.recover(self.job_id, jobs.get(self.job_id).started_at, lost, lost, max_lost=3)
+        jobs.recover(self.job_id, jobs.get(self.job_id), lost, lost, max_lost=3)
         jobs.start(self.job_id, worker="other@host", message_id="second-message")
         jobs.succeed(self.job_id, JobResult(outputs={}, summary={"by": "other"}))
         return self.ctx.engine.parse(image)

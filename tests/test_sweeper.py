@@ -192,8 +192,9 @@ def test_a_job_lost_max_attempts_times_fails_worker_lost(sweeper, job_store):
 
 def test_recover_leaves_a_job_that_started_again_meanwhile(job_store):
     job_id = running_job(job_store, "host:1:a")
-    judged = job_store.get(job_id).started_at
-    # Its message, redelivered to another process, restarted it after the sweep's read.
+    judged = job_store.get(job_id)
+    # Its message, redelivered to another process, restarted it after the sweep's read
+    # (often within the same millisecond: its start time may be the judged one's).
     job_store.start(job_id, "w@other", "m1", process="host:3:c")
     error = JobError.of(ErrorCode.WORKER_LOST, "lost")
     assert job_store.recover(job_id, judged, error, error, max_lost=3) is None

@@ -104,7 +104,7 @@ class Sweeper:
             lost_error = JobError.of(ErrorCode.WORKER_LOST, f"the worker running this job stopped before it "
                                      f"finished, {job.lost + 1} times (killed, out of memory, or its host went "
                                      "away); it will not be tried again")
-            recovered = jobs.recover(job.id, job.started_at, REQUEUED, lost_error, self.settings.max_attempts)
+            recovered = jobs.recover(job.id, job, REQUEUED, lost_error, self.settings.max_attempts)
             if recovered is None:
                 continue
             why = "went silent" if state is None or state.last_seen < cutoff else "no longer runs it"
