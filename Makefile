@@ -120,7 +120,7 @@ compose-up: $(STAMP) ## start docker-compose.yml (Docker, or Podman) with WORKER
 compose-down: $(STAMP) ## stop the compose stack (its volumes stay: no accepted job is lost)
 	$(PY) -m scripts.containers down
 
-bench-compose: $(STAMP) images ## jobs per minute through 1, 2 and 3 worker containers of 1 CPU each, beside processes
+bench-compose: $(STAMP) images ## jobs per minute through 1, 2 and (where memory allows) 3 worker containers of 1 CPU each, beside processes
 	$(PY) -m scripts.bench_compose
 
 capacity: $(STAMP) ## Redis commands, bytes, CPU and memory, API CPU and store writes per job, over 100 jobs

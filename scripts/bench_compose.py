@@ -1,7 +1,7 @@
-"""``make bench-compose``: jobs per minute through 1 and 2 worker containers of one CPU
-each (compose's ``cpus:`` limit), beside the same batch through 1 and 2 worker processes
-on the host (``make bench-scale``'s way), all in one run, full-size synthetic M2FP on the
-default engine.
+"""``make bench-compose``: jobs per minute through 1, 2 and, where memory allows, 3 worker
+containers of one CPU each (compose's ``cpus:`` limit), beside the same batch through as
+many worker processes on the host (``make bench-scale``'s way), all in one run, full-size
+synthetic M2FP on the default engine.
 
 Each container configuration is the compose stack (``docker-compose.yml``, plus
 compose/s3-moto.yml where MinIO cannot be pulled), the model coming in as a user's
@@ -9,11 +9,16 @@ would (``MODEL_DIR`` mounted read-only at /model-src, ``M2FP_MODEL`` naming its 
 the engine cache lives in the stack's model-cache volume, built once by the first
 replica. Every replica parses warm-up photos of the batch's shape first, then the batch is
 submitted at once and timed from submission to the last job's end, as bench-scale does.
-Three replicas need three CPUs; on a two-core machine the table stops at two.
+A replica count runs when the machine's memory holds that many workers at their compose
+memory limit beside the rest of the stack; each row names the CPU and memory limits read
+back from a running worker container, and says when the replicas ask for more CPUs than
+the machine has (three replicas of one CPU on two cores measure the oversubscription,
+not more capacity).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import tempfile
 import time
@@ -28,7 +33,31 @@ from scripts.bench_scale import run as run_processes
 from scripts.containers import ComposeStack, default_files, engine
 from scripts.imagegen import photo
 from scripts.processes import REPO, free_port, wait_until
-from worker.resources import usable_cpus
+from worker.resources import MIB, usable_cpus, usable_memory
+
+# What the rest of the stack holds beside the workers (API, Redis, S3 store, webhook
+# worker), with headroom: a replica count runs only if this plus its workers fit.
+STACK_MEMORY_MB = 2048
+WORKER_MEMORY_MB = 4000  # docker-compose.yml's WORKER_MEMORY default
+
+
+def replica_counts(memory_mb: int = 0) -> list[int]:
+    """1, 2 and 3 replicas, as many of them as the machine's memory holds."""
+    memory_mb = memory_mb or usable_memory() // MIB
+    return [n for n in (1, 2, 3) if STACK_MEMORY_MB + n * WORKER_MEMORY_MB <= memory_mb]
+
+
+def worker_limits(stack: ComposeStack) -> str:
+    """The CPU and memory limits a running worker container really has (not what the
+    file asks for): what each row of the table ran under."""
+    name = stack.containers("worker", running=True)[0]
+    info = json.loads(stack.engine.run("inspect", name).stdout)[0]["HostConfig"]
+    cpus = info.get("NanoCpus") or 0
+    if not cpus and info.get("CpuQuota") and info.get("CpuPeriod"):
+        cpus = info["CpuQuota"] / info["CpuPeriod"] * 1e9
+    memory = info.get("Memory") or 0
+    return (f"{cpus / 1e9:g} CPU" if cpus else "no CPU limit") + ", " + \
+        (f"{memory // MIB} MiB" if memory else "no memory limit")
 
 
 def photos(count: int, width: int, height: int, first_seed: int) -> list[bytes]:
@@ -37,8 +66,10 @@ def photos(count: int, width: int, height: int, first_seed: int) -> list[bytes]:
     return [encode_jpeg(photo(width, height, seed=first_seed + i)) for i in range(count)]
 
 
-def run_containers(stack: ComposeStack, client: Client, replicas: int, images: list[bytes], warm: list[bytes]) -> float:
-    """Seconds for ``images`` through ``replicas`` worker containers, after warm-up."""
+def run_containers(stack: ComposeStack, client: Client, replicas: int, images: list[bytes],
+                   warm: list[bytes]) -> tuple[float, str]:
+    """Seconds for ``images`` through ``replicas`` worker containers, after warm-up, and
+    the limits each replica ran under."""
     stack.up(workers=replicas)
     wait_until(lambda: all(re.search(r"worker process \d+ ready", stack.logs(name))
                            for name in stack.containers("worker", running=True))
@@ -50,7 +81,7 @@ def run_containers(stack: ComposeStack, client: Client, replicas: int, images: l
     jobs = client.wait([client.submit(data).id for data in images], poll_interval=0.2, timeout=3600)
     seconds = time.perf_counter() - started
     assert {job.status for job in jobs} == {JobStatus.SUCCEEDED}, jobs
-    return seconds
+    return seconds, worker_limits(stack)
 
 
 def main() -> None:
@@ -63,7 +94,8 @@ def main() -> None:
     ensure_engine(args.model, REPO / "var" / "models")  # the processes' engine cache
     width, height = (int(v) for v in args.size.split("x"))
     images = photos(args.jobs, width, height, 0)
-    counts = [n for n in (1, 2, 3) if n <= usable_cpus()]
+    counts = replica_counts()
+    cpus = usable_cpus()
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,16 +112,20 @@ def main() -> None:
         client = Client(f"http://127.0.0.1:{api_port}", timeout=60)
         try:
             for replicas in counts:
-                seconds = run_containers(stack, client, replicas, photos(args.jobs, width, height, 1000 * replicas),
-                                         photos(2 * replicas, width, height, 1000 * replicas + 500))
-                rows.append(("containers", replicas, "1 CPU (cpus: 1)", seconds))
+                seconds, limits = run_containers(stack, client, replicas,
+                                                 photos(args.jobs, width, height, 1000 * replicas),
+                                                 photos(2 * replicas, width, height, 1000 * replicas + 500))
+                if replicas > cpus:
+                    limits += f" ({replicas} replicas on {cpus} CPUs)"
+                rows.append(("containers", replicas, limits, seconds))
                 print(f"{replicas} worker container(s): {args.jobs} jobs in {seconds:.1f} s = "
                       f"{args.jobs / seconds * 60:.1f} jobs/min", flush=True)
         finally:
             stack.down(volumes=True)
     for processes in counts:
         seconds, _, _ = run_processes(args.model, "default", processes, 1, images)
-        rows.append(("processes", processes, "1 thread, no limit", seconds))
+        each = "1 thread, no limit" + (f" ({processes} processes on {cpus} CPUs)" if processes > cpus else "")
+        rows.append(("processes", processes, each, seconds))
         print(f"{processes} worker process(es): {args.jobs} jobs in {seconds:.1f} s = "
               f"{args.jobs / seconds * 60:.1f} jobs/min", flush=True)
 

@@ -14,14 +14,21 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 import yaml
+from docker.utils.build import PatternMatcher
 
+from common.settings import Settings
 from scripts import compose_env
 from scripts.processes import Process, api_command, delivery_command, free_port, redis_executable, wait_until, worker_command
-from tests.harness.compose import MissingVariable, interpolate, load, render
+from tests.harness.compose import MissingVariable, interpolate, load, load_file, render
+from worker.resources import MAIN_PROCESS_MEMORY_MB, MIB, plan_resources
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = load()
 TEXT = (REPO / "docker-compose.yml").read_text()
+# Files merged onto docker-compose.yml with `-f` (compose/s3-moto.yml): the YAML files
+# under compose/ with services of their own, beside Prometheus' and Grafana's configs.
+COMPOSE_OVERRIDES = sorted(path for path in (REPO / "compose").rglob("*.y*ml")
+                           if isinstance(document := load_file(path), dict) and "services" in document)
 # Names that hold a credential, wherever they appear (service environments, .env).
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|ROOT_USER|_AUTH$|(^|_)KEYS?$")
 SERVICES_OF_OURS = ("api", "worker", "webhooks")  # built from this repository, read common/settings.py
@@ -527,3 +534,185 @@ def test_the_api_gets_its_keys_and_rate_so_a_compose_deployment_can_close(tmp_pa
     assert (REPO / "compose/keys/.gitignore").read_text().splitlines()[-2:] == ["*", "!.gitignore"]
     for service in ("worker", "webhooks"):  # only the API checks keys
         assert "API_KEYS" not in COMPOSE["services"][service]["environment"]
+
+
+def _bytes(value: str) -> int:
+    """A Compose byte value (``mem_limit``, the json-file ``max-size``) in bytes, read as
+    Docker and Podman read them (go-units ``RAMInBytes``): an optional k, m, g, t or p,
+    then an optional ``i`` and ``b``, each step 1024; ``4000m`` is 4000 MiB."""
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)*) ?([kmgtp])?i?b?", str(value), flags=re.I).groups()
+    return int(float(number) * 1024 ** (" kmgtp".index(unit.lower()) if unit else 0))
+
+
+# The most the logs of one container may keep on the host's disk: rotated files included.
+LOG_BUDGET = 100 * MIB
+
+
+def _log_bytes(name: str, logging: dict | None) -> int:
+    """The most the json-file logs of service ``name`` keep on the host (max-size times
+    max-file); fails for a service that keeps them unbounded: no ``logging:`` block (the
+    engine's default json-file never rotates), another driver, or a missing option."""
+    assert logging, f"{name} has no logging: block, so its log grows until the disk is full"
+    assert logging.get("driver") == "json-file", f"{name} logs with {logging.get('driver')!r}"
+    options = logging.get("options") or {}
+    assert {"max-size", "max-file"} <= set(options), f"{name}: its json-file log needs max-size and max-file"
+    return _bytes(options["max-size"]) * int(options["max-file"])
+
+
+def test_byte_values_are_read_as_the_engines_read_them():
+    assert _bytes("4000m") == 4000 * MIB and _bytes("10m") == 10 * MIB and _bytes("1gb") == 1024 * MIB
+    assert _bytes("7.3g") == int(7.3 * 1024 * MIB) and _bytes("512") == 512 and _bytes("2KiB") == 2048
+
+
+def test_override_files_merge_as_compose_merges_them(tmp_path):
+    """The merge the rotation test relies on: an override file replaces what it tags
+    ``!override``, drops what it tags ``!reset``, merges mappings key by key and keeps the
+    base's logging unless it names another driver. A merge that returned the base alone
+    would let an override's new service, or one that drops its logging, pass unseen."""
+    assert REPO / "compose/s3-moto.yml" in COMPOSE_OVERRIDES  # found, so the rotation test covers it
+    moto = load(REPO / "compose/s3-moto.yml")["services"]
+    assert moto["minio"]["image"].startswith("docker.io/motoserver/moto:") and "volumes" not in moto["minio"]
+    assert moto["minio"]["healthcheck"]["test"][:2] == ["CMD", "python3"]
+    assert moto["minio"]["healthcheck"]["interval"] == "5s"
+    assert moto["createbucket"]["entrypoint"][:2] == ["python", "-c"]
+    assert {"S3_ENDPOINT", "MINIO_URL", "S3_ACCESS_KEY"} <= set(moto["createbucket"]["environment"])
+    override = tmp_path / "override.yml"
+    override.write_text("services:\n  redis: {logging: {options: {max-file: '2'}}}\n"
+                        "  grafana: {logging: {driver: journald}}\n  api: {logging: !reset null}\n"
+                        "  extra: {image: busybox}\n")
+    services = load(override)["services"]
+    assert services["redis"]["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "2"}}
+    assert services["grafana"]["logging"] == {"driver": "journald"}
+    assert "logging" not in services["api"] and "logging" not in services["extra"]
+
+
+@pytest.mark.parametrize("overrides", [(), *[(path,) for path in COMPOSE_OVERRIDES]],
+                         ids=lambda files: "+".join(["docker-compose.yml", *(p.name for p in files)]))
+def test_every_service_rotates_its_logs_within_a_bound(tmp_path, overrides):
+    """Every service, the metrics profile's and each override file's included, keeps at
+    most LOG_BUDGET of logs on the host, and all keep the one policy of the file (the
+    ``&logging`` anchor), so changing it there changes it everywhere: a chatty worker, or
+    a Prometheus left running for months, cannot fill the disk."""
+    services = render(generated_env(tmp_path), *overrides)["services"]
+    assert {"createbucket", "prometheus", "grafana", "api", "worker", "webhooks"} <= set(services)
+    policy = COMPOSE["x-hardened"]["logging"]
+    for name, logging in [("the &logging anchor", policy)] + [(name, s.get("logging")) for name, s in services.items()]:
+        kept = _log_bytes(name, logging)
+        assert kept <= LOG_BUDGET, f"{name} keeps up to {kept // MIB} MiB of logs, more than {LOG_BUDGET // MIB} MiB"
+        assert logging == policy, f"{name} rotates its logs otherwise than the &logging anchor"
+
+
+def _container_settings(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a container loads whose environment is ``environment``: those
+    variables and no other, since a setting left in this test's own environment (say
+    M2FP_ENGINE=torch) would change the memory budget the container never sees."""
+    for name in list(os.environ):
+        if name.lower() in Settings.model_fields:
+            monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, str(value))
+    return Settings()
+
+
+@pytest.mark.parametrize("env", [
+    {},  # the file's defaults: WORKER_CPUS=1, WORKER_MEMORY=4000m
+    {"WORKER_CPUS": "2", "WORKER_MEMORY": "7.3g"},  # docs/deployment.md: k x 3.4 GiB + 0.5 GiB for k CPUs
+], ids=["defaults", "two-cpus"])
+def test_each_worker_replica_gets_what_its_resource_plan_needs(tmp_path, monkeypatch, env):
+    """The worker's own resource plan (worker/resources.py), fed the replica's limits as
+    its cgroup gives them, runs one single-threaded model process per CPU of ``cpus:``, and
+    those processes at the code's per-process budget (MODEL_PROCESS_MEMORY_MB, by default
+    PROCESS_MEMORY_MB of the engine) plus the main process fit in ``mem_limit``. A raised
+    budget or a lowered limit fails here, not as out-of-memory kills of a scaled stack."""
+    worker = render({**generated_env(tmp_path), **env})["services"]["worker"]
+    cpus = float(worker["cpus"])
+    assert cpus == int(cpus) >= 1, f"cpus: {worker['cpus']}: the plan counts whole CPUs, the rest of a quota idles"
+    settings = _container_settings(worker["environment"], monkeypatch)
+    plan = plan_resources(settings, cpus=int(cpus), memory=_bytes(worker["mem_limit"]))
+    assert plan.concurrency * plan.threads == plan.cpus == int(cpus), plan.describe()
+    assert plan.concurrency == plan.cpus, f"memory-bound: {plan.describe()}"
+    needed = plan.concurrency * settings.model_process_memory_mb + MAIN_PROCESS_MEMORY_MB
+    assert needed <= plan.memory_mb, f"{plan.concurrency} x {settings.model_process_memory_mb} MiB + " \
+        f"{MAIN_PROCESS_MEMORY_MB} MiB do not fit in mem_limit {worker['mem_limit']}"
+    assert "WARNING" not in plan.describe()
+
+
+# Paths that must stay out of the build context, whether or not they exist on this
+# machine (a fresh clone has no .env or var/ yet): GBs, secrets, or stale bytecode that
+# COPY would put into the image.
+KEPT_OUT = {".venv": "the virtualenv", ".venv/lib/python3.10/site-packages/torch/__init__.py": "the virtualenv",
+            "var": "job data", "var/jobs/1/labels.png": "job data", "models": "model weights",
+            "models/m2fp/pytorch_model.bin": "model weights", ".env": "the stack's secrets",
+            "compose/keys/api-keys": "API keys", ".git/config": "git history", "build/lib/x.so": "build output",
+            "m2fp_client.egg-info/PKG-INFO": "build output", "tests/data/photo.jpg": "tests",
+            "api/__pycache__": "bytecode", "worker/__pycache__/tasks.cpython-310.pyc": "bytecode",
+            "common/settings.pyc": "stale bytecode Python imports when its source is gone"}
+
+
+def _dockerignore_patterns(text: str) -> list[str]:
+    """.dockerignore's patterns, read as the Docker SDK's build reads them
+    (docker/api/build.py): each line stripped, blank lines and ``#`` comments dropped."""
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def _build_sources() -> dict[str, set[str]]:
+    """Each path the compose builds' Dockerfiles COPY from or bind-mount from the context,
+    with the Dockerfiles that do."""
+    sources: dict[str, set[str]] = {}
+    for service in COMPOSE["services"].values():
+        if "build" not in service:
+            continue
+        assert service["build"]["context"] == ".", "the context whose .dockerignore this test reads"
+        dockerfile = service["build"]["dockerfile"]
+        # BuildKit prefers <Dockerfile>.dockerignore to the context's own: none may exist.
+        assert not (REPO / f"{dockerfile}.dockerignore").exists(), f"{dockerfile}.dockerignore overrides .dockerignore"
+        text = (REPO / dockerfile).read_text()
+        copied = re.findall(r"^COPY (\S+) ", text, flags=re.M)
+        for source in copied + re.findall(r"--mount=type=bind,source=([^,\s]+)", text):
+            sources.setdefault(source.rstrip("/"), set()).add(dockerfile)
+    return sources
+
+
+def _context_problems(patterns: list[str]) -> list[str]:
+    """What is wrong with the build context these .dockerignore patterns leave, judged by
+    the Docker SDK's own matcher (docker.utils.build.PatternMatcher, a port of Moby's, with
+    its walk that skips an excluded directory unless a later ``!`` pattern reaches into it):
+    a path of KEPT_OUT that would go in, a file a Dockerfile copies or mounts that would
+    not, and anything in the context (on this machine's tree) that no Dockerfile uses.
+    The tree is walked only when KEPT_OUT stays out: patterns that let .venv in would
+    have the walk read GBs."""
+    matcher = PatternMatcher(patterns)
+    problems = [f"{path} ({why}) goes into the build context" for path, why in KEPT_OUT.items()
+                if not matcher.matches(path)]
+    if problems:
+        return problems
+    context = set(matcher.walk(str(REPO)))
+    sources = _build_sources()
+    for source, dockerfiles in sorted(sources.items()):
+        needed = [source] + [path.relative_to(REPO).as_posix() for path in (REPO / source).rglob("*")
+                             if "__pycache__" not in path.parts and path.suffix != ".pyc"]
+        problems += [f"{path} is not in the build context, though {sorted(dockerfiles)} use it"
+                     for path in needed if path not in context]
+    used = {path for path in context if path == ".dockerignore"
+            or any(path == source or path.startswith(f"{source}/") for source in sources)}
+    problems += [f"{path} is in the build context, though no Dockerfile uses it" for path in sorted(context)
+                 if path not in used or "__pycache__" in path.split("/") or path.endswith(".pyc")]
+    return problems
+
+
+def test_the_build_context_holds_what_the_images_use_and_no_secret_or_bulk():
+    """The context `docker compose build` sends (every service's is the repository): with
+    the repository's .dockerignore it holds each file the Dockerfiles copy or mount, and
+    no virtualenv, model, job data, secret, git history or bytecode."""
+    patterns = _dockerignore_patterns((REPO / ".dockerignore").read_text())
+    assert _context_problems(patterns) == []
+    assert _context_problems(patterns + ["!.env"]) == [".env (the stack's secrets) goes into the build context"]
+
+
+def test_each_line_of_the_dockerignore_keeps_something_out_or_lets_something_in():
+    """Without any one of its lines the context is wrong: a line no check misses would be
+    a line this test does not guard (add the path it is for to KEPT_OUT)."""
+    patterns = _dockerignore_patterns((REPO / ".dockerignore").read_text())
+    assert patterns
+    for index, pattern in enumerate(patterns):
+        assert _context_problems(patterns[:index] + patterns[index + 1:]), f"without {pattern!r} nothing changes"

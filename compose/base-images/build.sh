@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Build, on a machine that reaches no container registry, the images our Dockerfiles and
-# docker-compose.yml name, under the names they have in the registries:
+# Make sure the images our Dockerfiles and docker-compose.yml name are in local storage:
+# pulled from their registry where one is reachable, else built here under the names they
+# have in the registries:
 #   docker.io/library/debian:bookworm-slim  a debootstrap minbase of Debian 12
 #   docker.io/library/python:3.10-slim      that, plus this machine's CPython 3.10
 #   docker.io/library/redis:7.0-bookworm    that Debian, plus Debian's redis-server (7.0)
 #   docker.io/motoserver/moto:5.0.28        the S3 stand-in (compose/s3-moto.yml), moto from PyPI
 #   docker.io/prom/prometheus:v2.42.0       that Debian, plus Debian's Prometheus (2.42)
 # Grafana (`--profile metrics`) is in neither Debian nor PyPI: it is not built here.
-# An image already in local storage is kept (FORCE=1 rebuilds). Where a registry is
-# reachable, none of this is needed: `docker compose build` pulls the same names.
-# Needs root, debootstrap and podman (`make base-images` installs them with apt).
+# An image already in local storage is kept (FORCE=1 fetches or rebuilds it).
+# BASE_IMAGES=auto (default) pulls each image and builds only what cannot be pulled;
+# BASE_IMAGES=pull refuses to build (a registry must answer); BASE_IMAGES=build never pulls.
+# Building needs root, debootstrap and podman (`make base-images` installs them with apt).
 set -euo pipefail
 cd "$(dirname "$0")"
 ENGINE=${CONTAINER_ENGINE:-podman}
@@ -17,10 +19,26 @@ PYTHON=${PYTHON:-$(../../scripts/find-python310.sh)}
 WORK=${BASE_IMAGES_WORK:-../../var/base-images}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 FORCE=${FORCE:-0}
+SOURCE=${BASE_IMAGES:-auto}
+case "$SOURCE" in auto|pull|build) ;; *) echo "base-images: BASE_IMAGES=$SOURCE: use auto, pull or build" >&2; exit 2;; esac
 ENV_CHANGES=(--change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'ENV LANG=C.UTF-8')
 
 have() { [ "$FORCE" != 1 ] && "$ENGINE" image exists "$1"; }
 say() { echo "base-images: $*" >&2; }
+
+pulled() {  # $1: image name; true once its registry's image is in local storage
+  [ "$SOURCE" = build ] && return 1
+  if timeout 900 "$ENGINE" pull -q "$1" >/dev/null 2>"$WORK/pull.log"; then
+    say "pulled $1"; return 0
+  fi
+  if [ "$SOURCE" = pull ]; then
+    cat "$WORK/pull.log" >&2
+    say "cannot pull $1 and BASE_IMAGES=pull: check the registry login and network, or set BASE_IMAGES=auto to build it here"
+    exit 1
+  fi
+  say "cannot pull $1 ($(tail -1 "$WORK/pull.log" | cut -c1-160)): building it here"
+  return 1
+}
 
 # The libraries CPython's standard modules load (ssl, ctypes, sqlite3, lzma, bz2, readline...).
 PY_RUNTIME_DEBS="ca-certificates libssl3 libffi8 libsqlite3-0 libbz2-1.0 liblzma5 libncursesw6 libreadline8 zlib1g libgdbm6 libuuid1 netbase tzdata"
@@ -43,7 +61,8 @@ import_rootfs() {  # $1: folder, $2: image name, then extra --change options
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
-if ! have docker.io/library/debian:bookworm-slim || ! have docker.io/library/python:3.10-slim; then
+if { ! have docker.io/library/debian:bookworm-slim || ! have docker.io/library/python:3.10-slim; } \
+   && ! { pulled docker.io/library/debian:bookworm-slim && pulled docker.io/library/python:3.10-slim; }; then
   say "debootstrap bookworm (minbase)"
   debian_rootfs "$WORK/rootfs"
   import_rootfs "$WORK/rootfs" docker.io/library/debian:bookworm-slim --change 'CMD ["bash"]'
@@ -71,6 +90,7 @@ fi
 
 build() {  # $1: image name, $2: Dockerfile; apt and pip inside reach the registries through the host's network
   have "$1" && return 0
+  pulled "$1" && return 0
   local mounts=()
   [ -f /etc/pip.conf ] && mounts+=(-v /etc/pip.conf:/etc/pip.conf:ro -v /etc/ssl/certs:/etc/ssl/certs:ro)
   "$ENGINE" build -q --network host "${mounts[@]}" -f "$2" -t "$1" . >/dev/null

@@ -6,6 +6,14 @@ alternatives, nesting inside an operand, ``$$`` for a literal ``$``, anything el
 ``$`` kept as is); :func:`render` applies it to every string value of the file, as Compose
 does after YAML parsing (anchors and ``<<`` merges resolved). tests/test_compose.py checks
 it against the specification's own examples.
+
+Both take override files (``docker compose -f docker-compose.yml -f compose/s3-moto.yml``),
+merged by the specification's merge chapter as far as our files need it: mappings merge
+key by key, ``!reset`` drops a value, ``!override`` replaces it whole, the shell commands
+(``command``, ``entrypoint``, a healthcheck's ``test``) are replaced, and ``logging`` keeps
+the base's options unless the override names another driver. Any other sequence raises
+:class:`NotImplementedError` rather than guess which of the specification's rules for
+sequences applies.
 """
 from __future__ import annotations
 
@@ -104,13 +112,86 @@ def _walk(node: Any, env: Mapping[str, str]) -> Any:
     return node
 
 
-def load() -> dict:
-    """docker-compose.yml as YAML, variables not yet replaced."""
-    return yaml.safe_load(COMPOSE_FILE.read_text())
+class _Reset:
+    """A value tagged ``!reset``: the merge drops what the base file set."""
 
 
-def render(env: Mapping[str, str]) -> dict:
-    """docker-compose.yml with every variable replaced from ``env`` (Compose's view of
-    the file with that shell environment and .env). Raises :class:`MissingVariable` for
-    the first required variable ``env`` lacks."""
-    return _walk(load(), env)
+class _Override:
+    """A value tagged ``!override``: the merge replaces the base's value instead of merging."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """YAML as Compose reads it: safe loading plus the merge tags of override files, which
+    ``yaml.safe_load`` refuses."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: _Reset())
+
+
+def _construct_override(loader: yaml.SafeLoader, node: yaml.Node) -> _Override:
+    if isinstance(node, yaml.MappingNode):
+        return _Override(loader.construct_mapping(node, deep=True))
+    if isinstance(node, yaml.SequenceNode):
+        return _Override(loader.construct_sequence(node, deep=True))
+    return _Override(loader.construct_scalar(node))
+
+
+_ComposeLoader.add_constructor("!override", _construct_override)
+
+# Sequences the specification replaces instead of appending to: the shell commands.
+_REPLACED_SEQUENCES = {"command", "entrypoint", "test"}
+
+
+def _plain(node: Any) -> Any:
+    """``node`` without merge tags, as Compose sees a file that is not merged onto another."""
+    if isinstance(node, _Override):
+        return _plain(node.value)
+    if isinstance(node, dict):
+        return {key: _plain(value) for key, value in node.items() if not isinstance(value, _Reset)}
+    if isinstance(node, list):
+        return [_plain(item) for item in node]
+    return node
+
+
+def _merge(base: Any, override: Any, key: str = "") -> Any:
+    """``override`` merged onto ``base`` (the value of ``key``), as Compose merges files."""
+    if isinstance(override, _Override):
+        return _plain(override.value)
+    if isinstance(base, dict) and isinstance(override, dict):
+        if key == "logging" and override.get("driver", base.get("driver")) != base.get("driver"):
+            return _plain(override)  # another driver: the base's options would not apply
+        merged = dict(base)
+        for name, value in override.items():
+            if isinstance(value, _Reset):
+                merged.pop(name, None)
+            else:
+                merged[name] = _merge(base[name], value, name) if name in base else _plain(value)
+        return merged
+    if isinstance(base, list) and isinstance(override, list) and key not in _REPLACED_SEQUENCES:
+        raise NotImplementedError(f"merging the sequence {key!r}: not a rule this harness knows")
+    return _plain(override)
+
+
+def load_file(path: Path) -> dict:
+    """A compose file as YAML, variables not yet replaced and merge tags kept for
+    :func:`load` (``!reset``, ``!override``)."""
+    return yaml.load(path.read_text(), Loader=_ComposeLoader)
+
+
+def load(*overrides: Path) -> dict:
+    """docker-compose.yml as YAML, with ``overrides`` merged onto it in order, variables
+    not yet replaced."""
+    document = _plain(load_file(COMPOSE_FILE))
+    for path in overrides:
+        document = _merge(document, load_file(path))
+    return document
+
+
+def render(env: Mapping[str, str], *overrides: Path) -> dict:
+    """docker-compose.yml (with ``overrides`` merged onto it) with every variable replaced
+    from ``env`` (Compose's view of the files with that shell environment and .env).
+    Raises :class:`MissingVariable` for the first required variable ``env`` lacks."""
+    return _walk(load(*overrides), env)
