@@ -64,7 +64,8 @@ ERROR_CODES: dict[ErrorCode, CodeInfo] = {
     ErrorCode.RATE_LIMITED: CodeInfo(429, "this API key's submissions per minute are spent; honour Retry-After"),
     ErrorCode.INTERNAL_ERROR: CodeInfo(500, "a bug of the service (also a job's error when the worker failed "
                                             "on it); see the log"),
-    ErrorCode.QUEUE_UNAVAILABLE: CodeInfo(503, "Redis is down or hung; nothing was accepted; retry after Retry-After"),
+    ErrorCode.QUEUE_UNAVAILABLE: CodeInfo(503, "Redis is down or hung; retry after Retry-After (the same photo "
+                                                "gets the same job if it was created before the fault)"),
     ErrorCode.STORAGE_UNAVAILABLE: CodeInfo(503, "the store is down; nothing was accepted; retry after Retry-After"),
     ErrorCode.SOURCE_CHANGED: CodeInfo(None, "a job's error: the referenced object changed after submission"),
     ErrorCode.INPUT_MISSING: CodeInfo(None, "a job's error: its uploaded input vanished from the store"),

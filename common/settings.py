@@ -49,7 +49,9 @@ class Settings(BaseSettings):
         "Replicas that must hold a new job before the API answers 202 (Redis WAIT): a failover then cannot "
         "lose an accepted job. Default 1 with REDIS_SENTINELS, else 0. When fewer confirm within "
         "REDIS_WAIT_MS the job is still accepted and the API logs a warning and counts it."))
-    redis_wait_ms: int = Field(500, gt=0, description="How long the API waits for those replicas.")
+    redis_wait_ms: int = Field(500, gt=0, le=1500, description=(
+        "How long the API waits for those replicas; at most 1500, because the API's Redis calls time out "
+        "after 2 s and a longer WAIT would answer 503 for a job already accepted."))
     queue_name: str = "m2fp.interactive"
     # Bulk work (the backfill script) goes to its own queue; workers always take an
     # interactive job first, so a backlog never starves a waiting user.

@@ -5,6 +5,7 @@ ScaledObject against KEDA's published CRD, and the values that must agree with t
 from __future__ import annotations
 
 import copy
+import io
 import json
 import re
 import subprocess
@@ -15,12 +16,14 @@ import pytest
 import requests
 import yaml
 
+from api.app import create_app
 from common.celery_factory import create_celery, queue_names
 from common.queue import JobQueue
+from common.services import Services
 from common.settings import PROCESS_MEMORY_MB, Settings
 from m2fp_contract.schema import Priority
 from scripts.imagegen import photo_jpeg
-from scripts.processes import REPO, wait_until
+from scripts.processes import REPO, free_port, wait_until
 from scripts.stack import Stack
 from tests.harness import HARNESS_APP, HOLD_FILE_VARIABLE
 from tests.test_worker_faults import holding_pids
@@ -192,6 +195,41 @@ def test_model_workers_get_whole_cpus_matched_by_their_threads_and_time_to_finis
         assert "kubernetes.io/hostname" in spread
 
 
+def test_the_api_stays_ready_and_alive_while_redis_is_unreachable(objects, tmp_path):
+    """Every API pod shares one Redis: a probe that asked it would take them all out of the
+    Service at once in a Sentinel failover (or restart them all), and clients would get the
+    ingress's error instead of the API's own 503 with Retry-After. So both probes' paths,
+    as the manifests name them, must answer 200 from an API that reaches no Redis, while
+    that API still tells clients and operators that Redis is away."""
+    deployment = by_kind(objects, "Deployment")["m2fp-api"]
+    paths = {probe: container(deployment)[probe]["httpGet"]["path"] for probe in ("readinessProbe", "livenessProbe")}
+    # The pod's own settings, but sentinels nothing listens for and a local store.
+    nowhere = ",".join(f"127.0.0.1:{free_port()}" for _ in range(3))
+    values = {**settings_of(objects, deployment).model_dump(),
+              "redis_sentinels": nowhere, "storage_backend": "local", "local_store_dir": tmp_path / "store"}
+    client = create_app(services=Services.create(Settings(**values), redis_retries=0)).test_client()
+    for probe, path in paths.items():
+        answer = client.get(path)
+        assert answer.status_code == 200, (probe, path, answer.get_data(as_text=True))
+    # What the pods stay in the Service for: the API's own answer, and a retry time.
+    refused = client.post("/v1/jobs", data={"image": (io.BytesIO(photo_jpeg(64, 48, seed=1)), "photo.jpg")},
+                          content_type="multipart/form-data")
+    assert refused.status_code == 503 and refused.json["error"]["code"] == "queue_unavailable"
+    assert int(refused.headers["Retry-After"]) > 0
+    # Operators still see it: /readyz names Redis.
+    dependencies = client.get("/readyz")
+    assert dependencies.status_code == 503 and dependencies.json["checks"]["redis"] == "unavailable"
+
+
+def test_the_webhook_worker_runs_a_fixed_count_and_no_scaled_object_targets_it(objects):
+    """Deliberate (docs/kubernetes.md, "Why the webhook worker has no ScaledObject"): its
+    main process runs the outbox sweep, so it never goes to zero, and no key counts
+    exactly the deliveries waiting for it. KEDA scales exactly the model workers."""
+    targets = {scaled["spec"]["scaleTargetRef"]["name"] for scaled in by_kind(objects, "ScaledObject").values()}
+    assert targets == set(WORKERS)
+    assert by_kind(objects, "Deployment")["m2fp-webhooks"]["spec"]["replicas"] >= 1
+
+
 # ---- the key KEDA reads, against the code that writes it, on a real Redis and worker ----
 
 @pytest.fixture()
@@ -226,9 +264,9 @@ def test_the_watched_key_counts_every_waiting_job_and_only_those(queue_stack):
         ("image", (f"{i}.jpg", photo_jpeg(64, 48, seed=20 + i), "image/jpeg")) for i in range(2)]).json()
     assert [item["status"] for item in backfill["items"]] == [202, 202], backfill
 
-    # One busy process, four jobs behind it: the worker took none of them ahead (one
-    # message per process), so every one still waits in its Celery list and in the key
-    # KEDA counts.
+    # One busy process, five jobs behind it (3 interactive, 2 backfill): the worker took
+    # none of them ahead (one message per process), so every one still waits in its Celery
+    # list and in the key KEDA counts.
     assert create_celery(Settings()).conf.worker_prefetch_multiplier == 1
     assert client.llen(celery_lists[Priority.INTERACTIVE]) == 3 and client.llen(celery_lists[Priority.BACKFILL]) == 2
     assert (keda("m2fp-worker-interactive"), keda("m2fp-worker-backfill")) == (3, 2)

@@ -120,3 +120,16 @@ def test_sentinel_settings_reach_celery_and_hide_their_passwords():
 def test_a_sentinel_address_that_is_not_host_port_is_refused_at_load(entry):
     with pytest.raises(ValidationError, match=f"REDIS_SENTINELS entry '{re.escape(entry)}' is not host:port"):
         Settings(redis_sentinels=f"ok:26379,{entry}")
+
+
+def test_a_replica_wait_the_apis_redis_calls_would_cut_off_is_refused_at_load():
+    """A WAIT longer than the API's Redis socket timeout ends in that timeout: the API would
+    answer 503 for a job it had already created and queued."""
+    from api.app import REDIS_SOCKET_TIMEOUT
+
+    longest = Settings.model_fields["redis_wait_ms"].metadata
+    assert Settings(redis_wait_ms=1500).redis_wait_ms == 1500
+    assert any(getattr(bound, "le", None) is not None and bound.le < REDIS_SOCKET_TIMEOUT * 1000
+               for bound in longest)
+    with pytest.raises(ValidationError, match="redis_wait_ms"):
+        Settings(redis_wait_ms=REDIS_SOCKET_TIMEOUT * 1000)

