@@ -5,7 +5,9 @@ through the real stack: gunicorn, Redis, a model worker and the delivery worker.
 import datetime
 import io
 import json
+import socket
 import ssl
+from typing import Callable
 
 import pytest
 import redis
@@ -413,7 +415,6 @@ def local_name() -> str:
     """This machine's own name: /etc/hosts (or nss-myhostname) maps it to a loopback or
     private address on any machine the suite runs on, and no literal check knows it."""
     import ipaddress
-    import socket
 
     name = socket.gethostname()
     addresses = {entry[4][0] for entry in socket.getaddrinfo(name, 443, type=socket.SOCK_STREAM)}
@@ -422,26 +423,72 @@ def local_name() -> str:
     return name
 
 
-def test_at_submission_a_name_is_resolved_and_refused_if_local_or_unknown():
-    name = local_name()
-    policy().check(f"https://{name}/hook")  # no literal test can tell
+class Resolver:
+    """``socket.getaddrinfo`` as the webhook policy calls it, answering for the names given
+    to :meth:`answer` (the suite has no DNS; these stand for public ones) and handing every
+    other name to the machine's resolver. Records each (host, port) asked."""
+
+    def __init__(self, real: Callable[..., list]) -> None:
+        self.real = real
+        self.answers: dict[str, list[str]] = {}
+        self.asked: list[tuple[str, int]] = []
+
+    def answer(self, name: str, *addresses: str) -> None:
+        self.answers[name] = list(addresses)
+
+    def __call__(self, host: str, port: int, family: int = 0, type: int = 0,  # noqa: A002 (socket's names)
+                 proto: int = 0, flags: int = 0) -> list:
+        self.asked.append((host, port))
+        if host not in self.answers:
+            return self.real(host, port, family, type, proto, flags)
+        return [(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+                 (address, port, 0, 0) if ":" in address else (address, port)) for address in self.answers[host]]
+
+
+@pytest.fixture()
+def resolver(monkeypatch) -> Resolver:
+    """Name resolution for this process, where the policy looks names up."""
+    fake = Resolver(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    return fake
+
+
+def test_at_submission_a_name_is_resolved_and_refused_if_local_or_unknown(resolver):
+    name = local_name()  # the machine's own resolver: no literal check can tell
+    policy().check(f"https://{name}/hook")
     with pytest.raises(ServiceError, match=f"the webhook host {name} resolves to .*not a public address"):
         policy().admit(f"https://{name}/hook")
-    assert policy(name).admit(f"http://{name}:9/hook") == f"http://{name}:9/hook"  # allowed: not resolved
+    assert policy(name).admit(f"http://{name}:9/hook") == f"http://{name}:9/hook"
+    assert not [asked for asked in resolver.asked if asked[1] == 9]  # allowed by name: not resolved
     with pytest.raises(ServiceError, match="does not resolve"):
         policy().admit("https://no-such-host.invalid/hook")  # RFC 6761: never a name
+    resolver.answer("hooks.example.com", "93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946")
+    resolver.answer("intranet.example.com", "10.1.2.3")
+    resolver.answer("split.example.com", "93.184.216.34", "169.254.169.254")
+    assert policy().admit("https://hooks.example.com:8443/hook") == "https://hooks.example.com:8443/hook"
+    assert ("hooks.example.com", 8443) in resolver.asked  # admitted because its answer was looked at
+    with pytest.raises(ServiceError, match="the webhook host intranet.example.com resolves to 10.1.2.3, "
+                                           "which is not a public address; allow it with WEBHOOK_ALLOW_HOSTS"):
+        policy().admit("https://intranet.example.com/hook")
+    with pytest.raises(ServiceError, match="the webhook host split.example.com resolves to 169.254.169.254"):
+        policy().admit("https://split.example.com/hook")  # one private address among public ones is enough
+    assert ("intranet.example.com", 443) in resolver.asked and ("split.example.com", 443) in resolver.asked
+    asked = len(resolver.asked)
     assert policy().admit(f"{PUBLIC}/hook") == f"{PUBLIC}/hook"
+    assert len(resolver.asked) == asked  # a literal address is judged as written, never looked up
 
 
-def test_a_submission_naming_a_host_that_resolves_locally_gets_400_unless_allowed(settings):
+def test_a_submission_naming_a_host_that_resolves_locally_gets_400_unless_allowed(settings, resolver):
     name = local_name()
+    resolver.answer("intranet.example.com", "10.1.2.3")
+    resolver.answer("hooks.example.com", "93.184.216.34")
 
     def api_allowing(hosts: str):
         return create_app(Settings(**{**settings.model_dump(), "webhook_signing_key": SIGNING_KEY,
                                       "webhook_allow_hosts": hosts, "api_keys": "alice:alice-key"})).test_client()
 
     closed = api_allowing("")
-    for webhook in (f"https://{name}/hook", "https://no-such-host.invalid/hook"):
+    for webhook in (f"https://{name}/hook", "https://intranet.example.com/hook", "https://no-such-host.invalid/hook"):
         form = submit(closed, webhook=webhook)
         as_json = closed.post("/v1/jobs", json={"source": "s3://m2fp/a.jpg", "webhook": webhook},
                               headers={"Authorization": "Bearer alice-key"})
@@ -450,6 +497,9 @@ def test_a_submission_naming_a_host_that_resolves_locally_gets_400_unless_allowe
         for response in (form, as_json, batch):
             assert (response.status_code, response.get_json()["error"]["code"]) == (400, "invalid_webhook")
     assert submit(api_allowing(name), webhook=f"https://{name}/hook").status_code == 202
+    public = submit(closed, data=photo_jpeg(90, 48), webhook="https://hooks.example.com/hook")  # a new job
+    assert public.status_code == 202 and public.get_json()["webhook"]["url"] == "https://hooks.example.com/hook"
+    assert ("hooks.example.com", 443) in resolver.asked
 
 
 def test_a_service_without_a_signing_key_refuses_webhooks_and_says_why(settings):
