@@ -30,7 +30,7 @@ from m2fp_contract.errors import ErrorCode, ServiceError
 from pydantic import BaseModel
 
 from m2fp_contract.schema import (JOB_ID_PATTERN, OUTPUT_MODELS, OUTPUTS, TRYON_FILES, TRYON_SIZES, BatchItem,
-                                  ErrorResponse, output_media_type)
+                                  ErrorResponse, SubmitHeaders, output_media_type)
 from api.errors import ERROR_CODES
 
 API_VERSION = "1.0.0"
@@ -181,6 +181,26 @@ OPERATION_HEADERS: dict[tuple[str, str], dict[str, dict[str, dict[str, Any]]]] =
                         for status in statuses}
        for path, statuses in (("/api/parse", ("200", "202")), ("/parse", ("202",)))},
 }
+# Request headers an operation reads, by the contract's model of them: (path, method) -> model
+# (api/routes.py reads them; the demo's routes take no Prefer: they always wait SYNC_WAIT_SECONDS).
+OPERATION_REQUEST_HEADERS: dict[tuple[str, str], type[BaseModel]] = {("/v1/jobs", "post"): SubmitHeaders}
+
+
+def _header_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """``model``'s fields as header parameters, named by their alias (the header's name): an
+    optional field is a header that may be absent, never one sent as null."""
+    schema = model.model_json_schema(by_alias=True)
+    parameters = []
+    for name, field in schema["properties"].items():
+        value = {key: item for key, item in field.items() if key not in ("title", "description", "default", "anyOf")}
+        for option in field.get("anyOf", []):
+            if option.get("type") != "null":
+                value |= option
+        parameters.append({"name": name, "in": "header", "required": name in schema.get("required", []),
+                           "description": field.get("description", ""), "schema": value})
+    return parameters
+
+
 # What a path parameter may be, by name (a job id is new_job_id's 22 URL-safe characters).
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "job_id": {"type": "string", "pattern": JOB_ID_PATTERN},
@@ -202,6 +222,8 @@ def _complete_operation(path: str, method: str, operation: dict[str, Any]) -> No
     for parameter in operation.get("parameters", []):
         if parameter["in"] == "path" and parameter["name"] in PATH_PARAMETERS:
             parameter["schema"] = PATH_PARAMETERS[parameter["name"]]
+    if (path, method) in OPERATION_REQUEST_HEADERS:
+        operation.setdefault("parameters", []).extend(_header_parameters(OPERATION_REQUEST_HEADERS[path, method]))
 
 
 def _add_model(schemas: dict[str, Any], model: type[BaseModel]) -> None:

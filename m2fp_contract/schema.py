@@ -222,9 +222,13 @@ def _openpose_people(value: Any) -> Any:
     """OpenPose's JSON (``{"people": [{"pose_keypoints_2d": [x, y, c, ...]}]}``, as an
     object, or as text in a form field) -> each person's flat list of numbers.
 
-    Checked here: the shape (18 or 25 points of three numbers, one format per document),
-    finite non-negative coordinates, confidences from 0 to 1. Whether the points lie
-    inside the photo is checked once the photo's size is known (``api/submission.py``)."""
+    Checked here: the shape (18 or 25 points of three numbers, one format per document,
+    1 to MAX_KEYPOINT_PEOPLE people), finite non-negative coordinates, confidences from 0
+    to 1. Whether the points lie on the photo is checked once the photo's size is known
+    (``api/submission.py``): x from 0 to its width, y from 0 to its height, edges included,
+    since OpenPose's coordinates are positions on the image (sub-pixel, as a pose model's
+    fractions times the size give them), not pixel indices: a point on the right edge is
+    x = width, as one on the left edge is x = 0."""
     if value in ("", None):
         return None
     if isinstance(value, (str, bytes)):
@@ -291,8 +295,9 @@ class _OutputFields(BaseModel):
     person: Optional[int] = Field(None, ge=1, le=255, description=(
         "the person the try-on pack is for, by its id in persons.png (1 = the largest, the default)"))
     keypoints: Optional[list[list[float]]] = Field(None, description=(
-        'your own OpenPose JSON ({"people": [{"pose_keypoints_2d": [x, y, c, ...]}]}, COCO-18 or BODY_25, in the '
-        "photo's pixels; in a form, as text) instead of the pose model's: used for keypoints and tryon"),
+        'your own OpenPose JSON ({"people": [{"pose_keypoints_2d": [x, y, c, ...]}]}, COCO-18 or BODY_25, 1 to '
+        f"{MAX_KEYPOINT_PEOPLE} people, in the photo's pixels: 0 <= x <= width, 0 <= y <= height, confidences 0 to 1; "
+        "an object in a JSON body, its text in a form) instead of the pose model's: used for keypoints and tryon"),
         json_schema_extra={"type": ["object", "string", "null"]})
 
     _blank_labels = field_validator("labels", "labels_format", mode="before")(
@@ -428,6 +433,24 @@ class DemoImageForm(BaseModel):
         lambda cls, value: value[0] if isinstance(value, list) and value else value)
 
 
+# ``Prefer: wait=N`` (RFC 7240, as Replicate's API takes it): N, 1 to 6 digits, quoted or not,
+# as one preference among others. The API reads the header with it (api/waiting.py).
+PREFER_WAIT_PATTERN = r'(?:^|[,;\s])wait\s*=\s*"?(\d{1,6})"?'
+
+
+class SubmitHeaders(_Request):
+    """The request headers ``POST /v1/jobs`` reads besides the API key. Declared here, with
+    the bodies, so that the OpenAPI document publishes them from the contract (a header is
+    as much a part of a request as its fields)."""
+
+    prefer: Optional[str] = Field(None, alias="Prefer", description=(
+        "RFC 7240 preferences. `wait=N`: wait up to N seconds (at most the service's SYNC_WAIT_SECONDS) for the "
+        "job to end, then answer 200 with the ended job, or 202 with the job as it stands; "
+        "`Preference-Applied: wait=<seconds>` says the wait honoured, and is absent when no waiting slot was free. "
+        "`respond-async` (without `wait`): answer at once, as without the header. Other preferences are ignored."),
+        examples=["wait=30", "respond-async, wait=5", "respond-async"])
+
+
 class JobsQuery(_Request):
     ids: str = Field(description=f"1 to {MAX_BATCH} comma-separated job ids")
 
@@ -545,7 +568,11 @@ class TryOnSummary(_Response):
     person: int = Field(ge=1, le=255)
     files: list[str] = Field(description="the pack's outputs; empty when it could not be made")
     sizes: Optional[dict[str, TryOnSize]] = Field(description="photo and 768x1024")
-    absent_reason: Optional[str] = Field(description="why the pack is missing (the person's body was not found)")
+    omitted: dict[str, str] = Field(default_factory=dict, description=(
+        "outputs of the pack left out of a pack that was made, each with why: both agnostic images (at both sizes) "
+        "when a hip was not found, since their torso is drawn to the hips (docs/tryon.md)"))
+    absent_reason: Optional[str] = Field(description="why the pack is missing (the person's body, or one of its "
+                                         "shoulders, was not found)")
 
 
 class ResultDocument(_Response):

@@ -1,4 +1,6 @@
 """The HTTP contract: status codes, error bodies, job views (real Redis and store)."""
+import io
+
 import numpy as np
 import pytest
 
@@ -35,8 +37,6 @@ def client(app):
 
 
 def submit(client, data: bytes, filename: str = "photo.jpg"):
-    import io
-
     return client.post("/v1/jobs", data={"image": (io.BytesIO(data), filename)},
                        content_type="multipart/form-data")
 
@@ -91,16 +91,90 @@ def test_failed_job_shows_its_error(client, app):
     assert body["status"] == "failed" and body["error"] == {"code": "invalid_image", "message": "bad"}
 
 
-@pytest.mark.parametrize("data, status, code", [
+# Uploads refused at submission, under the app fixture's MAX_UPLOAD_BYTES 200_000 and
+# MAX_PIXELS 1_000_000 (docs/api.md, "Limits" and the error table).
+BAD_UPLOADS = [
     (b"", 422, "invalid_image"),
     (b"%PDF-1.4 not an image", 422, "invalid_image"),
     (photo_jpeg(64, 64)[:200], 422, "invalid_image"),
     (encode(np.zeros((1100, 1000, 3), np.uint8), "PNG"), 413, "image_too_large"),
+    # a file above MAX_UPLOAD_BYTES in a body within it plus the 64 KiB envelope, then a body past that too
+    (np.random.default_rng(1).integers(0, 256, 230_000, dtype=np.uint8).tobytes(), 413, "payload_too_large"),
     (np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes(), 413, "payload_too_large"),
-])
+]
+BAD_UPLOAD_IDS = ["empty", "pdf", "truncated", "too-many-pixels", "file-too-large", "body-too-large"]
+
+
+@pytest.mark.parametrize("data, status, code", BAD_UPLOADS, ids=BAD_UPLOAD_IDS)
 def test_bad_uploads_get_a_4xx_and_no_job(client, enqueued, data, status, code):
     assert_error(submit(client, data), status, code)
     assert enqueued == []
+
+
+DEMO_ROUTES = [("/api/parse", "file"), ("/parse", "image")]  # the M2FP demo's routes and their file fields
+
+
+@pytest.mark.parametrize("path, field", DEMO_ROUTES)
+@pytest.mark.parametrize("data, status, code", BAD_UPLOADS, ids=BAD_UPLOAD_IDS)
+def test_the_demos_routes_refuse_bad_uploads_as_every_submission_and_make_no_job(client, enqueued, path, field,
+                                                                                data, status, code):
+    answer = client.post(path, data={field: (io.BytesIO(data), "photo.jpg")}, content_type="multipart/form-data")
+    assert_error(answer, status, code)
+    assert enqueued == []
+
+
+def app_with_a_worker(settings, worker_settings, before_run=None):
+    """The app with a worker behind its queue: each job is run by the real job runner (on
+    ``worker_settings``, the tiny model never reached: these jobs fail before the parse)
+    as soon as its message is sent, after ``before_run(services, job_id)``."""
+    from worker.job_runner import run_job
+
+    class NoParse:
+        description = {"engine": "none"}
+
+        def parse(self, image):
+            raise AssertionError("this job was to fail before its parse")
+
+    services = Services.create(settings)
+    worker = Services.create(worker_settings)
+
+    def take(job_id, _priority):
+        if before_run:
+            before_run(worker, job_id)
+        run_job(worker, NoParse(), job_id, worker="w", message_id="m")
+
+    return create_app(services=dataclasses.replace(services, queue=RecordingQueue(services.queue, take)))
+
+
+@pytest.mark.parametrize("path, field", DEMO_ROUTES)
+def test_a_demo_job_that_fails_in_the_worker_answers_its_error_with_422_for_a_jobs_own_code(settings, path, field):
+    # The input is gone from the store when the worker takes the job (a lifecycle rule):
+    # input_missing is a code only a job carries, answered 422 (docs/api.md, "Synchronous answers").
+    failed = []
+
+    def lose_input(worker, job_id):
+        worker.storage.delete(input_key(job_id))
+        failed.append(job_id)
+
+    client = app_with_a_worker(settings, settings, lose_input).test_client()
+    answer = client.post(path, data={field: (io.BytesIO(photo_jpeg(64, 48)), "p.jpg")},
+                         content_type="multipart/form-data")
+    assert_error(answer, 422, "input_missing")
+    [job_id] = failed
+    job = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "failed" and job["error"] == answer.get_json()["error"]
+
+
+@pytest.mark.parametrize("path, field", DEMO_ROUTES)
+def test_a_demo_job_that_fails_in_the_worker_answers_its_error_with_that_codes_status(settings, path, field):
+    # Workers held to fewer pixels than the API: the photo passes the API and fails in the
+    # worker's decode, image_too_large, whose status is 413.
+    strict = settings.model_copy(update={"max_pixels": 64 * 47})
+    client = app_with_a_worker(settings, strict).test_client()
+    answer = client.post(path, data={field: (io.BytesIO(photo_jpeg(64, 48)), "p.jpg")},
+                         content_type="multipart/form-data")
+    assert_error(answer, 413, "image_too_large")
+    assert "64x48" in answer.get_json()["error"]["message"]
 
 
 def test_request_errors_are_json(client):

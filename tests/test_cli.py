@@ -11,34 +11,43 @@ import sys
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
+from PIL import Image
 
-from m2fp_contract.schema import OUTPUTS, JobStatus, Priority
+from m2fp_contract.schema import OUTPUTS, TRYON_FILES, TRYON_SIZES, JobStatus, Priority
 from common.storage import S3Store
 from scripts.imagegen import photo_jpeg
 from scripts.processes import REPO, free_port
 from scripts.stack import Stack, local_system
 from m2fp_client import ApiError, Client, WaitTimedOut
 from tests.conftest import S3_KEYS
+from tests.harness import HARNESS_APP, SCRIPTED_PARSE_VARIABLE
+from tests.harness.scenes import two_people
 
 M2FP = Path(sys.executable).with_name("m2fp")  # the console script `make venv` installs
+TWO_PEOPLE = two_people()  # 640x480: a large person 1 on the left, a smaller person 2 on the right
 
 
 @pytest.fixture(scope="module")
 def system(redis_server, tiny_model, s3_endpoint, tmp_path_factory):
-    """One API and one worker for the whole module: the commands only read and add jobs."""
+    """One API and one worker for the whole module: the commands only read and add jobs.
+    Photos of TWO_PEOPLE's size parse to its hand-made parse (tests/harness/scripted_engine.py),
+    every other photo to the tiny model's."""
     name = f"cli-{uuid.uuid4().hex[:12]}"
     S3Store(s3_endpoint, S3_KEYS["access_key"], S3_KEYS["secret_key"], name).ensure_bucket()
+    base = tmp_path_factory.mktemp("cli-system")
     env = {
         "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/5",
         "M2FP_MODEL": str(tiny_model), "INFERENCE_MAX_SIDE": "64", "TORCH_THREADS": "1",
         "S3_ENDPOINT": s3_endpoint, "S3_ACCESS_KEY": S3_KEYS["access_key"],
         "S3_SECRET_KEY": S3_KEYS["secret_key"], "S3_BUCKET": name,
         "WEBHOOK_SIGNING_KEY": "cli-signing-key", "WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+        SCRIPTED_PARSE_VARIABLE: str(TWO_PEOPLE.write_parse(base, "two-people")),
     }
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
-    running = Stack(env=env, log_dir=tmp_path_factory.mktemp("cli-system")).start_api()
+    running = Stack(env=env, log_dir=base, worker_app=HARNESS_APP).start_api()
     running.start_worker("cli")
     yield running
     running.stop()
@@ -96,6 +105,29 @@ def test_submit_asks_for_more_outputs_and_downloads_them_in_folders(system, tmp_
     two = m2fp("submit", "a.jpg", "a.jpg", "--keypoints", "pose.json", "--outputs", "keypoints", cwd=tmp_path,
                M2FP_API_URL=system.api_url)
     assert two.returncode == 2 and "--keypoints belong to one photo" in two.stderr
+
+
+def test_submit_asks_for_the_try_on_pack_of_the_person_named_and_writes_it(system, tmp_path):
+    scene = TWO_PEOPLE
+    (tmp_path / "two.png").write_bytes(scene.photo)
+    (tmp_path / "pose.json").write_text(json.dumps(scene.keypoints()))  # both bodies, person 1's first
+    out = tmp_path / "out"
+    done = m2fp("submit", "two.png", "--outputs", "tryon", "--person", "2", "--keypoints", "pose.json",
+                "--out", str(out), "--poll-interval", "0.2", cwd=tmp_path, M2FP_API_URL=system.api_url)
+    assert done.returncode == 0, done.stderr + system.logs()
+    [(_, job_id, status, folder)] = lines(done)
+    job = system.job(job_id)
+    assert status == "succeeded" and Path(folder) == out / job_id
+    assert job["outputs"] == ["keypoints", "tryon"] and job["person"] == 2  # tryon brings keypoints
+    written = {str(path.relative_to(out / job_id)) for path in (out / job_id).rglob("*") if path.is_file()}
+    assert written == set(job["result"]["outputs"])
+    assert {name for name in written if name.startswith("tryon/")} == {
+        f"tryon/{size}/{name}" for size in TRYON_SIZES for name in TRYON_FILES}
+    summary = json.loads((out / job_id / "result.json").read_text())
+    assert summary["tryon"]["person"] == 2 and summary["tryon"]["absent_reason"] is None
+    # person 2's pack: its parse-agnostic map holds person 2's labels and no one else's
+    parse = np.asarray(Image.open(out / job_id / "tryon" / "photo" / "parse_agnostic.png"))
+    assert (parse[scene.persons == 2] > 0).any() and not parse[scene.persons != 2].any()
 
 
 def test_submit_names_a_webhook_and_webhook_secret_prints_the_tenants_secret(system, tmp_path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import re
 import time
@@ -41,7 +42,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
                                                response_schema_conformance, status_code_conformance)
 
-from scripts.imagegen import ASTRONAUT, photo_jpeg
+from m2fp_contract.schema import TRYON_FILES, TRYON_SIZES
+from scripts.imagegen import ASTRONAUT, L_ELBOW, L_SHOULDER, L_WRIST, R_ELBOW, R_SHOULDER, R_WRIST, photo_jpeg
 from scripts.processes import wait_until
 from scripts.stack import Stack, local_system
 from tests.harness import HARNESS_APP, HOLD_FILE_VARIABLE
@@ -155,13 +157,23 @@ def seed_jobs(stack: Stack, hold: Path) -> dict[str, list[str]]:
         return answer.json()["id"]
 
     succeeded = [submit(7100 + i) for i in range(2)]
-    # and the real photo with every group of outputs, so each output's path has a real file
+    # and the real photo with every group of outputs, so each output's path has a real file.
+    # Her body is sent, hips included: the tiny model's person is the whole photo, in which the
+    # pose model finds no hips (below the frame), and without both the pack leaves out its
+    # agnostic images (docs/tryon.md), whose paths would then have no file to fetch.
+    body = [0.0] * 75
+    for index, (x, y) in {1: (210, 249), 2: R_SHOULDER, 3: R_ELBOW, 4: R_WRIST, 5: L_SHOULDER, 6: L_ELBOW,
+                          7: L_WRIST, 9: (160, 470), 12: (260, 476)}.items():
+        body[index * 3:index * 3 + 3] = [x, y, 0.9]
     every = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("astronaut.jpg", ASTRONAUT.read_bytes())},
-                          data={"outputs": "keypoints,masks,garments,tryon"}, timeout=30)
+                          data={"outputs": "keypoints,masks,garments,tryon",
+                                "keypoints": json.dumps({"people": [{"pose_keypoints_2d": body}]})}, timeout=30)
     assert every.status_code == 202, every.text
     succeeded.append(every.json()["id"])
     for job_id in succeeded:
         REAL_OUTPUTS[job_id] = list(stack.wait_for(job_id, ["succeeded"])["result"]["outputs"])
+    pack = {f"tryon/{size}/{name}" for size in TRYON_SIZES for name in TRYON_FILES}
+    assert pack <= set(REAL_OUTPUTS[succeeded[-1]]), "the seeded try-on pack lacks files"
     hold.write_text("hold")
     running = submit(7200)
     stack.wait_for(running, ["running"])

@@ -15,8 +15,8 @@ from PIL import Image
 from common.jobs import InputInfo, JobStatus, OutputGroup, OutputOptions, Priority, input_key, new_job_id, output_key
 from common.labels import CIHP_CLASSES, class_slug
 from common.services import Services
-from m2fp_contract.schema import (TRYON_FILES, KeypointsDocument, LabelProfile, LabelsFormat, ResultDocument,
-                                  output_media_type)
+from m2fp_contract.schema import (TRYON_FILES, TRYON_SIZES, KeypointsDocument, LabelProfile, LabelsFormat,
+                                  ResultDocument, output_media_type)
 from scripts.imagegen import ASTRONAUT, photo_jpeg
 from tests.test_job_runner import GROUP_FIELDS, closed
 from worker.engine import Parsing, ParsingEngine
@@ -61,6 +61,20 @@ def read(ctx, job_id: str, name: str) -> bytes:
 
 def image(ctx, job_id: str, name: str) -> Image.Image:
     return Image.open(io.BytesIO(read(ctx, job_id, name)))
+
+
+def pixels_of_person_1(ctx, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The columns and rows of person 1's pixels, as the tiny model parses ``data``: where
+    submitted keypoints must fall to be person 1's."""
+    probe = queue(ctx, data, options())
+    run_job(ctx, ctx.engine, probe)
+    ys, xs = np.nonzero(np.asarray(image(ctx, probe, "persons.png")) == 1)
+    return xs, ys
+
+
+def pack_names(*files: str) -> set[str]:
+    """The try-on pack's output names of ``files`` at both sizes."""
+    return {f"tryon/{size}/{name}" for size in TRYON_SIZES for name in files}
 
 
 class NobodyEngine:
@@ -118,11 +132,15 @@ def test_a_job_asking_for_every_group_has_each_output_and_the_contract_declares_
     assert set(np.unique(cloth)) <= {0, 255}
 
     # try-on: the largest person's pack at both sizes (the tiny model finds one person on
-    # the photo, and the pose model her body)
+    # the photo, and the pose model her body), without the agnostic images if her crop
+    # showed no hips (the tiny model's box of her may end above them)
     tryon = document["tryon"]
     assert tryon["person"] == 1 and found == [1] and tryon["absent_reason"] is None
-    assert sorted(tryon["files"]) == sorted(f"tryon/{size}/{name}" for size in ("photo", "768x1024")
-                                            for name in TRYON_FILES)
+    hips = np.asarray(body25.people[0].pose_keypoints_2d).reshape(25, 3)[[9, 12], :2]
+    a_hip_missing = (hips == 0).all(axis=1).any()  # the recipes' test: x and y both 0
+    agnostic = pack_names("agnostic_vitonhd.jpg", "agnostic_hrviton.jpg") if a_hip_missing else set()
+    assert set(tryon["omitted"]) == agnostic
+    assert set(tryon["files"]) == pack_names(*TRYON_FILES) - agnostic
     assert set(tryon["files"]) <= set(outputs)
     assert image(ctx, job_id, "tryon/768x1024/parse_agnostic.png").size == (768, 1024)
     assert image(ctx, job_id, "tryon/768x1024/parse_agnostic.png").mode == "P"
@@ -169,10 +187,7 @@ def test_a_try_on_pack_of_a_photo_with_nobody_fails_the_job(ctx, pose):
 
 def test_submitted_keypoints_are_used_instead_of_the_models_and_given_to_the_person_they_fall_on(ctx):
     data = photo_jpeg(240, 320)
-    probe = queue(ctx, data, options())
-    run_job(ctx, ctx.engine, probe)
-    persons = np.asarray(image(ctx, probe, "persons.png"))
-    ys, xs = np.nonzero(persons == 1)
+    xs, ys = pixels_of_person_1(ctx, data)
     inside = [float(xs[len(xs) // 2]), float(ys[len(ys) // 2]), 0.9]  # a pixel of person 1
     body = inside * 18  # COCO-18, every point on person 1
     stray = [239.0, 0.0, 0.5] + [0.0] * 51  # one point, on nobody (a corner)
@@ -191,10 +206,7 @@ def test_submitted_keypoints_are_used_instead_of_the_models_and_given_to_the_per
 
 def test_a_body_without_both_shoulders_gets_no_pack_and_the_reason(ctx):
     data = photo_jpeg(240, 320, seed=3)
-    probe = queue(ctx, data, options())
-    run_job(ctx, ctx.engine, probe)
-    persons = np.asarray(image(ctx, probe, "persons.png"))
-    ys, xs = np.nonzero(persons == 1)
+    xs, ys = pixels_of_person_1(ctx, data)
     body = [0.0] * 75
     body[0:3] = [float(xs[0]), float(ys[0]), 0.9]  # a nose, and nothing else: no shoulders
     job_id = queue(ctx, data, options(OutputGroup.TRYON, keypoints=[body]))
@@ -203,3 +215,25 @@ def test_a_body_without_both_shoulders_gets_no_pack_and_the_reason(ctx):
     assert job.status is JobStatus.SUCCEEDED and document["keypoints"]["people"][0] == {"id": 1, "found": True}
     assert document["tryon"]["files"] == [] and "shoulders" in document["tryon"]["absent_reason"]
     assert not any(name.startswith("tryon/") for name in job.result.outputs)
+
+
+def test_a_body_without_hips_gets_the_pack_without_the_agnostic_images_and_the_reason(ctx):
+    # A half-body photo's body: neck, shoulders, elbows and wrists, no hips. Both agnostic
+    # images draw the torso to the hips (they would gray a wedge to the photo's corner), so
+    # they are left out, as the whole pack is without both shoulders; the rest is made.
+    data = photo_jpeg(240, 320, seed=3)
+    xs, ys = pixels_of_person_1(ctx, data)
+    body = [0.0] * 75
+    for point, at in zip(range(1, 8), np.linspace(0, len(xs) - 1, 7).astype(int)):  # 1 neck .. 7 left wrist
+        body[point * 3:point * 3 + 3] = [float(xs[at]), float(ys[at]), 0.9]
+    job_id = queue(ctx, data, options(OutputGroup.TRYON, keypoints=[body]))
+    job = run_job(ctx, ctx.engine, job_id)
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    document = json.loads(read(ctx, job_id, "result.json"))
+    jsonschema.validate(document, closed(ResultDocument.model_json_schema()))
+    agnostic, every = pack_names("agnostic_vitonhd.jpg", "agnostic_hrviton.jpg"), pack_names(*TRYON_FILES)
+    tryon = document["tryon"]
+    assert tryon["absent_reason"] is None and set(tryon["files"]) == every - agnostic
+    assert set(tryon["omitted"]) == agnostic
+    assert all("right hip and left hip were not found" in reason for reason in tryon["omitted"].values())
+    assert {name for name in job.result.outputs if name.startswith("tryon/")} == every - agnostic

@@ -1,6 +1,7 @@
 """The published contract: the OpenAPI document describes every route, every error
 code and both request encodings; the docs page works offline; the API side never
 loads the model side."""
+import io
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from api.openapi import OUTPUT_ROUTE
 from m2fp_contract.errors import ErrorCode
 from common.jobs import OUTPUTS, new_job_id
 from common.services import Services
+from scripts.imagegen import photo_jpeg
 from scripts.processes import REPO
 from tests.test_page import browser  # noqa: F401 (the page test's headless Chromium, a fixture)
 
@@ -217,3 +219,27 @@ def test_an_open_service_says_so_once_per_process_at_start(settings, caplog):
         create_app(services=Services.create(settings))
     warnings = [r.getMessage() for r in caplog.records if r.name == "api"]
     assert len(warnings) == 1 and "no API keys configured" in warnings[0]
+
+
+def test_the_prefer_header_is_declared_where_it_is_read_and_does_what_it_says(settings):
+    app = create_app(services=Services.create(settings.model_copy(update={"sync_wait_seconds": 0.2})))
+    client = app.test_client()
+    document = client.get("/v1/openapi.json").get_json()
+    declared = {(path, method): parameter for path, method, operation in operations(document)
+                for parameter in operation["parameters"] if parameter["in"] == "header"
+                and parameter["name"].lower() == "prefer"}
+    # POST /v1/jobs reads it (RFC 7240: wait=N, respond-async); the demo's routes always wait SYNC_WAIT_SECONDS
+    assert list(declared) == [("/v1/jobs", "post")]
+    prefer = declared["/v1/jobs", "post"]
+    assert prefer["required"] is False and prefer["schema"]["type"] == "string"
+    assert "wait=N" in prefer["description"] and "respond-async" in prefer["description"]
+    # Each example means what the description says: no worker runs, so a wait is its whole
+    # length, capped at SYNC_WAIT_SECONDS (0.2 here), and answered 202 with the job as it stands.
+    examples = prefer["schema"]["examples"]
+    assert {"wait=30", "respond-async"} <= set(examples)
+    for seed, example in enumerate(examples):
+        answer = client.post("/v1/jobs", data={"image": (io.BytesIO(photo_jpeg(40, 32, seed=8800 + seed)), "p.jpg")},
+                             content_type="multipart/form-data", headers={"Prefer": example})
+        assert answer.status_code == 202 and answer.get_json()["status"] == "queued", (example, answer.get_json())
+        waits = "wait=" in example
+        assert answer.headers.get("Preference-Applied") == ("wait=0.2" if waits else None), example

@@ -1,9 +1,13 @@
-"""Keypoints per person: crops, OpenPose's formats, submitted bodies given to persons."""
+"""Keypoints per person: crops, OpenPose's formats, submitted bodies given to persons, and
+BlazePose's landmarks as OpenPose's points."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from worker.pose import (BODY_25, COCO_18_FROM_BODY_25, MIN_CROP, assign_submitted, estimate_people, from_flat,
                          openpose_document, to_coco18)
+from worker.mediapipe_pose import body_from_landmarks
 
 
 class CornerEngine:
@@ -69,3 +73,83 @@ def test_submitted_bodies_go_to_the_person_their_points_fall_on_one_each():
     document = openpose_document({1: assigned[1], 2: assigned[2]}, rest)
     assert [p["person_id"] for p in document["people"]] == [[1], [2], [-1]]
     assert len(openpose_document({1: on_one}, [], coco18=True)["people"][0]["pose_keypoints_2d"]) == 54
+
+
+# OpenPose's own index tables (doc/02_output.md, "Pose Output Format"), written out here so
+# that the mapping is checked against them and not against worker.pose's copy.
+OPENPOSE_BODY_25 = {"Nose": 0, "Neck": 1, "RShoulder": 2, "RElbow": 3, "RWrist": 4, "LShoulder": 5, "LElbow": 6,
+                    "LWrist": 7, "MidHip": 8, "RHip": 9, "RKnee": 10, "RAnkle": 11, "LHip": 12, "LKnee": 13,
+                    "LAnkle": 14, "REye": 15, "LEye": 16, "REar": 17, "LEar": 18, "LBigToe": 19, "LSmallToe": 20,
+                    "LHeel": 21, "RBigToe": 22, "RSmallToe": 23, "RHeel": 24}
+OPENPOSE_COCO_18 = {"Nose": 0, "Neck": 1, "RShoulder": 2, "RElbow": 3, "RWrist": 4, "LShoulder": 5, "LElbow": 6,
+                    "LWrist": 7, "RHip": 8, "RKnee": 9, "RAnkle": 10, "LHip": 11, "LKnee": 12, "LAnkle": 13,
+                    "REye": 14, "LEye": 15, "REar": 16, "LEar": 17}
+# OpenPose point -> BlazePose landmark (TRYON.md: one to one, the big toe is the foot index);
+# neck and mid-hip are midpoints, the small toes have no counterpart.
+SAME_POINT = {"Nose": "NOSE", "REye": "RIGHT_EYE", "LEye": "LEFT_EYE", "REar": "RIGHT_EAR", "LEar": "LEFT_EAR",
+              "RShoulder": "RIGHT_SHOULDER", "LShoulder": "LEFT_SHOULDER", "RElbow": "RIGHT_ELBOW",
+              "LElbow": "LEFT_ELBOW", "RWrist": "RIGHT_WRIST", "LWrist": "LEFT_WRIST", "RHip": "RIGHT_HIP",
+              "LHip": "LEFT_HIP", "RKnee": "RIGHT_KNEE", "LKnee": "LEFT_KNEE", "RAnkle": "RIGHT_ANKLE",
+              "LAnkle": "LEFT_ANKLE", "RBigToe": "RIGHT_FOOT_INDEX", "LBigToe": "LEFT_FOOT_INDEX",
+              "RHeel": "RIGHT_HEEL", "LHeel": "LEFT_HEEL"}
+WIDTH, HEIGHT = 400, 360
+
+
+def landmarks(**changes: dict) -> list[SimpleNamespace]:
+    """BlazePose's 33 landmarks, each at its own place: landmark i at pixel ((i + 1) * 10,
+    (i + 1) * 10) of a 400x360 image (x, y given as MediaPipe gives them: fractions of the
+    width and height), visibility 0.9; ``changes`` by MediaPipe's landmark name."""
+    from mediapipe.python.solutions.pose import PoseLandmark  # the model's own numbering
+
+    marks = [SimpleNamespace(x=(i + 1) * 10 / WIDTH, y=(i + 1) * 10 / HEIGHT, visibility=0.9) for i in range(33)]
+    for name, values in changes.items():
+        vars(marks[PoseLandmark[name]]).update(values)
+    return marks
+
+
+def pixel(name: str) -> list[float]:
+    from mediapipe.python.solutions.pose import PoseLandmark
+
+    return [(PoseLandmark[name] + 1) * 10.0, (PoseLandmark[name] + 1) * 10.0]
+
+
+def test_blazepose_landmarks_land_where_openpose_puts_each_point_in_body25_and_coco18():
+    body = body_from_landmarks(landmarks(RIGHT_HIP={"visibility": 0.7}, LEFT_SHOULDER={"visibility": 0.6}),
+                               WIDTH, HEIGHT)
+    coco = to_coco18(body)
+    for openpose, blazepose in SAME_POINT.items():
+        assert body[OPENPOSE_BODY_25[openpose], :2].tolist() == pytest.approx(pixel(blazepose)), openpose
+        if openpose in OPENPOSE_COCO_18:
+            assert coco[OPENPOSE_COCO_18[openpose], :2].tolist() == pytest.approx(pixel(blazepose)), openpose
+    assert body[OPENPOSE_BODY_25["LShoulder"], 2] == pytest.approx(0.6)  # the confidence is the visibility
+    # neck and mid-hip: the midpoints, at the lower of the two confidences
+    for point, (right, left), confidence in (("Neck", ("RIGHT_SHOULDER", "LEFT_SHOULDER"), 0.6),
+                                             ("MidHip", ("RIGHT_HIP", "LEFT_HIP"), 0.7)):
+        middle = [(a + b) / 2 for a, b in zip(pixel(right), pixel(left))]
+        assert body[OPENPOSE_BODY_25[point]].tolist() == pytest.approx(middle + [confidence]), point
+    assert coco[OPENPOSE_COCO_18["Neck"], :2].tolist() == pytest.approx(body[OPENPOSE_BODY_25["Neck"], :2].tolist())
+    for toe in ("LSmallToe", "RSmallToe"):
+        assert not body[OPENPOSE_BODY_25[toe]].any(), toe
+
+
+def test_hidden_and_out_of_image_landmarks_are_absent_and_midpoints_are_made_from_the_points_kept():
+    body = body_from_landmarks(landmarks(
+        LEFT_EYE={"visibility": 0.19},  # under the 0.2 floor (docs/outputs.md): hidden
+        RIGHT_EAR={"visibility": 0.2},  # at the floor: kept
+        RIGHT_SHOULDER={"visibility": 0.05},  # hidden: so no neck either
+        RIGHT_WRIST={"x": 1.0},  # x == width: one past the last pixel, outside
+        LEFT_ANKLE={"y": 1.3},  # below the image
+        RIGHT_HIP={"x": -0.02},  # left of it: so no mid-hip either
+        LEFT_KNEE={"x": 0.0},  # on the first column: inside
+    ), WIDTH, HEIGHT)
+    absent = {"LEye", "RShoulder", "RWrist", "LAnkle", "RHip", "Neck", "MidHip", "LSmallToe", "RSmallToe"}
+    for name, index in OPENPOSE_BODY_25.items():
+        assert body[index].any() != (name in absent), name
+    assert body[OPENPOSE_BODY_25["REar"]].tolist() == pytest.approx(pixel("RIGHT_EAR") + [0.2])
+    assert body[OPENPOSE_BODY_25["LKnee"]].tolist() == pytest.approx([0.0, pixel("LEFT_KNEE")[1], 0.9])
+    assert body[OPENPOSE_BODY_25["LShoulder"]].tolist() == pytest.approx(pixel("LEFT_SHOULDER") + [0.9])
+
+
+def test_a_body_with_every_landmark_hidden_is_no_body():
+    hidden = {name: {"visibility": 0.1} for name in SAME_POINT.values()}
+    assert body_from_landmarks(landmarks(**hidden), WIDTH, HEIGHT) is None

@@ -195,6 +195,45 @@ def test_hrviton_restores_arm_pixels_outside_the_bone_band_and_head_and_lower_bo
     assert (out[700, 270:300] == GRAY).all()
 
 
+# --- a half-body photo: no hips -------------------------------------------------------------
+
+@pytest.mark.parametrize("recipe", [agnostic_vitonhd, agnostic_hrviton], ids=["vitonhd", "hrviton"])
+def test_both_agnostic_images_draw_a_missing_hip_at_the_photos_corner(recipe):
+    # Both recipes draw the torso to 9 and 12 untested: hip ellipses centred on (0, 0) and
+    # the polygon 2-5-12-9 becomes the triangle shoulders-corner. What the pack must not ship.
+    body = pose(**{name: xy for name, xy in ARMS.items() if name not in ("p9", "p12")})
+    image = photo()
+    out = recipe(image, np.zeros((1024, 768), np.uint8), body)
+    assert out[3, 3].tolist() == GRAY  # inside the hip ellipses at the corner (r*3 by r*6, r >= 13)
+    assert out[130, 142].tolist() == GRAY  # halfway from the right shoulder to the corner, on line 2-9
+    assert (out[950:, 700:] == image[950:, 700:]).all()  # the body's real lower half stays the photo
+
+
+@pytest.mark.parametrize("gone", [(9, 12), (9,), (12,)], ids=["both-hips", "right-hip", "left-hip"])
+def test_pack_without_a_hip_leaves_out_both_agnostic_images_and_says_why(gone):
+    image, labels, persons = two_people()
+    body = pose(**PHOTO_ARMS)
+    body[list(gone)] = 0
+    pack = make_tryon_pack(image, labels, persons, 1, body)
+    agnostic = {f"tryon/{s}/{f}" for s in TRYON_SIZES for f in ("agnostic_vitonhd.jpg", "agnostic_hrviton.jpg")}
+    assert set(pack.files) == {f"tryon/{s}/{f}" for s in TRYON_SIZES for f in TRYON_FILES} - agnostic
+    assert set(pack.omitted) == agnostic
+    named = {9: "right hip", 12: "left hip"}
+    for reason in pack.omitted.values():
+        assert all(named[joint] in reason for joint in gone) and "corner" in reason
+        assert not any(named[joint] in reason for joint in {9, 12} - set(gone))
+    # The files that read no hip are made as ever: the top masked, the face kept, nothing at the corner.
+    upper = np.asarray(Image.open(io.BytesIO(pack.files["tryon/photo/inpaint_mask_upper.png"])))
+    assert (upper[250:550, 440:560] == 255).all() and not upper[:100, :100].any()
+    parse = np.asarray(Image.open(io.BytesIO(pack.files["tryon/photo/parse_agnostic.png"])))
+    assert (parse[100:180, 460:540] == 13).all() and not np.isin(parse, (5,)).any()
+
+
+def test_pack_with_both_hips_omits_nothing():
+    image, labels, persons = two_people()
+    assert make_tryon_pack(image, labels, persons, 1, pose(**PHOTO_ARMS)).omitted == {}
+
+
 # --- OOTDiffusion get_mask_location (384x512) ---------------------------------------------
 
 HANDS = dict(p2=(120, 130), p3=(120, 230), p4=(120, 300), p5=(264, 130), p6=(264, 230), p7=(264, 300))

@@ -1,10 +1,12 @@
 """Try-on outputs, the demo's routes and ``Prefer: wait`` through real processes: the
 gunicorn API, Redis, a real S3 endpoint and a Celery worker with the real pose model, on
 a real photo (tests/data/astronaut.jpg) whose parse is a hand-made label map (the
-synthetic model's parse of a real photo is noise: tests/harness/scripted_engine.py)."""
+synthetic model's parse of a real photo is noise: tests/harness/scripted_engine.py), and on
+a drawn photo of two people with theirs (tests/harness/scenes.py)."""
 import base64
 import io
 import json
+import os
 
 import cv2
 import numpy as np
@@ -13,13 +15,16 @@ import requests
 from PIL import Image
 
 from common.labels import CIHP_CLASSES, PALETTE, class_slug
+from m2fp_contract.schema import MAX_KEYPOINT_PEOPLE
 from scripts.imagegen import (ASTRONAUT, FACE, HAIR, L_SHOULDER, LEFT_ARM, R_SHOULDER, RIGHT_ARM, TORSO_SKIN,
                               UPPER_CLOTHES, astronaut_parse)
 from scripts.stack import Stack, local_system
 from tests.conftest import S3_KEYS
 from tests.harness import HARNESS_APP, SCRIPTED_PARSE_VARIABLE
+from tests.harness.scenes import two_people
 
 UPPER = UPPER_CLOTHES
+TWO_PEOPLE = two_people()  # 640x480: a large person 1 on the left, a smaller person 2 on the right
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +33,12 @@ def stack(redis_server, tiny_model, s3_endpoint, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("tryon")
     Image.fromarray(astronaut_parse()).save(base / "labels.png")
+    two = TWO_PEOPLE.write_parse(base, "two-people")
     S3Store(s3_endpoint, S3_KEYS["access_key"], S3_KEYS["secret_key"], "m2fp-tryon").ensure_bucket()
     env = {"REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/5", "M2FP_MODEL": str(tiny_model),
            "INFERENCE_MAX_SIDE": "320", "TORCH_THREADS": "1", "S3_ENDPOINT": s3_endpoint,
            "S3_ACCESS_KEY": S3_KEYS["access_key"], "S3_SECRET_KEY": S3_KEYS["secret_key"], "S3_BUCKET": "m2fp-tryon",
-           SCRIPTED_PARSE_VARIABLE: str(base / "labels.png")}
+           SCRIPTED_PARSE_VARIABLE: os.pathsep.join([str(base / "labels.png"), str(two)])}
     running = Stack(env=env, log_dir=base, worker_app=HARNESS_APP).start_api()
     running.start_worker("w1")
     yield running
@@ -45,6 +51,11 @@ def idle(tmp_path_factory):
     with local_system(tmp_path_factory.mktemp("idle"), API_KEYS="alice:alice-key-0123456789",
                       SYNC_WAIT_SECONDS="1") as running:
         yield running
+
+
+def openpose(*people: list) -> str:
+    """OpenPose's JSON of these people's flat point lists, as the form field's text."""
+    return json.dumps({"people": [{"pose_keypoints_2d": points} for points in people]})
 
 
 def fetch(url: str) -> bytes:
@@ -159,6 +170,40 @@ def test_the_demos_routes_answer_as_the_demo_did(stack):
     assert job["status"] == "succeeded" and job["outputs"] == ["masks"]
 
 
+def test_person_2s_pack_is_made_of_person_2_not_of_the_largest(stack):
+    scene = TWO_PEOPLE
+    answer = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("two.png", scene.photo)},
+                           data={"outputs": "tryon", "person": "2", "keypoints": json.dumps(scene.keypoints())},
+                           headers={"Prefer": "wait=30"}, timeout=60)
+    job = answer.json()
+    assert answer.status_code == 200 and job["status"] == "succeeded", answer.text
+    assert job["person"] == 2
+    outputs, summary = job["result"]["outputs"], job["result"]["summary"]
+    persons = picture(fetch(outputs["persons.png"]))
+    assert np.array_equal(persons, scene.persons)  # numbered by area: the large one is 1, as drawn
+    assert summary["tryon"]["person"] == 2 and summary["tryon"]["omitted"] == {}
+    found = json.loads(fetch(outputs["keypoints.json"]))["people"]
+    body = {person["person_id"][0]: person["pose_keypoints_2d"] for person in found}
+    assert body[2] == pytest.approx(scene.bodies[2], abs=0.01)  # the body submitted on person 2 is person 2's
+
+    mine, other = persons == 2, persons == 1
+    parse = picture(fetch(outputs["tryon/photo/parse_agnostic.png"]))
+    assert not parse[~mine].any()  # only person 2's labels, the others background
+    assert (parse[mine & (scene.labels == FACE)] == FACE).all() and not (parse == UPPER).any()
+    # The masks are decided at 384x512 (0.6 of this photo's scale): the top is checked from 4 px
+    # inside its edges, where it meets the pants an upper-body mask protects (docs/tryon.md).
+    top = cv2.erode((mine & (scene.labels == UPPER)).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    for name in ("inpaint_mask_upper.png", "inpaint_mask_upper_hd.png", "inpaint_mask_dresses.png"):
+        mask = picture(fetch(outputs[f"tryon/photo/{name}"]))
+        assert (mask[top] == 255).all(), f"{name} leaves part of person 2's top"
+        assert not mask[:, :330].any(), f"{name} reaches person 1"  # person 1 ends at x = 260
+    for name in ("agnostic_vitonhd.jpg", "agnostic_hrviton.jpg"):
+        agnostic = picture(fetch(outputs[f"tryon/photo/{name}"])).astype(int)
+        photo = np.asarray(Image.open(io.BytesIO(scene.photo)).convert("RGB")).astype(int)
+        assert np.abs(agnostic[other] - photo[other]).mean() < 4, f"{name} grays person 1"  # JPEG only
+        assert np.abs(agnostic[mine & (scene.labels == UPPER)] - 128).mean() < 4, f"{name} keeps person 2's top"
+
+
 def test_a_try_on_pack_for_a_person_the_photo_lacks_ends_the_job_with_its_code(stack):
     answer = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("a.jpg", ASTRONAUT.read_bytes())},
                            data={"outputs": "tryon", "person": "2"}, headers={"Prefer": "wait=30"}, timeout=60)
@@ -178,6 +223,15 @@ def test_a_try_on_pack_for_a_person_the_photo_lacks_ends_the_job_with_its_code(s
     ({"outputs": "tryon", "keypoints": "[" * 50000}, "invalid_keypoints"),  # deeper than the JSON parser goes
     ({"outputs": "tryon", "keypoints": '{"people": [{"pose_keypoints_2d": [1' + "0" * 400 + ', 1, 1]}]}'},
      "invalid_keypoints"),  # a number too large for a float
+    ({"outputs": "tryon", "keypoints": openpose([10, 10, 0.9] * 17 + [-1, 10, 0.9])}, "invalid_keypoints"),  # x < 0
+    ({"outputs": "tryon", "keypoints": openpose([10, -0.5, 0.9] * 25)}, "invalid_keypoints"),  # y < 0
+    ({"outputs": "tryon", "keypoints": openpose([10, 10, 0.9] * 18, [10, 10, 0.9] * 25)},
+     "invalid_keypoints"),  # COCO-18 and BODY_25 in one document
+    ({"outputs": "tryon", "keypoints": openpose()}, "invalid_keypoints"),  # nobody
+    ({"outputs": "tryon", "keypoints": openpose(*[[10, 10, 0.9] * 18] * (MAX_KEYPOINT_PEOPLE + 1))},
+     "invalid_keypoints"),  # more people than the contract's 64
+    ({"outputs": "masks", "keypoints": openpose([10, 10, 0.9] * 18)}, "invalid_keypoints"),  # asked of no output
+    ({"keypoints": openpose([10, 10, 0.9] * 18)}, "invalid_keypoints"),  # no outputs asked at all
     ({"outputs": "masks", "person": "1"}, "bad_request"),  # person without the pack it chooses
     ({"outputs": "tryon", "person": "0"}, "bad_request"),
 ])
@@ -185,6 +239,71 @@ def test_bad_output_requests_are_refused_with_their_code(stack, fields, code):
     answer = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("a.jpg", ASTRONAUT.read_bytes())},
                            data=fields, timeout=30)
     assert answer.status_code == 400 and answer.json()["error"]["code"] == code, answer.text
+
+
+@pytest.mark.parametrize("points, accepted", [
+    ([512, 512, 0.9] * 18, True),  # on the photo's right and bottom edges: x == width, y == height
+    ([0, 0, 0.9] + [0, 300, 0.9] * 17, True),  # on its left and top edges
+    ([512.01, 10, 0.9] * 18, False),  # past the right edge
+    ([10, 512.01, 0.9] * 18, False),  # past the bottom edge
+])
+def test_submitted_points_may_lie_anywhere_on_the_photo_edges_included(stack, points, accepted):
+    # OpenPose's coordinates are positions, not pixel indices: the 512x512 photo spans
+    # [0, 512] x [0, 512] (docs/outputs.md), 0 and 512 alike.
+    answer = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("a.jpg", ASTRONAUT.read_bytes())},
+                           data={"outputs": "keypoints", "keypoints": openpose(points)},
+                           headers={"Prefer": "wait=30"}, timeout=60)
+    if not accepted:
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_keypoints", answer.text
+        assert "512x512" in answer.json()["error"]["message"]
+        return
+    job = answer.json()
+    assert answer.status_code == 200 and job["status"] == "succeeded", answer.text  # and the worker used them
+    assert job["result"]["summary"]["keypoints"]["source"] == "submitted"
+
+
+def test_as_many_people_as_the_contract_allows_are_accepted(stack):
+    many = [[10 + i, 300, 0.9] * 18 for i in range(MAX_KEYPOINT_PEOPLE)]
+    answer = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("a.jpg", ASTRONAUT.read_bytes())},
+                           data={"outputs": "keypoints", "keypoints": openpose(*many)}, timeout=30)
+    assert answer.status_code == 202, answer.text
+
+
+@pytest.fixture(scope="module")
+def stored_photo(stack) -> str:
+    """The photo as an object in the service's bucket, for JSON submissions by reference."""
+    from common.storage import S3Store
+
+    S3Store(stack.env["S3_ENDPOINT"], S3_KEYS["access_key"], S3_KEYS["secret_key"], stack.env["S3_BUCKET"]).put(
+        "photos/astronaut.jpg", ASTRONAUT.read_bytes(), "image/jpeg")
+    return f"s3://{stack.env['S3_BUCKET']}/photos/astronaut.jpg"
+
+
+@pytest.mark.parametrize("body", [
+    {"outputs": ["tryon"], "keypoints": {"people": [{"pose_keypoints_2d": [1, 2]}]}},  # wrong length
+    {"outputs": ["tryon"], "keypoints": {"people": [{"pose_keypoints_2d": [-3, 2, 0.9] * 18}]}},  # negative
+    {"outputs": ["tryon"], "keypoints": {"people": []}},  # nobody
+    {"outputs": ["tryon"], "keypoints": {"persons": [{"pose_keypoints_2d": [3, 2, 0.9] * 18}]}},  # not OpenPose's key
+    {"outputs": ["tryon"], "keypoints": [{"pose_keypoints_2d": [3, 2, 0.9] * 18}]},  # a list, not the document
+    {"outputs": ["tryon"], "keypoints": {"people": [{"pose_keypoints_2d": [900, 2, 0.9] * 18}]}},  # off the photo
+    {"outputs": ["masks"], "keypoints": {"people": [{"pose_keypoints_2d": [3, 2, 0.9] * 18}]}},  # asked of nothing
+], ids=["length", "negative", "nobody", "key", "list", "outside", "unused"])
+def test_keypoints_as_an_object_in_a_json_body_are_checked_like_the_form_text(stack, stored_photo, body):
+    answer = requests.post(f"{stack.api_url}/v1/jobs", json={"source": stored_photo, **body}, timeout=30)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_keypoints", answer.text
+
+
+def test_keypoints_as_an_object_in_a_json_body_are_used(stack, stored_photo):
+    # The contract's keypoints field is OpenPose's document: an object in JSON, its text in a form.
+    points = {"people": [{"pose_keypoints_2d": [300.0, 300.0, 0.9] * 18}]}
+    answer = requests.post(f"{stack.api_url}/v1/jobs", json={"source": stored_photo, "outputs": ["keypoints"],
+                                                             "keypoints": points},
+                           headers={"Prefer": "wait=30"}, timeout=60)
+    job = answer.json()
+    assert answer.status_code == 200 and job["status"] == "succeeded", answer.text
+    assert job["result"]["summary"]["keypoints"]["source"] == "submitted"
+    coco = json.loads(fetch(job["result"]["outputs"]["keypoints_coco18.json"]))["people"]
+    assert [person["pose_keypoints_2d"] for person in coco] == [points["people"][0]["pose_keypoints_2d"]]
 
 
 def test_keypoints_belong_to_one_photo_so_a_batch_refuses_them(stack):

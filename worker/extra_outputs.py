@@ -19,9 +19,8 @@ from common.profiles import Profile
 from m2fp_contract.errors import ErrorCode, InputRejected
 from worker import garments, pose
 from worker.pose import PoseEngine
+from worker.tryon import SHOULDERS, missing_joints
 from worker.tryon_pack import make_tryon_pack
-
-SHOULDERS = (pose.BODY_25.index("RShoulder"), pose.BODY_25.index("LShoulder"))
 
 
 @dataclass
@@ -75,21 +74,23 @@ def _bodies(frame: Frame, options: OutputOptions,
 
 def _tryon(frame: Frame, options: OutputOptions, bodies: dict[int, Optional[np.ndarray]], out: Extras) -> None:
     """The try-on pack of the chosen person; a person the photo does not have fails the job
-    (the pack was the point of asking), a person without a body leaves it out, saying why."""
+    (the pack was the point of asking), a person without a body leaves it out, saying why,
+    and one without both hips gets the pack without the files drawn from them (``omitted``,
+    each with why: tryon_pack.omitted_files)."""
     person = options.person or 1
     body = bodies.get(person)
     reason = None
     if body is None:
         reason = f"no body keypoints for person {person}: the recipes need its shoulders, elbows and wrists"
-    elif pose.missing(body[list(SHOULDERS)]).any():
+    elif missing_joints(body, SHOULDERS):
         reason = (f"person {person}'s shoulders were not both found: every recipe is drawn from them (a missing "
                   "one would be drawn at the photo's corner)")
     if reason:
-        out.summary["tryon"] = {"person": person, "files": [], "sizes": None, "absent_reason": reason}
+        out.summary["tryon"] = {"person": person, "files": [], "sizes": None, "omitted": {}, "absent_reason": reason}
         return
     pack = make_tryon_pack(frame.image, frame.cihp, frame.persons, person, body)
     out.files |= pack.files
-    out.summary["tryon"] = {**pack.info, "files": sorted(pack.files), "absent_reason": None}
+    out.summary["tryon"] = {**pack.info, "files": sorted(pack.files), "omitted": pack.omitted, "absent_reason": None}
 
 
 def check_person(frame: Frame, options: OutputOptions) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from typing import Optional
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -59,13 +59,29 @@ class MediaPipePose:
             found = self._pose.process(image)
         if found.pose_landmarks is None:
             return None
-        marks = found.pose_landmarks.landmark
-        body = np.zeros((len(BODY_25), 3), np.float32)
-        for openpose, blazepose in _FROM_BLAZEPOSE.items():
-            mark = marks[blazepose]
-            x, y = mark.x * width, mark.y * height
-            if mark.visibility >= MIN_VISIBILITY and 0 <= x < width and 0 <= y < height:
-                body[openpose] = (x, y, min(mark.visibility, 1.0))
-        body[1] = midpoint(body, 2, 5)  # from the points kept: no neck from a dropped shoulder
-        body[8] = midpoint(body, 9, 12)
-        return body if body.any() else None
+        return body_from_landmarks(found.pose_landmarks.landmark, width, height)
+
+
+class Landmark(Protocol):
+    """One of BlazePose's 33 landmarks as MediaPipe gives it (``NormalizedLandmark``):
+    x and y as fractions of the image's width and height, and the likelihood it is visible."""
+
+    x: float
+    y: float
+    visibility: float
+
+
+def body_from_landmarks(marks: Sequence[Landmark], width: int, height: int) -> Optional[np.ndarray]:
+    """BlazePose's 33 landmarks of a ``width`` x ``height`` image as OpenPose BODY_25 points
+    in its pixels, or None when none is kept. Apart from the model so that the mapping, the
+    visibility floor, the image bound and the midpoints can be checked on landmarks made by
+    hand, without running the model."""
+    body = np.zeros((len(BODY_25), 3), np.float32)
+    for openpose, blazepose in _FROM_BLAZEPOSE.items():
+        mark = marks[blazepose]
+        x, y = mark.x * width, mark.y * height
+        if mark.visibility >= MIN_VISIBILITY and 0 <= x < width and 0 <= y < height:
+            body[openpose] = (x, y, min(mark.visibility, 1.0))
+    body[1] = midpoint(body, 2, 5)  # from the points kept: no neck from a dropped shoulder
+    body[8] = midpoint(body, 9, 12)
+    return body if body.any() else None

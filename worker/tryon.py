@@ -10,6 +10,8 @@ a missing point (0, 0). The recipes move keypoints in place; we work on copies.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw
@@ -22,6 +24,8 @@ FOLD_13: dict[str, list[int]] = {
     "left_arm": [14], "right_arm": [15], "left_leg": [16], "right_leg": [17], "left_shoe": [18],
     "right_shoe": [19], "socks": [8], "noise": [3, 11],
 }
+SHOULDERS = (2, 5)  # BODY_25 RShoulder, LShoulder: every recipe draws from both
+HIPS = (9, 12)  # BODY_25 RHip, LHip: both agnostic images' torso (ellipses, lines, polygon) is drawn to them
 HEAD = (4, 13)  # sunglasses, face: pasted back by both agnostic images (hair is not)
 LOWER = (9, 12, 16, 17, 18, 19)  # pants, skirt, legs, shoes: pasted back too
 
@@ -35,6 +39,16 @@ def _points(keypoints: np.ndarray) -> np.ndarray:
 def _missing(pose: np.ndarray, i: int) -> bool:
     """VITON-HD/HR-VITON's test: a point is missing when it is exactly (0.0, 0.0)."""
     return pose[i, 0] == 0.0 and pose[i, 1] == 0.0
+
+
+def missing_joints(body25: np.ndarray, joints: Sequence[int]) -> list[int]:
+    """Those of ``joints`` the recipes take for missing (x and y exactly 0, whatever the
+    confidence). Where a recipe draws such a point without testing it first (the shoulders in
+    the agnostic images and the inpaint masks, the hips in both agnostic images' torso), it
+    draws it at (0, 0), the photo's top-left corner: the pack checks these before it runs a
+    recipe."""
+    pose = _points(body25)
+    return [joint for joint in joints if _missing(pose, joint)]
 
 
 def _width(pixels: float) -> int:

@@ -7,15 +7,16 @@ the recipes' plain resize, so no body is stretched and a client can map results 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Collection, Iterator
 
 import numpy as np
 
 from common.images import encode_jpeg, encode_png, resize_labels, resize_rgb
 from common.labels import PALETTE
 from m2fp_contract.schema import TRYON_FILES, TRYON_SIZES
-from worker.tryon import agnostic_hrviton, agnostic_vitonhd, inpaint_gray, inpaint_mask, parse_agnostic
+from worker.tryon import (HIPS, agnostic_hrviton, agnostic_vitonhd, inpaint_gray, inpaint_mask, missing_joints,
+                          parse_agnostic)
 
 FRAME = (768, 1024)  # VITON-HD / HR-VITON / OOTDiffusion working size (w, h)
 OOTD_SIZE = (384, 512)  # where run_ootd.py computes its masks (w, h)
@@ -23,6 +24,25 @@ JPEG_QUALITY = 95
 # file stem -> get_mask_location (category, model_type)
 INPAINT_VARIANTS = {"upper": ("upper_body", "dc"), "upper_hd": ("upper_body", "hd"),
                     "lower": ("lower_body", "dc"), "dresses": ("dresses", "dc")}
+# The pack's files whose recipe draws the hips without testing them (VITON-HD get_img_agnostic
+# and HR-VITON get_agnostic both draw the torso to 9 and 12); the parse-agnostic map and the
+# inpaint masks read only the neck, shoulders, elbows and wrists.
+NEEDS_HIPS = ("agnostic_vitonhd.jpg", "agnostic_hrviton.jpg")
+
+
+def omitted_files(body25: np.ndarray) -> dict[str, str]:
+    """The pack's files (names as in TRYON_FILES) that this body cannot give, each with why:
+    with a hip missing (a half-body photo), both agnostic images would gray a wedge from the
+    shoulders to the photo's corner, so they are left out, as the whole pack is when a
+    shoulder is missing (worker.extra_outputs), and the other files are still made."""
+    hips = missing_joints(body25, HIPS)
+    if not hips:
+        return {}
+    named = " and ".join({9: "right hip", 12: "left hip"}[joint] for joint in hips)
+    reason = (f"the {named} {'was' if len(hips) == 1 else 'were'} not found: the recipe draws the torso to both hips "
+              "(a missing one would be drawn at the photo's corner); the parse-agnostic map and the inpaint masks "
+              "do not need them")
+    return {name: reason for name in NEEDS_HIPS}
 
 
 @dataclass(frozen=True)
@@ -104,19 +124,22 @@ def frame_masks(frame_labels: np.ndarray, frame_keypoints: np.ndarray) -> dict[s
 
 
 def _one_size(image: np.ndarray, labels: np.ndarray, body25: np.ndarray, scale: float,
-              masks: dict[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+              masks: dict[str, np.ndarray], omit: Collection[str]) -> Iterator[tuple[str, np.ndarray]]:
     yield "parse_agnostic.png", parse_agnostic(labels, body25, scale)
-    yield "agnostic_vitonhd.jpg", agnostic_vitonhd(image, labels, body25, scale)
-    yield "agnostic_hrviton.jpg", agnostic_hrviton(image, labels, body25)
+    if "agnostic_vitonhd.jpg" not in omit:
+        yield "agnostic_vitonhd.jpg", agnostic_vitonhd(image, labels, body25, scale)
+    if "agnostic_hrviton.jpg" not in omit:
+        yield "agnostic_hrviton.jpg", agnostic_hrviton(image, labels, body25)
     for stem, mask in masks.items():
         yield f"inpaint_mask_{stem}.png", mask
         yield f"inpaint_gray_{stem}.jpg", inpaint_gray(image, mask)
 
 
-def iter_tryon_images(image: np.ndarray, labels: np.ndarray, body25: np.ndarray,
-                      box: Letterbox) -> Iterator[tuple[str, str, np.ndarray]]:
+def iter_tryon_images(image: np.ndarray, labels: np.ndarray, body25: np.ndarray, box: Letterbox,
+                      omit: Collection[str] = ()) -> Iterator[tuple[str, str, np.ndarray]]:
     """Every pack image as ``(size, file name, array)``, one at a time: at 40 megapixels
     each photo-sized RGB image is 120 MB, so the pack is encoded as it is made, not held.
+    The agnostic images named in ``omit`` are not made (:func:`omitted_files`).
 
     ``labels`` are the person's own, ``body25`` in the photo's pixels. At the photo's size
     VITON-HD's constants are those of the 1024-high frame in photo pixels (scale 1/s);
@@ -127,9 +150,9 @@ def iter_tryon_images(image: np.ndarray, labels: np.ndarray, body25: np.ndarray,
     frame_points = letterbox_keypoints(body25, box)
     masks = frame_masks(frame_labels, frame_points)
     photo_masks = {stem: unletterbox_mask(mask, box, size) for stem, mask in masks.items()}
-    for name, array in _one_size(image, labels, body25, 1 / box.scale, photo_masks):
+    for name, array in _one_size(image, labels, body25, 1 / box.scale, photo_masks, omit):
         yield "photo", name, array
-    for name, array in _one_size(frame_image, frame_labels, frame_points, 1.0, masks):
+    for name, array in _one_size(frame_image, frame_labels, frame_points, 1.0, masks, omit):
         yield "768x1024", name, array
 
 
@@ -143,19 +166,24 @@ def _encode(name: str, array: np.ndarray) -> bytes:
 class TryOnPack:
     files: dict[str, bytes]  # "tryon/<size>/<file>" -> encoded bytes
     info: dict[str, Any]  # result.json "tryon": person and sizes
+    omitted: dict[str, str] = field(default_factory=dict)  # "tryon/<size>/<file>" left out -> why
 
 
 def make_tryon_pack(image: np.ndarray, labels: np.ndarray, persons: np.ndarray, person: int,
                     body25: np.ndarray) -> TryOnPack:
     """The pack for ``person`` (its id in persons.png) of an RGB photo with its CIHP
-    ``labels``, person map and the person's BODY_25 keypoints, all at the photo's size."""
+    ``labels``, person map and the person's BODY_25 keypoints, all at the photo's size;
+    without the files this body cannot give (:func:`omitted_files`), which ``omitted`` names."""
     height, width = labels.shape
     box = letterbox((width, height))
-    encoded = {(size, name): _encode(name, array)
-               for size, name, array in iter_tryon_images(image, person_labels(labels, persons, person), body25, box)}
-    files = {f"tryon/{size}/{name}": encoded[size, name] for size in TRYON_SIZES for name in TRYON_FILES}
+    omit = omitted_files(body25)
+    encoded = {(size, name): _encode(name, array) for size, name, array
+               in iter_tryon_images(image, person_labels(labels, persons, person), body25, box, omit)}
+    files = {f"tryon/{size}/{name}": encoded[size, name]
+             for size in TRYON_SIZES for name in TRYON_FILES if name not in omit}
     info = {"person": person,
             "sizes": {"photo": {"width": width, "height": height},
                       "768x1024": {"width": FRAME[0], "height": FRAME[1], "scale": box.scale,
                                    "pad": list(box.pad)}}}
-    return TryOnPack(files, info)
+    return TryOnPack(files, info, {f"tryon/{size}/{name}": reason
+                                   for size in TRYON_SIZES for name, reason in omit.items()})

@@ -11,6 +11,7 @@ UNRECORDABLE_FAILURE_VARIABLE = "M2FP_TEST_UNRECORDABLE_FAILURE"
 # Set (to anything): the worker stops fetching from its queues once ready, connected as
 # ever: the state Celery/kombu's reconnect bug leaves a worker in (worker/consumption_guard.py).
 STOP_CONSUMING_VARIABLE = "M2FP_TEST_STOP_CONSUMING"
-# Names a label map (an 8-bit PNG of CIHP ids): each job's parse is that map, for one
-# person, instead of the model's (scripted_engine.py): a hand-made parse of a real photo.
+# Names label maps (8-bit PNGs of CIHP ids, joined by os.pathsep): a photo of a map's size
+# parses to that map, with the persons of its person map (one person, without one), instead
+# of the model's (scripted_engine.py): a hand-made parse of a real photo.
 SCRIPTED_PARSE_VARIABLE = "M2FP_TEST_SCRIPTED_PARSE"

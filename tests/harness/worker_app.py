@@ -5,8 +5,8 @@ Each pool process loads its engine exactly as in production (``worker.startup``)
 this module's handlers run after that one and wrap the engine in a
 :class:`HoldingEngine` when ``M2FP_TEST_HOLD_FILE`` names a hold file, or make every
 parse fail and the first failure write meet a Redis error when
-``M2FP_TEST_UNRECORDABLE_FAILURE`` names a marker file, or parse every photo to a
-hand-made label map when ``M2FP_TEST_SCRIPTED_PARSE`` names one.
+``M2FP_TEST_UNRECORDABLE_FAILURE`` names a marker file, or parse each photo of a
+scripted size to a hand-made label map when ``M2FP_TEST_SCRIPTED_PARSE`` names some.
 """
 from __future__ import annotations
 
@@ -36,10 +36,11 @@ def hold_jobs_on_request(**_: Any) -> None:
 
 @worker_process_init.connect
 def parse_as_scripted_on_request(**_: Any) -> None:
-    labels = os.environ.get(SCRIPTED_PARSE_VARIABLE)
-    if labels:
+    maps = os.environ.get(SCRIPTED_PARSE_VARIABLE)
+    if maps:
         loaded = current_process()
-        set_process(dataclasses.replace(loaded, engine=ScriptedEngine(loaded.engine, Path(labels))))
+        paths = [Path(path) for path in maps.split(os.pathsep)]
+        set_process(dataclasses.replace(loaded, engine=ScriptedEngine(loaded.engine, paths)))
 
 
 @worker_process_init.connect
