@@ -595,4 +595,19 @@ def test_the_page_says_why_keypoints_or_the_tryon_pack_are_missing(stack, tabs):
     }""", "no body keypoints for person 2: the recipes need its shoulders, elbows and wrists")
     assert shown == [False, "Try-on pack for person 2",
                      "Not made: no body keypoints for person 2: the recipes need its shoulders, elbows and wrists.", 0]
+
+    # A pack made without some of its files names each once (not per size) with the reason.
+    why = "the right hip was not found: the recipe draws the torso to both hips"
+    left_out = tab.page.evaluate("""why => {
+      const el = document.querySelector("#card-template").content.firstElementChild.cloneNode(true);
+      const names = ["photo/agnostic_vitonhd.jpg", "photo/agnostic_hrviton.jpg", "768x1024/agnostic_vitonhd.jpg",
+                     "768x1024/agnostic_hrviton.jpg"].map((name) => `tryon/${name}`);
+      buildTryon({el, urls: {"tryon/photo/parse_agnostic.png": "data:,"}, job: {id: "x", result: {summary: {tryon: {
+        person: 1, files: ["tryon/photo/parse_agnostic.png"], sizes: null, absent_reason: null,
+        omitted: Object.fromEntries(names.map((name) => [name, why]))}}}}});
+      const section = el.querySelector(".tryon");
+      return [section.querySelector(".tryon-note").hidden, section.querySelector(".tryon-note").textContent,
+              section.querySelectorAll("a").length];
+    }""", why)
+    assert left_out == [False, f"Left out: agnostic_vitonhd.jpg, agnostic_hrviton.jpg. {why}.", 1]
     assert tab.errors == []

@@ -489,7 +489,13 @@ function buildTryon(card) {
   $("h3", section).textContent = `Try-on pack for person ${tryon.person}`;
   const note = $(".tryon-note", section);
   const files = (tryon.files || []).filter((name) => card.urls[name]);
+  // Files left out of a pack that was made (both agnostic images at every size when a
+  // hip was not found): named once each, with the reasons given.
+  const omitted = Object.entries(tryon.omitted || {});
+  const leftOut = [...new Set(omitted.map(([name]) => name.split("/").pop()))];
+  const reasons = [...new Set(omitted.map(([, why]) => sentence(why)))];
   if (tryon.absent_reason) note.textContent = `Not made: ${sentence(tryon.absent_reason)}`;
+  else if (leftOut.length) note.textContent = `Left out: ${leftOut.join(", ")}. ${reasons.join(" ")}`;
   else if (!files.length) note.textContent = "The pack holds no files.";
   note.hidden = !note.textContent;
   const bySize = new Map(Object.keys(TRYON_SIZES).map((size) => [size, []]));
