@@ -97,7 +97,7 @@ podman: ## install Podman, runc and debootstrap (apt, as root) unless podman is 
 	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y podman runc debootstrap; \
 	  else echo "error: no Podman. Fix: 'sudo apt-get install -y podman runc debootstrap' (Debian), or use Docker" >&2; exit 1; fi; }
 
-base-images: podman ## build locally the base and service images the Dockerfiles and compose name (no registry needed)
+base-images: podman ## the base and service images the Dockerfiles and compose name: pulled, or built here where no registry answers
 	PYTHON=$(PYTHON) compose/base-images/build.sh
 
 WHEELHOUSE := compose/wheelhouse

@@ -9,16 +9,15 @@ would (``MODEL_DIR`` mounted read-only at /model-src, ``M2FP_MODEL`` naming its 
 the engine cache lives in the stack's model-cache volume, built once by the first
 replica. Every replica parses warm-up photos of the batch's shape first, then the batch is
 submitted at once and timed from submission to the last job's end, as bench-scale does.
-A replica count runs when the machine's memory holds that many workers at their compose
-memory limit beside the rest of the stack; each row names the CPU and memory limits read
-back from a running worker container, and says when the replicas ask for more CPUs than
-the machine has (three replicas of one CPU on two cores measure the oversubscription,
+Two and three replicas run when the machine's memory holds that many workers at their
+memory limit beside the rest of the stack; each row names what every worker replica's
+own resource plan found in its cgroup (CPUs, memory, processes x threads), and says when
+the replicas ask for more CPUs than the machine has (three replicas of one CPU on two cores measure the oversubscription,
 not more capacity).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import tempfile
 import time
@@ -36,34 +35,30 @@ from scripts.processes import REPO, free_port, wait_until
 from worker.resources import MIB, usable_cpus, usable_memory
 
 # What the rest of the stack holds beside the workers (API, Redis, S3 store, webhook
-# worker), with headroom: a replica count runs only if this plus its workers fit.
+# worker), with headroom: more than one replica runs only if this plus its workers fit.
 STACK_MEMORY_MB = 2048
-WORKER_MEMORY_MB = 4000  # docker-compose.yml's WORKER_MEMORY default
+WORKER_MEMORY_MB = 4000  # each replica's limit, written into the stack's env file
+RESOURCE_PLAN = re.compile(r"Resource plan: (\d+) usable CPU\(s\), ([\d.]+) GiB memory: "
+                           r"(\d+) model process\(es\) x (\d+) thread")
 
 
-def replica_counts(memory_mb: int = 0) -> list[int]:
-    """1, 2 and 3 replicas, as many of them as the machine's memory holds."""
-    memory_mb = memory_mb or usable_memory() // MIB
-    return [n for n in (1, 2, 3) if STACK_MEMORY_MB + n * WORKER_MEMORY_MB <= memory_mb]
+def replica_counts() -> list[int]:
+    """1 replica, and 2 and 3 as far as the machine's memory holds them beside the stack."""
+    memory_mb = usable_memory() // MIB
+    return [n for n in (1, 2, 3) if n == 1 or STACK_MEMORY_MB + n * WORKER_MEMORY_MB <= memory_mb]
 
 
 def worker_limits(stack: ComposeStack) -> str:
-    """The CPU and memory limits a running worker container really has (not what the
-    file asks for): what each row of the table ran under."""
-    name = stack.containers("worker", running=True)[0]
-    info = json.loads(stack.engine.run("inspect", name).stdout)[0]["HostConfig"]
-    cpus = info.get("NanoCpus") or 0
-    if not cpus and info.get("CpuQuota") and info.get("CpuPeriod"):
-        cpus = info["CpuQuota"] / info["CpuPeriod"] * 1e9
-    memory = info.get("Memory") or 0
-    return (f"{cpus / 1e9:g} CPU" if cpus else "no CPU limit") + ", " + \
-        (f"{memory // MIB} MiB" if memory else "no memory limit")
-
-
-def photos(count: int, width: int, height: int, first_seed: int) -> list[bytes]:
-    """Distinct photos: the stack keeps its Redis between configurations, and a photo it
-    has parsed already would be answered from its earlier job."""
-    return [encode_jpeg(photo(width, height, seed=first_seed + i)) for i in range(count)]
+    """What each worker replica found it may use, as its own resource plan read it from
+    its cgroup and logged it at start (the limits enforced, not the ones asked for)."""
+    seen = set()
+    for name in stack.containers("worker", running=True):
+        found = RESOURCE_PLAN.search(stack.logs(name))
+        if not found:
+            raise RuntimeError(f"{name} logged no resource plan")
+        cpus, gib, processes, threads = found.groups()
+        seen.add(f"{cpus} CPU, {gib} GiB: {processes} x {threads} thread")
+    return "; ".join(sorted(seen))
 
 
 def run_containers(stack: ComposeStack, client: Client, replicas: int, images: list[bytes],
@@ -105,7 +100,8 @@ def main() -> None:
         with env_file.open("a") as env:
             env.write(f"API_PORT=127.0.0.1:{api_port}\nS3_PORT=127.0.0.1:{s3_port}\n"
                       f"S3_CONSOLE_PORT=127.0.0.1:{console_port}\nS3_PUBLIC_ENDPOINT=http://127.0.0.1:{s3_port}\n"
-                      f"WORKER_CPUS=1\nMODEL_DIR={args.model.resolve().parent}\n"
+                      f"WORKER_CPUS=1\nWORKER_MEMORY={WORKER_MEMORY_MB}m\n"
+                      f"MODEL_DIR={args.model.resolve().parent}\n"
                       f"M2FP_MODEL=/model-src/{args.model.name}\n")
         eng = engine()
         stack = ComposeStack(f"m2fpbench{api_port}", env_file, default_files(eng), eng)

@@ -28,7 +28,7 @@ say() { echo "base-images: $*" >&2; }
 
 pulled() {  # $1: image name; true once its registry's image is in local storage
   [ "$SOURCE" = build ] && return 1
-  if timeout 900 "$ENGINE" pull -q "$1" >/dev/null 2>"$WORK/pull.log"; then
+  if timeout 300 "$ENGINE" pull -q "$1" >/dev/null 2>"$WORK/pull.log"; then
     say "pulled $1"; return 0
   fi
   if [ "$SOURCE" = pull ]; then
@@ -36,7 +36,10 @@ pulled() {  # $1: image name; true once its registry's image is in local storage
     say "cannot pull $1 and BASE_IMAGES=pull: check the registry login and network, or set BASE_IMAGES=auto to build it here"
     exit 1
   fi
-  say "cannot pull $1 ($(tail -1 "$WORK/pull.log" | cut -c1-160)): building it here"
+  # One refusal is enough: the other images come from the same registry, and a network
+  # that drops packets would make each pull wait out its timeout.
+  say "cannot pull $1 ($(tail -1 "$WORK/pull.log" | cut -c1-160)): building it, and the rest, here"
+  SOURCE=build
   return 1
 }
 
@@ -61,12 +64,16 @@ import_rootfs() {  # $1: folder, $2: image name, then extra --change options
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
-if { ! have docker.io/library/debian:bookworm-slim || ! have docker.io/library/python:3.10-slim; } \
-   && ! { pulled docker.io/library/debian:bookworm-slim && pulled docker.io/library/python:3.10-slim; }; then
+DEBIAN=docker.io/library/debian:bookworm-slim PYTHON_IMAGE=docker.io/library/python:3.10-slim
+build_debian=0 build_python=0
+have "$DEBIAN" || pulled "$DEBIAN" || build_debian=1
+have "$PYTHON_IMAGE" || pulled "$PYTHON_IMAGE" || build_python=1
+if [ "$build_debian" = 1 ] || [ "$build_python" = 1 ]; then
   say "debootstrap bookworm (minbase)"
   debian_rootfs "$WORK/rootfs"
-  import_rootfs "$WORK/rootfs" docker.io/library/debian:bookworm-slim --change 'CMD ["bash"]'
-
+  [ "$build_debian" = 1 ] && import_rootfs "$WORK/rootfs" "$DEBIAN" --change 'CMD ["bash"]'
+fi
+if [ "$build_python" = 1 ]; then
   say "CPython $("$PYTHON" -c 'import platform; print(platform.python_version())') from $PYTHON"
   chroot "$WORK/rootfs" apt-get update -qq
   chroot "$WORK/rootfs" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PY_RUNTIME_DEBS >/dev/null
@@ -84,9 +91,9 @@ if { ! have docker.io/library/debian:bookworm-slim || ! have docker.io/library/p
   chroot "$WORK/rootfs" /usr/local/bin/python3 -m ensurepip --upgrade >/dev/null
   ln -sf pip3 "$dest/bin/pip"
   chroot "$WORK/rootfs" /usr/local/bin/python3 -c 'import ssl, sqlite3, ctypes, lzma, bz2, zlib, readline, uuid'
-  import_rootfs "$WORK/rootfs" docker.io/library/python:3.10-slim --change 'CMD ["python3"]'
-  rm -rf "$WORK/rootfs"
+  import_rootfs "$WORK/rootfs" "$PYTHON_IMAGE" --change 'CMD ["python3"]'
 fi
+rm -rf "$WORK/rootfs"
 
 build() {  # $1: image name, $2: Dockerfile; apt and pip inside reach the registries through the host's network
   have "$1" && return 0
