@@ -17,7 +17,7 @@ from common.jobs import Job
 from common.services import Services
 from m2fp_contract.schema import PREFER_WAIT_PATTERN
 
-_PREFER_WAIT = re.compile(PREFER_WAIT_PATTERN, re.IGNORECASE)  # the contract's (SubmitHeaders.prefer)
+_PREFER_WAIT = re.compile(PREFER_WAIT_PATTERN, re.IGNORECASE)  # wait=N as SubmitHeaders.prefer documents it
 _FIRST_POLL, _LONGEST_POLL = 0.05, 0.25  # seconds between reads of the record
 _slots: Optional[threading.BoundedSemaphore] = None
 _slots_lock = threading.Lock()

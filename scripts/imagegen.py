@@ -47,6 +47,20 @@ HAIR, UPPER_CLOTHES, TORSO_SKIN, FACE, LEFT_ARM, RIGHT_ARM = 2, 5, 10, 13, 14, 1
 # recipe fills the mask's holes, so a hand inside the garment's outline is masked with it).
 R_SHOULDER, R_ELBOW, R_WRIST = (113, 240), (65, 414), (135, 477)
 L_SHOULDER, L_ELBOW, L_WRIST = (306, 257), (323, 375), (326, 461)
+NECK, R_HIP, L_HIP = (210, 249), (160, 470), (260, 476)
+
+
+def astronaut_body(width: int = 512, height: int = 512) -> list[float]:
+    """Her body in OpenPose's BODY_25 list (x, y, confidence per point), the joints of the
+    hand-made parse, in a copy of the photo scaled to ``width`` x ``height``: with her hips,
+    which the pose model does not find in this portrait (it ends near them), so that the
+    try-on pack is made whole (without both hips it leaves out its agnostic images)."""
+    body = [0.0] * 75
+    joints = {1: NECK, 2: R_SHOULDER, 3: R_ELBOW, 4: R_WRIST, 5: L_SHOULDER, 6: L_ELBOW, 7: L_WRIST,
+              9: R_HIP, 12: L_HIP}
+    for index, (x, y) in joints.items():
+        body[index * 3:index * 3 + 3] = [x * width / 512, y * height / 512, 0.9]
+    return body
 R_HAND, L_HAND = (40, 480), (371, 459)
 HAND_RADIUS = 20
 

@@ -43,7 +43,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
                                                response_schema_conformance, status_code_conformance)
 
 from m2fp_contract.schema import TRYON_FILES, TRYON_SIZES
-from scripts.imagegen import ASTRONAUT, L_ELBOW, L_SHOULDER, L_WRIST, R_ELBOW, R_SHOULDER, R_WRIST, photo_jpeg
+from scripts.imagegen import ASTRONAUT, astronaut_body, photo_jpeg
 from scripts.processes import wait_until
 from scripts.stack import Stack, local_system
 from tests.harness import HARNESS_APP, HOLD_FILE_VARIABLE
@@ -161,10 +161,7 @@ def seed_jobs(stack: Stack, hold: Path) -> dict[str, list[str]]:
     # Her body is sent, hips included: the tiny model's person is the whole photo, in which the
     # pose model finds no hips (below the frame), and without both the pack leaves out its
     # agnostic images (docs/tryon.md), whose paths would then have no file to fetch.
-    body = [0.0] * 75
-    for index, (x, y) in {1: (210, 249), 2: R_SHOULDER, 3: R_ELBOW, 4: R_WRIST, 5: L_SHOULDER, 6: L_ELBOW,
-                          7: L_WRIST, 9: (160, 470), 12: (260, 476)}.items():
-        body[index * 3:index * 3 + 3] = [x, y, 0.9]
+    body = astronaut_body()
     every = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("astronaut.jpg", ASTRONAUT.read_bytes())},
                           data={"outputs": "keypoints,masks,garments,tryon",
                                 "keypoints": json.dumps({"people": [{"pose_keypoints_2d": body}]})}, timeout=30)

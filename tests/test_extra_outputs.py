@@ -132,14 +132,15 @@ def test_a_job_asking_for_every_group_has_each_output_and_the_contract_declares_
     assert set(np.unique(cloth)) <= {0, 255}
 
     # try-on: the largest person's pack at both sizes (the tiny model finds one person on
-    # the photo, and the pose model her body), without the agnostic images if her crop
-    # showed no hips (the tiny model's box of her may end above them)
+    # the photo, and the pose model her body), without the agnostic images: the portrait
+    # ends near her waist and the pose model finds no hip there (a body with both hips is
+    # test_contract's seed job, and the rule's cases are tests/test_tryon.py's)
     tryon = document["tryon"]
     assert tryon["person"] == 1 and found == [1] and tryon["absent_reason"] is None
     hips = np.asarray(body25.people[0].pose_keypoints_2d).reshape(25, 3)[[9, 12], :2]
-    a_hip_missing = (hips == 0).all(axis=1).any()  # the recipes' test: x and y both 0
-    agnostic = pack_names("agnostic_vitonhd.jpg", "agnostic_hrviton.jpg") if a_hip_missing else set()
-    assert set(tryon["omitted"]) == agnostic
+    assert (hips == 0).all(axis=1).any(), hips  # the recipes' test of a missing point: x and y both 0
+    agnostic = pack_names("agnostic_vitonhd.jpg", "agnostic_hrviton.jpg")
+    assert set(tryon["omitted"]) == agnostic and all("hip" in why for why in tryon["omitted"].values())
     assert set(tryon["files"]) == pack_names(*TRYON_FILES) - agnostic
     assert set(tryon["files"]) <= set(outputs)
     assert image(ctx, job_id, "tryon/768x1024/parse_agnostic.png").size == (768, 1024)

@@ -509,12 +509,15 @@ def test_the_extra_outputs_are_asked_for_and_shown_skeleton_tryon_pack_garments_
     expect(skeleton).to_be_visible()
 
     # The try-on pack: what the job really made for person 1 on this parse (a body was
-    # found, so the pack is there), every file a thumbnail linking to it, by size.
+    # found, so the pack is there; no hip, so without its agnostic images, as the note
+    # says), every file a thumbnail linking to it, by size.
     tryon = summary["tryon"]
     assert tryon["person"] == 1 and tryon["absent_reason"] is None and tryon["files"], tryon
+    assert {name.split("/")[-1] for name in tryon["omitted"]} == {"agnostic_vitonhd.jpg", "agnostic_hrviton.jpg"}
     section = card.locator(".tryon")
     expect(section.locator("h3")).to_have_text("Try-on pack for person 1")
-    expect(section.locator(".tryon-note")).to_be_hidden()
+    expect(section.locator(".tryon-note")).to_have_text(
+        re.compile(r"^Left out: agnostic_vitonhd\.jpg, agnostic_hrviton\.jpg\. the .*hips? (was|were) not found"))
     for size, width in (("photo", summary["width"]), ("768x1024", 768)):
         links = section.locator(f".tryon-size[data-size='{size}'] a")
         assert sorted(links.evaluate_all("els => els.map(e => e.dataset.output)")) == sorted(

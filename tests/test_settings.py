@@ -127,9 +127,6 @@ def test_a_replica_wait_the_apis_redis_calls_would_cut_off_is_refused_at_load():
     answer 503 for a job it had already created and queued."""
     from api.app import REDIS_SOCKET_TIMEOUT
 
-    longest = Settings.model_fields["redis_wait_ms"].metadata
     assert Settings(redis_wait_ms=1500).redis_wait_ms == 1500
-    assert any(getattr(bound, "le", None) is not None and bound.le < REDIS_SOCKET_TIMEOUT * 1000
-               for bound in longest)
     with pytest.raises(ValidationError, match="redis_wait_ms"):
         Settings(redis_wait_ms=REDIS_SOCKET_TIMEOUT * 1000)

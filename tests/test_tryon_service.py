@@ -78,6 +78,14 @@ def tryon_job(stack) -> dict:
     return answer.json()
 
 
+def submitted(stack, **request) -> dict:
+    """POST /v1/jobs, then the job once it has ended, polled (not waited for in the request:
+    Prefer: wait has its own tests, and a slow CI must not turn into a 202 here)."""
+    answer = requests.post(f"{stack.api_url}/v1/jobs", timeout=60, **request)
+    assert answer.status_code == 202, answer.text
+    return stack.wait_for(answer.json()["id"])
+
+
 def test_prefer_wait_answers_the_finished_job_in_the_same_response(tryon_job):
     assert tryon_job["status"] == "succeeded" and tryon_job["outputs"] == ["keypoints", "masks", "garments", "tryon"]
     assert tryon_job["deduplicated"] is False
@@ -172,11 +180,9 @@ def test_the_demos_routes_answer_as_the_demo_did(stack):
 
 def test_person_2s_pack_is_made_of_person_2_not_of_the_largest(stack):
     scene = TWO_PEOPLE
-    answer = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("two.png", scene.photo)},
-                           data={"outputs": "tryon", "person": "2", "keypoints": json.dumps(scene.keypoints())},
-                           headers={"Prefer": "wait=30"}, timeout=60)
-    job = answer.json()
-    assert answer.status_code == 200 and job["status"] == "succeeded", answer.text
+    job = submitted(stack, files={"image": ("two.png", scene.photo)},
+                    data={"outputs": "tryon", "person": "2", "keypoints": json.dumps(scene.keypoints())})
+    assert job["status"] == "succeeded", job
     assert job["person"] == 2
     outputs, summary = job["result"]["outputs"], job["result"]["summary"]
     persons = picture(fetch(outputs["persons.png"]))
@@ -205,10 +211,8 @@ def test_person_2s_pack_is_made_of_person_2_not_of_the_largest(stack):
 
 
 def test_a_try_on_pack_for_a_person_the_photo_lacks_ends_the_job_with_its_code(stack):
-    answer = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("a.jpg", ASTRONAUT.read_bytes())},
-                           data={"outputs": "tryon", "person": "2"}, headers={"Prefer": "wait=30"}, timeout=60)
-    job = answer.json()
-    assert answer.status_code == 200 and job["status"] == "failed"
+    job = submitted(stack, files={"image": ("a.jpg", ASTRONAUT.read_bytes())}, data={"outputs": "tryon", "person": "2"})
+    assert job["status"] == "failed", job
     assert job["error"]["code"] == "person_not_found" and "has 1" in job["error"]["message"]
 
 
@@ -250,23 +254,26 @@ def test_bad_output_requests_are_refused_with_their_code(stack, fields, code):
 def test_submitted_points_may_lie_anywhere_on_the_photo_edges_included(stack, points, accepted):
     # OpenPose's coordinates are positions, not pixel indices: the 512x512 photo spans
     # [0, 512] x [0, 512] (docs/outputs.md), 0 and 512 alike.
-    answer = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("a.jpg", ASTRONAUT.read_bytes())},
-                           data={"outputs": "keypoints", "keypoints": openpose(points)},
-                           headers={"Prefer": "wait=30"}, timeout=60)
+    request = {"files": {"image": ("a.jpg", ASTRONAUT.read_bytes())},
+               "data": {"outputs": "keypoints", "keypoints": openpose(points)}}
     if not accepted:
+        answer = requests.post(f"{stack.api_url}/v1/jobs", timeout=60, **request)
         assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_keypoints", answer.text
         assert "512x512" in answer.json()["error"]["message"]
         return
-    job = answer.json()
-    assert answer.status_code == 200 and job["status"] == "succeeded", answer.text  # and the worker used them
+    job = submitted(stack, **request)
+    assert job["status"] == "succeeded", job  # and the worker used them
     assert job["result"]["summary"]["keypoints"]["source"] == "submitted"
 
 
 def test_as_many_people_as_the_contract_allows_are_accepted(stack):
     many = [[10 + i, 300, 0.9] * 18 for i in range(MAX_KEYPOINT_PEOPLE)]
-    answer = requests.post(f"{stack.api_url}/v1/jobs", files={"image": ("a.jpg", ASTRONAUT.read_bytes())},
-                           data={"outputs": "keypoints", "keypoints": openpose(*many)}, timeout=30)
-    assert answer.status_code == 202, answer.text
+    job = submitted(stack, files={"image": ("a.jpg", ASTRONAUT.read_bytes())},
+                    data={"outputs": "keypoints", "keypoints": openpose(*many)})
+    assert job["status"] == "succeeded", job
+    summary = job["result"]["summary"]["keypoints"]  # every body sent is either on a person or counted
+    assert summary["source"] == "submitted"
+    assert sum(person["found"] for person in summary["people"]) + summary["unmatched"] == MAX_KEYPOINT_PEOPLE
 
 
 @pytest.fixture(scope="module")
@@ -296,11 +303,8 @@ def test_keypoints_as_an_object_in_a_json_body_are_checked_like_the_form_text(st
 def test_keypoints_as_an_object_in_a_json_body_are_used(stack, stored_photo):
     # The contract's keypoints field is OpenPose's document: an object in JSON, its text in a form.
     points = {"people": [{"pose_keypoints_2d": [300.0, 300.0, 0.9] * 18}]}
-    answer = requests.post(f"{stack.api_url}/v1/jobs", json={"source": stored_photo, "outputs": ["keypoints"],
-                                                             "keypoints": points},
-                           headers={"Prefer": "wait=30"}, timeout=60)
-    job = answer.json()
-    assert answer.status_code == 200 and job["status"] == "succeeded", answer.text
+    job = submitted(stack, json={"source": stored_photo, "outputs": ["keypoints"], "keypoints": points})
+    assert job["status"] == "succeeded", job
     assert job["result"]["summary"]["keypoints"]["source"] == "submitted"
     coco = json.loads(fetch(job["result"]["outputs"]["keypoints_coco18.json"]))["people"]
     assert [person["pose_keypoints_2d"] for person in coco] == [points["people"][0]["pose_keypoints_2d"]]
