@@ -61,6 +61,12 @@ def worker_limits(stack: ComposeStack) -> str:
     return "; ".join(sorted(seen))
 
 
+def photos(count: int, width: int, height: int, first_seed: int) -> list[bytes]:
+    """Distinct photos: the stack keeps its Redis between configurations, and a photo it
+    has parsed already would be answered from its earlier job."""
+    return [encode_jpeg(photo(width, height, seed=first_seed + i)) for i in range(count)]
+
+
 def run_containers(stack: ComposeStack, client: Client, replicas: int, images: list[bytes],
                    warm: list[bytes]) -> tuple[float, str]:
     """Seconds for ``images`` through ``replicas`` worker containers, after warm-up, and

@@ -9,8 +9,9 @@ keypoints come from the real pose model. What a group adds does not depend on th
 model: it runs after inference, on the photo and its maps. Each figure is the median of
 three renders, in one process, one thread of this machine per render.
 
-The pose model finds no hip in this portrait (it ends near them), so the timed try-on
-packs leave out their two agnostic images; the bench says so under the table.
+Where the pose model finds no hip on the scaled portrait (it ends near them), the timed
+try-on pack leaves out its two agnostic images; the bench names those sizes under the
+table.
 
 The memory table runs the real worker (full-size synthetic model, default engine, one
 model process) on the photo scaled to 8000x5000 (40 megapixels, the largest accepted):
@@ -109,6 +110,7 @@ def main() -> None:
     print("| photo | standard outputs, s | + keypoints, s | + masks, s | + garments, s | + tryon, s | "
           "all four / standard |")
     print("|---|---|---|---|---|---|---|")
+    partial: dict[str, dict] = {}
     for width, height in SIZES:
         image = np.asarray(photo.resize((width, height), Image.BILINEAR))
         scale = min(1.0, (DECISION[0] * DECISION[1] / (width * height)) ** 0.5)
@@ -116,10 +118,13 @@ def main() -> None:
         parsing = parsing_of(resize_labels(astronaut_parse(), decided))
         standard, _, _ = seconds(image, parsing, [], pose)
         every, groups, omitted = seconds(image, parsing, list(OutputGroup), pose)
+        if omitted:
+            partial[f"{width}x{height}"] = omitted
         print(f"| {width}x{height} | {standard:.2f} | {groups['keypoints']:.2f} | {groups['masks']:.2f} | "
               f"{groups['garments']:.2f} | {groups['tryon']:.2f} | {every / standard:.1f}x |", flush=True)
-    if omitted:
-        print(f"\nThe try-on packs timed leave out {', '.join(sorted(omitted))}: {next(iter(omitted.values()))}")
+    for size, omitted in partial.items():
+        print(f"\nAt {size} the try-on pack timed leaves out {', '.join(sorted(omitted))}: "
+              f"{next(iter(omitted.values()))}")
     model = REPO / "models" / "m2fp-synthetic-full"
     ensure_full_model(model)
     ensure_engine(model, REPO / "var" / "models")
